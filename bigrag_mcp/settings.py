@@ -1,0 +1,37 @@
+"""Configuration from BIGRAG_* environment variables (and a .env file), documented in the README."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="BIGRAG_", env_file=".env", extra="ignore")
+
+    data_dir: Path = Field(default=Path("./bigrag-data"), description="Folder for the SQLite store and local files.")
+    database_url: str | None = Field(default=None, description="SQLAlchemy async URL; default SQLite in data_dir.")
+    vector_backend: str = Field(default="memory", description="Registered vector backend name.")
+    embedding_provider: str = Field(default="hash", description="Default embedding provider for new collections.")
+    embedding_model: str | None = Field(default=None, description="Default embedding model (provider default if unset).")
+    embedding_dimension: int | None = Field(default=None, description="Default dimension (provider default if unset).")
+    chat_provider: str | None = Field(default=None, description="Chat provider for the chat tool; unset = sampling or extractive.")
+    chat_model: str | None = Field(default=None, description="Chat model for the chat provider.")
+    load_plugins: str | None = Field(default=None, description="Comma-separated allow-list of plugin names to load.")
+    api_key: SecretStr | None = Field(default=None, description="The API key of a stdio session.")
+    policy_file: Path | None = Field(default=None, description="A policy file replacing the built-in default policy.")
+    billing_exporters: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description='JSON: {"name": {exporter config}} of billing exporters to send events to.'
+    )
+    price_file: Path | None = Field(default=None, description="TOML price table overriding the built-in one.")
+    log_level: str = Field(default="WARNING", description="Logging level (logs go to stderr).")
+    public_url: str | None = Field(default=None, description="Public base URL of the HTTP server (auth metadata).")
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'bigrag.db').resolve()}"

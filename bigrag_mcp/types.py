@@ -1,0 +1,161 @@
+"""The typed contracts between the core and its plugins: records, requests, and provider protocols."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal, Protocol, runtime_checkable
+
+from bigrag_mcp.filters import FilterNode
+
+SearchMode = Literal["semantic", "keyword", "hybrid"]
+Purpose = Literal["document", "query"]
+
+
+@dataclass(frozen=True)
+class Partition:
+    """The address of every backend call: a collection and, in tenant collections, one tenant."""
+
+    collection: str
+    tenant: str | None = None
+
+
+@dataclass(frozen=True)
+class VectorRecord:
+    """One indexed vector: a document chunk (`{document_id}#{chunk_index}`) or a raw vector id."""
+
+    id: str
+    vector: Sequence[float]
+    text: str | None = None
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SearchRequest:
+    """What a backend searches for; `filter` is an already validated tree (see `bigrag_mcp.filters`)."""
+
+    top_k: int
+    mode: SearchMode = "semantic"
+    vector: Sequence[float] | None = None
+    text: str | None = None
+    min_score: float | None = None
+    filter: FilterNode | None = None
+
+
+@dataclass(frozen=True)
+class Hit:
+    id: str
+    score: float
+
+
+@dataclass(frozen=True)
+class Embeddings:
+    """Vectors in input order, and the token count the provider reported (None if it reports none)."""
+
+    vectors: list[list[float]]
+    tokens: int | None = None
+
+
+@runtime_checkable
+class EmbeddingProvider(Protocol):
+    name: str
+    model: str
+    dimension: int
+    max_batch: int
+
+    async def embed(self, texts: Sequence[str], *, purpose: Purpose) -> Embeddings: ...
+
+
+class EmbeddingProviderFactory(Protocol):
+    def __call__(self, *, model: str | None, dimension: int | None) -> EmbeddingProvider: ...
+
+
+@runtime_checkable
+class VectorBackend(Protocol):
+    """An index that can be rebuilt from the store. `persistent=False` means the core refills it after a restart."""
+
+    name: str
+    persistent: bool
+    search_modes: frozenset[str]
+
+    async def upsert(self, where: Partition, records: Sequence[VectorRecord]) -> None: ...
+    async def delete(self, where: Partition, ids: Sequence[str]) -> int: ...
+    async def search(self, where: Partition, request: SearchRequest) -> list[Hit]: ...
+    async def drop(self, collection: str, tenant: str | None = None) -> None: ...
+    async def close(self) -> None: ...
+
+
+class VectorBackendFactory(Protocol):
+    def __call__(self) -> VectorBackend: ...
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+@dataclass(frozen=True)
+class ChatReply:
+    text: str
+    model: str
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+
+
+@runtime_checkable
+class ChatProvider(Protocol):
+    name: str
+    model: str
+
+    async def generate(
+        self, messages: Sequence[ChatMessage], *, temperature: float | None = None, max_tokens: int | None = None
+    ) -> ChatReply: ...
+
+
+class ChatProviderFactory(Protocol):
+    def __call__(self, *, model: str | None) -> ChatProvider: ...
+
+
+@dataclass(frozen=True)
+class BillingEvent:
+    """One billable event from the outbox; `id` is the idempotency key every exporter must send."""
+
+    id: str
+    event: str  # e.g. "query", "chat", "document.upload", "embedding.tokens"
+    value: float
+    timestamp: datetime
+    collection: str | None = None
+    tenant: str | None = None
+    properties: Mapping[str, Any] = field(default_factory=dict)
+
+
+DeliveryStatus = Literal["sent", "duplicate", "retry", "failed"]
+
+
+@dataclass(frozen=True)
+class DeliveryResult:
+    """How one event fared: `retry` may carry the server's Retry-After in seconds; `failed` is permanent."""
+
+    status: DeliveryStatus
+    detail: str = ""
+    retry_after: float | None = None
+
+
+@runtime_checkable
+class BillingExporter(Protocol):
+    name: str
+
+    async def send(self, event: BillingEvent) -> DeliveryResult: ...
+    async def close(self) -> None: ...
+
+
+class BillingExporterFactory(Protocol):
+    def __call__(self, config: Mapping[str, Any]) -> BillingExporter: ...
+
+
+class DocumentLoader(Protocol):
+    """Turn uploaded bytes into text; raise `InvalidArgument` for bytes it cannot read."""
+
+    def __call__(self, data: bytes, *, filename: str | None, mime_type: str | None) -> str: ...
