@@ -1,0 +1,193 @@
+"""Collections: create, read, reconfigure and delete, with their settings owned by the store."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bigrag_mcp.errors import Conflict, InvalidArgument, NotFound
+from bigrag_mcp.filters import FIELD_NAME
+from bigrag_mcp.schemas import CollectionInfo
+from bigrag_mcp.services.ledger import Activity, record
+from bigrag_mcp.services.runtime import OPERATOR, Caller, Runtime
+from bigrag_mcp.store.models import NO_TENANT, Chunk, Collection, Document
+
+COLLECTION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+CHUNK_SIZE_RANGE = (64, 10_000)
+
+
+def check_schema(schema: dict[str, Any] | None) -> None:
+    if schema is None:
+        return
+    if not isinstance(schema, dict):
+        raise InvalidArgument("metadata_schema must be a JSON Schema object")
+    try:
+        Draft202012Validator.check_schema(schema)
+    except SchemaError as exc:
+        raise InvalidArgument(f"metadata_schema is not a valid JSON Schema: {exc.message}") from None
+
+
+def check_chunking(size: int, overlap: int, strategy: str) -> None:
+    if not CHUNK_SIZE_RANGE[0] <= size <= CHUNK_SIZE_RANGE[1]:
+        raise InvalidArgument(f"chunk_size must be between {CHUNK_SIZE_RANGE[0]} and {CHUNK_SIZE_RANGE[1]}")
+    if not 0 <= overlap < size:
+        raise InvalidArgument("chunk_overlap must be at least 0 and smaller than chunk_size")
+    if strategy not in ("paragraph", "recursive"):
+        raise InvalidArgument("chunk_strategy must be 'paragraph' or 'recursive'")
+
+
+def info(collection: Collection, documents: int | None = None, vectors: int | None = None) -> CollectionInfo:
+    return CollectionInfo(
+        name=collection.name,
+        description=collection.description,
+        embedding_provider=collection.embedding_provider,
+        embedding_model=collection.embedding_model,
+        dimension=collection.dimension,
+        metadata_schema=collection.metadata_schema,
+        tenant_field=collection.tenant_field,
+        chunk_size=collection.chunk_size,
+        chunk_overlap=collection.chunk_overlap,
+        chunk_strategy=collection.chunk_strategy,  # type: ignore[arg-type]
+        created_at=collection.created_at,
+        updated_at=collection.updated_at,
+        document_count=documents,
+        vector_count=vectors,
+    )
+
+
+async def find(session: AsyncSession, name: str) -> Collection:
+    collection = await session.scalar(select(Collection).where(Collection.name == name))
+    if collection is None:
+        raise NotFound(f"collection {name!r} does not exist; collections_list shows the ones you can use")
+    return collection
+
+
+async def load(rt: Runtime, name: str) -> Collection:
+    async with rt.db.session() as session:
+        return await find(session, name)
+
+
+async def create(
+    rt: Runtime,
+    *,
+    name: str,
+    description: str = "",
+    embedding_provider: str | None = None,
+    embedding_model: str | None = None,
+    dimension: int | None = None,
+    metadata_schema: dict[str, Any] | None = None,
+    tenant_field: str | None = None,
+    chunk_size: int = 512,
+    chunk_overlap: int = 50,
+    chunk_strategy: str = "recursive",
+    caller: Caller = OPERATOR,
+) -> CollectionInfo:
+    if not COLLECTION_NAME.match(name):
+        raise InvalidArgument(f"collection name {name!r} must match {COLLECTION_NAME.pattern}")
+    if tenant_field is not None and not FIELD_NAME.match(tenant_field):
+        raise InvalidArgument(f"tenant_field {tenant_field!r} must match {FIELD_NAME.pattern}")
+    check_schema(metadata_schema)
+    check_chunking(chunk_size, chunk_overlap, chunk_strategy)
+    provider_name = embedding_provider or rt.settings.embedding_provider
+    if embedding_provider is None and embedding_model is None:
+        embedding_model = rt.settings.embedding_model
+    if dimension is None and embedding_provider is None:
+        dimension = rt.settings.embedding_dimension
+    provider = rt.embedder(provider_name, embedding_model, dimension)
+    collection = Collection(
+        name=name,
+        description=description,
+        embedding_provider=provider_name,
+        embedding_model=provider.model,
+        dimension=provider.dimension,
+        metadata_schema=metadata_schema,
+        tenant_field=tenant_field,
+        chunk_size=chunk_size,
+        chunk_overlap=chunk_overlap,
+        chunk_strategy=chunk_strategy,
+    )
+    try:
+        async with rt.db.session() as session:
+            if await session.scalar(select(Collection.id).where(Collection.name == name)) is not None:
+                raise Conflict(f"collection {name!r} already exists; pick another name or delete it first")
+            session.add(collection)
+            await session.flush()
+            await record(session, caller, Activity.of("collection.created", collection))
+    except IntegrityError:
+        raise Conflict(f"collection {name!r} already exists; pick another name or delete it first") from None
+    return info(collection, 0, 0)
+
+
+async def counts(session: AsyncSession, collection: Collection, tenant: str | None) -> tuple[int, int]:
+    doc_q = select(func.count()).select_from(Document).where(Document.collection_id == collection.id)
+    vec_q = select(func.count()).select_from(Chunk).where(Chunk.collection_id == collection.id)
+    if tenant is not None:
+        doc_q = doc_q.where(Document.tenant == tenant)
+        vec_q = vec_q.where(Chunk.tenant == tenant)
+    return int(await session.scalar(doc_q) or 0), int(await session.scalar(vec_q) or 0)
+
+
+async def get(rt: Runtime, name: str, *, tenant: str | None = None) -> CollectionInfo:
+    """The collection with its counts; in a tenant collection, counts of `tenant` when given."""
+    async with rt.db.session() as session:
+        collection = await find(session, name)
+        scope = tenant if collection.tenant_field else None
+        return info(collection, *await counts(session, collection, scope))
+
+
+async def list_all(rt: Runtime) -> list[CollectionInfo]:
+    async with rt.db.session() as session:
+        rows = await session.scalars(select(Collection).order_by(Collection.name))
+        return [info(c) for c in rows]
+
+
+async def update(
+    rt: Runtime,
+    name: str,
+    *,
+    description: str | None = None,
+    metadata_schema: dict[str, Any] | None = None,
+    chunk_size: int | None = None,
+    chunk_overlap: int | None = None,
+    chunk_strategy: str | None = None,
+    caller: Caller = OPERATOR,
+) -> CollectionInfo:
+    """Change settings that apply to future writes; embedding settings and tenant_field are fixed at creation."""
+    async with rt.db.session() as session:
+        collection = await find(session, name)
+        size = chunk_size if chunk_size is not None else collection.chunk_size
+        overlap = chunk_overlap if chunk_overlap is not None else collection.chunk_overlap
+        strategy = chunk_strategy or collection.chunk_strategy
+        check_chunking(size, overlap, strategy)
+        if metadata_schema is not None:
+            check_schema(metadata_schema)
+            collection.metadata_schema = metadata_schema
+        if description is not None:
+            collection.description = description
+        collection.chunk_size, collection.chunk_overlap, collection.chunk_strategy = size, overlap, strategy
+        await session.flush()
+        await record(session, caller, Activity.of("collection.updated", collection))
+        return info(collection)
+
+
+async def delete(rt: Runtime, name: str, *, caller: Caller = OPERATOR) -> CollectionInfo:
+    """Remove the collection with every document, chunk and vector it holds."""
+    async with rt.db.session() as session:
+        collection = await find(session, name)
+        documents, vectors = await counts(session, collection, None)
+        await session.delete(collection)
+        await record(
+            session, caller, Activity.of("collection.deleted", collection, documents=-documents, chunks=-vectors)
+        )
+    await rt.index.drop(collection)
+    return info(collection, documents, vectors)
+
+
+def tenant_of_row(tenant: str) -> str | None:
+    return None if tenant == NO_TENANT else tenant

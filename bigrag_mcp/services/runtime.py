@@ -1,0 +1,62 @@
+"""The running application: settings, store, plugins, backend and the provider cache that services share."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pluggy
+
+from bigrag_mcp.errors import InvalidArgument
+from bigrag_mcp.plugins import Registry, build_registry, plugin_manager
+from bigrag_mcp.services.index import IndexGate
+from bigrag_mcp.settings import Settings
+from bigrag_mcp.store.db import Database
+from bigrag_mcp.types import EmbeddingProvider
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who acts, for usage and audit rows: the API key id (None for the operator's CLI) and a request id."""
+
+    key_id: str | None = None
+    request_id: str | None = None
+
+
+OPERATOR = Caller()
+
+
+class Runtime:
+    def __init__(self, settings: Settings, db: Database, pm: pluggy.PluginManager, registry: Registry) -> None:
+        self.settings = settings
+        self.db = db
+        self.pm = pm
+        self.registry = registry
+        self.backend = registry.vector_backend(settings.vector_backend)()
+        self.index = IndexGate(db, self.backend)
+        self._embedders: dict[tuple[str, str | None, int | None], EmbeddingProvider] = {}
+
+    @classmethod
+    async def open(cls, settings: Settings | None = None, *, plugins: tuple[Any, ...] = ()) -> Runtime:
+        """Load plugins, migrate the store to the newest schema, and connect the vector backend."""
+        settings = settings or Settings()
+        pm = plugin_manager(settings.load_plugins, extra=plugins)
+        db = Database(settings.resolved_database_url)
+        await db.migrate()
+        return cls(settings, db, pm, build_registry(pm))
+
+    def embedder(self, provider: str, model: str | None, dimension: int | None) -> EmbeddingProvider:
+        key = (provider, model, dimension)
+        if key not in self._embedders:
+            instance = self.registry.embedding_provider(provider)(model=model, dimension=dimension)
+            if dimension is not None and instance.dimension != dimension:
+                raise InvalidArgument(
+                    f"embedding provider {provider!r} model {instance.model!r} gives {instance.dimension} dimensions, "
+                    f"not {dimension}"
+                )
+            self._embedders[key] = instance
+        return self._embedders[key]
+
+    async def close(self) -> None:
+        await self.backend.close()
+        await self.db.close()

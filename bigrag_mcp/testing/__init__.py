@@ -1,0 +1,1 @@
+"""Conformance suites that plugin authors run against their own plugins."""
