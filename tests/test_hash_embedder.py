@@ -1,0 +1,96 @@
+"""The offline "hash" embedder: the provider conformance suite plus what feature hashing promises."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from bigrag_mcp.default_plugins import hash_embedder
+from bigrag_mcp.default_plugins.hash_embedder import HashEmbedder, create_hash_embedder, words
+from bigrag_mcp.errors import InvalidArgument
+from bigrag_mcp.testing.embedders import EmbeddingProviderConformance, registered_embedding_providers
+from bigrag_mcp.types import EmbeddingProvider
+
+
+class TestHashConformance(EmbeddingProviderConformance):
+    @pytest.fixture
+    async def provider(self) -> EmbeddingProvider:
+        return create_hash_embedder()
+
+
+def cosine(left: str, right: str) -> float:
+    a, b = HashEmbedder().embed_sync([left, right])
+    return float(np.dot(a, b))
+
+
+def test_defaults() -> None:
+    embedder = create_hash_embedder()
+    assert (embedder.name, embedder.model, embedder.dimension, embedder.max_batch) == ("hash", "hash-v1", 384, 1024)
+
+
+def test_shared_words_score_higher_than_unrelated_text() -> None:
+    query = "automatic indexing of library catalogues"
+    related = "the library uses automatic indexing for its catalogues"
+    assert cosine(query, related) > cosine(query, "quarterly stock market report") + 0.2
+
+
+def test_word_order_matters_through_bigrams() -> None:
+    assert cosine("new york city", "city york new") < 0.9
+    assert cosine("new york city", "new york city") == pytest.approx(1.0)
+
+
+def test_case_and_unicode_normalisation() -> None:
+    assert cosine("Café AU LAIT", "cafe\u0301 au lait") == pytest.approx(1.0)
+
+
+def test_tokens_cover_scripts_symbols_and_drop_punctuation() -> None:
+    assert words("Hello, World! hello-world") == ["hello", "world", "hello", "world"]
+    assert words("東京です") == ["東", "京", "で", "す"]
+    assert words("हिन्दी भाषा") == ["हिन्दी", "भाषा"]
+    assert words("launch 🚀!") == ["launch", "🚀"]
+
+
+@pytest.mark.parametrize("text", ["", "   \n\t", "...!?", "\u200b"])
+def test_text_without_tokens_embeds_to_the_zero_vector(text: str) -> None:
+    (vector,) = HashEmbedder(dimension=16).embed_sync([text])
+    assert vector == [0.0] * 16
+
+
+def test_dimension_is_configurable() -> None:
+    vectors = create_hash_embedder(dimension=64).embed_sync(["some text here"])
+    assert len(vectors[0]) == 64
+    assert np.linalg.norm(vectors[0]) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("dimension", [0, -3, 70_000])
+def test_bad_dimension_is_rejected(dimension: int) -> None:
+    with pytest.raises(InvalidArgument):
+        create_hash_embedder(dimension=dimension)
+
+
+def test_other_model_names_are_rejected() -> None:
+    assert create_hash_embedder(model="hash-v1").model == "hash-v1"
+    with pytest.raises(InvalidArgument, match="hash-v1"):
+        create_hash_embedder(model="text-embedding-3-small")
+
+
+def test_vectors_do_not_depend_on_the_process_hash_seed() -> None:
+    script = "import json; from bigrag_mcp.default_plugins.hash_embedder import HashEmbedder; "
+    script += "print(json.dumps(HashEmbedder(32).embed_sync(['stable across runs'])))"
+    runs = [
+        subprocess.run(
+            [sys.executable, "-c", script], env={**os.environ, "PYTHONHASHSEED": seed}, capture_output=True, check=True
+        ).stdout
+        for seed in ("1", "2")
+    ]
+    assert runs[0] == runs[1]
+    assert json.loads(runs[0]) == HashEmbedder(32).embed_sync(["stable across runs"])
+
+
+def test_registered_through_the_plugin_hook() -> None:
+    assert registered_embedding_providers(hash_embedder) == {"hash": create_hash_embedder}
