@@ -1,0 +1,378 @@
+"""The built-in in-memory vector backend: exact cosine search, BM25 keyword search and their RRF fusion.
+
+Each (collection, tenant) partition is its own index, so a query costs what that partition holds. Every
+method runs without awaiting, so under asyncio each call is atomic: no other task sees a half-applied write.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+import re
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from bigrag_mcp.errors import InvalidArgument
+from bigrag_mcp.filters import And, Compare, FilterNode, Or
+from bigrag_mcp.hookspecs import hookimpl
+from bigrag_mcp.types import Hit, Partition, SearchRequest, VectorBackendFactory, VectorRecord
+
+Mask = npt.NDArray[np.bool_]
+Key = tuple[str, Any]
+
+BM25_K1 = 1.2
+BM25_B = 0.75
+RRF_K = 60
+HYBRID_MIN_DEPTH = 50
+_TOKEN = re.compile(r"\w+")
+_RANGE: dict[str, Callable[[Any, Any], Any]] = {
+    "$gt": operator.gt,
+    "$gte": operator.ge,
+    "$lt": operator.lt,
+    "$lte": operator.le,
+}
+
+
+def tokenize(text: str) -> list[str]:
+    """Lowercase word tokens."""
+    return _TOKEN.findall(text.lower())
+
+
+def _key(value: Any) -> Key | None:
+    """An index key that is equal exactly when the filter language calls two values the same."""
+    if isinstance(value, bool):
+        return ("b", value)
+    if isinstance(value, (int, float)):
+        return ("n", value)
+    if isinstance(value, str):
+        return ("s", value)
+    return None
+
+
+class _FieldColumn:
+    """One metadata field of a partition, laid out so a filter condition becomes a few numpy operations."""
+
+    def __init__(self, name: str, metadata: Sequence[Mapping[str, Any]]) -> None:
+        self.size = len(metadata)
+        self.present = np.zeros(self.size, dtype=bool)
+        self.rows_by_key: dict[Key, list[int]] = {}
+        ordered: dict[str, tuple[list[int], list[Any]]] = {"n": ([], []), "s": ([], [])}
+        for row, meta in enumerate(metadata):
+            value = meta.get(name)
+            if value is None:
+                continue
+            self.present[row] = True
+            for item in value if isinstance(value, list) else (value,):
+                key = _key(item)
+                if key is None:
+                    continue
+                self.rows_by_key.setdefault(key, []).append(row)
+                if key[0] in ordered:
+                    ordered[key[0]][0].append(row)
+                    ordered[key[0]][1].append(item)
+        self.ordered = {
+            kind: (np.asarray(rows, dtype=np.intp), np.asarray(values, dtype=object))
+            for kind, (rows, values) in ordered.items()
+        }
+
+    def rows_equal(self, values: Iterable[Any]) -> Mask:
+        mask = np.zeros(self.size, dtype=bool)
+        for value in values:
+            key = _key(value)
+            if key is not None and key in self.rows_by_key:
+                mask[self.rows_by_key[key]] = True
+        return mask
+
+    def mask(self, op: str, value: Any) -> Mask:
+        if op == "$exists":
+            return self.present.copy() if value else ~self.present
+        if op in ("$eq", "$ne"):
+            hit = self.rows_equal((value,))
+            return hit if op == "$eq" else ~hit
+        if op in ("$in", "$nin"):
+            hit = self.rows_equal(value)
+            return hit if op == "$in" else ~hit
+        mask = np.zeros(self.size, dtype=bool)
+        kind = _key(value)
+        if kind is None or kind[0] not in self.ordered:
+            return mask
+        rows, values = self.ordered[kind[0]]
+        if len(rows):
+            mask[rows[_RANGE[op](values, value).astype(bool)]] = True
+        return mask
+
+
+class _Partition:
+    """The records of one (collection, tenant): L2-normalised float32 rows, texts, metadata and a BM25 index."""
+
+    def __init__(self, dimension: int) -> None:
+        self.dimension = dimension
+        self.matrix = np.empty((16, dimension), dtype=np.float32)
+        self.ids: list[str] = []
+        self.rows: dict[str, int] = {}
+        self.texts: list[str | None] = []
+        self.metadata: list[dict[str, Any]] = []
+        self.terms: list[Counter[str] | None] = []
+        self.postings: dict[str, dict[str, int]] = {}
+        self.text_lengths: dict[str, int] = {}
+        self.total_length = 0
+        self.columns: dict[str, _FieldColumn] = {}
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    # --- writes ----------------------------------------------------------------------------------------
+
+    def put(self, records: Sequence[VectorRecord], vectors: npt.NDArray[np.float32]) -> None:
+        fresh = len({r.id for r in records} - self.rows.keys())
+        self._reserve(len(self.ids) + fresh)
+        for record, vector in zip(records, vectors):
+            row = self.rows.get(record.id)
+            if row is None:
+                row = len(self.ids)
+                self.rows[record.id] = row
+                self.ids.append(record.id)
+                self.texts.append(None)
+                self.metadata.append({})
+                self.terms.append(None)
+            else:
+                self._unindex_text(row)
+            self.matrix[row] = vector
+            self.texts[row] = record.text
+            self.metadata[row] = {k: list(v) if isinstance(v, list) else v for k, v in record.metadata.items()}
+            self._index_text(row)
+        self.columns.clear()
+
+    def remove(self, ids: Iterable[str]) -> int:
+        removed = 0
+        for record_id in set(ids):
+            row = self.rows.pop(record_id, None)
+            if row is None:
+                continue
+            removed += 1
+            self._unindex_text(row)
+            self._move_last_into(row)
+        if removed:
+            self.columns.clear()
+        return removed
+
+    def _move_last_into(self, row: int) -> None:
+        """Fill a freed row with the last record, keeping the rows dense."""
+        last = len(self.ids) - 1
+        if row != last:
+            self.matrix[row] = self.matrix[last]
+            self.ids[row], self.texts[row] = self.ids[last], self.texts[last]
+            self.metadata[row], self.terms[row] = self.metadata[last], self.terms[last]
+            self.rows[self.ids[row]] = row
+        self.ids.pop()
+        self.texts.pop()
+        self.metadata.pop()
+        self.terms.pop()
+
+    def _reserve(self, size: int) -> None:
+        if size > len(self.matrix):
+            grown = np.empty((max(size, 2 * len(self.matrix)), self.dimension), dtype=np.float32)
+            grown[: len(self.ids)] = self.matrix[: len(self.ids)]
+            self.matrix = grown
+
+    def _index_text(self, row: int) -> None:
+        text = self.texts[row]
+        if text is None:
+            return
+        tokens = tokenize(text)
+        counts = Counter(tokens)
+        self.terms[row] = counts
+        record_id = self.ids[row]
+        self.text_lengths[record_id] = len(tokens)
+        self.total_length += len(tokens)
+        for term, tf in counts.items():
+            self.postings.setdefault(term, {})[record_id] = tf
+
+    def _unindex_text(self, row: int) -> None:
+        counts = self.terms[row]
+        if counts is None:
+            return
+        record_id = self.ids[row]
+        self.total_length -= self.text_lengths.pop(record_id)
+        for term in counts:
+            posting = self.postings[term]
+            del posting[record_id]
+            if not posting:
+                del self.postings[term]
+        self.terms[row] = None
+
+    # --- reads -----------------------------------------------------------------------------------------
+
+    def allowed(self, node: FilterNode | None) -> Mask | None:
+        """The rows a filter lets through (None: every row)."""
+        return None if node is None else self._mask(node)
+
+    def _mask(self, node: FilterNode) -> Mask:
+        if isinstance(node, Compare):
+            column = self.columns.get(node.field)
+            if column is None:
+                column = self.columns[node.field] = _FieldColumn(node.field, self.metadata)
+            return column.mask(node.op, node.value)
+        if isinstance(node, And):
+            return np.logical_and.reduce([self._mask(item) for item in node.items])
+        if isinstance(node, Or):
+            return np.logical_or.reduce([self._mask(item) for item in node.items])
+        return ~self._mask(node.item)
+
+    def nearest(self, vector: Sequence[float], allowed: Mask | None, depth: int) -> list[Hit]:
+        """Cosine ranking of the allowed rows, best first, at most `depth` long."""
+        query = _unit_rows(_as_matrix([vector]), [None], self.dimension)[0]
+        scores = self.matrix[: len(self.ids)] @ query
+        rows = np.arange(len(self.ids)) if allowed is None else np.flatnonzero(allowed)
+        picked = scores[rows]
+        if len(rows) > depth:
+            cut = np.partition(picked, len(picked) - depth)[len(picked) - depth]
+            keep = picked >= cut
+            rows, picked = rows[keep], picked[keep]
+        clipped = np.clip(picked, -1.0, 1.0).tolist()
+        return _best(((self.ids[r], s) for r, s in zip(rows.tolist(), clipped)), depth)
+
+    def keyword(self, text: str, allowed: Mask | None, depth: int) -> list[Hit]:
+        """BM25 ranking of the allowed rows that hold a query term, best first, at most `depth` long."""
+        if not self.text_lengths:
+            return []
+        count = len(self.text_lengths)
+        average = self.total_length / count
+        scores: dict[str, float] = {}
+        for term in set(tokenize(text)):
+            posting = self.postings.get(term)
+            if not posting:
+                continue
+            idf = math.log(1 + (count - len(posting) + 0.5) / (len(posting) + 0.5))
+            for record_id, tf in posting.items():
+                norm = BM25_K1 * (1 - BM25_B + BM25_B * self.text_lengths[record_id] / average)
+                scores[record_id] = scores.get(record_id, 0.0) + idf * tf * (BM25_K1 + 1) / (tf + norm)
+        if allowed is not None:
+            scores = {i: s for i, s in scores.items() if allowed[self.rows[i]]}
+        return _best(scores.items(), depth)
+
+
+def _best(scored: Iterable[tuple[str, float]], depth: int) -> list[Hit]:
+    """Hits sorted by score, ties broken by id, at most `depth` long."""
+    ordered = sorted(scored, key=lambda pair: (-pair[1], pair[0]))
+    return [Hit(record_id, score) for record_id, score in ordered[:depth]]
+
+
+def _fuse(rankings: Sequence[Sequence[Hit]], depth: int) -> list[Hit]:
+    """Reciprocal rank fusion: each ranking adds 1 / (RRF_K + rank) to a record's score."""
+    scores: dict[str, float] = {}
+    for ranking in rankings:
+        for rank, hit in enumerate(ranking, start=1):
+            scores[hit.id] = scores.get(hit.id, 0.0) + 1.0 / (RRF_K + rank)
+    return _best(scores.items(), depth)
+
+
+def _unit_rows(
+    vectors: npt.NDArray[np.float32], ids: Sequence[str | None], dimension: int | None
+) -> npt.NDArray[np.float32]:
+    """Check shape and values and scale each row to length one; InvalidArgument names the first bad vector."""
+    if (dimension is not None and vectors.shape[1] != dimension) or vectors.shape[1] == 0:
+        want = dimension if dimension is not None else "of at least 1"
+        raise InvalidArgument(f"vectors here must have dimension {want}; got {vectors.shape[1]}")
+    norms = np.linalg.norm(vectors, axis=1)
+    bad = ~np.isfinite(norms) | (norms == 0)
+    if bad.any():
+        which = ids[int(np.flatnonzero(bad)[0])]
+        label = f"vector of {which!r}" if which is not None else "query vector"
+        raise InvalidArgument(f"{label} must be finite and non-zero")
+    return (vectors / norms[:, None]).astype(np.float32)
+
+
+def _as_matrix(vectors: Sequence[Sequence[float]]) -> npt.NDArray[np.float32]:
+    """Stack vectors of one shared length into a float32 matrix; InvalidArgument otherwise."""
+    lengths = {len(v) for v in vectors}
+    if len(lengths) > 1:
+        raise InvalidArgument(f"every vector in one call must have the same dimension; got {sorted(lengths)}")
+    try:
+        return np.asarray([list(v) for v in vectors], dtype=np.float32)
+    except (TypeError, ValueError) as exc:
+        raise InvalidArgument(f"vectors must be lists of numbers: {exc}") from exc
+
+
+class MemoryBackend:
+    """Exact search over numpy matrices, one per (collection, tenant); rebuilt from the store after a restart."""
+
+    name = "memory"
+    persistent = False
+    search_modes: frozenset[str] = frozenset({"semantic", "keyword", "hybrid"})
+
+    def __init__(self) -> None:
+        self._partitions: dict[Partition, _Partition] = {}
+
+    async def upsert(self, where: Partition, records: Sequence[VectorRecord]) -> None:
+        if not records:
+            return
+        for record in records:
+            if not isinstance(record.id, str) or not record.id:
+                raise InvalidArgument("every record needs a non-empty string id")
+        part = self._partitions.get(where)
+        vectors = _unit_rows(
+            _as_matrix([r.vector for r in records]), [r.id for r in records], part.dimension if part else None
+        )
+        if part is None:
+            part = self._partitions[where] = _Partition(vectors.shape[1])
+        part.put(records, vectors)
+
+    async def delete(self, where: Partition, ids: Sequence[str]) -> int:
+        part = self._partitions.get(where)
+        if part is None:
+            return 0
+        removed = part.remove(ids)
+        if not len(part):
+            del self._partitions[where]
+        return removed
+
+    async def search(self, where: Partition, request: SearchRequest) -> list[Hit]:
+        _check(request)
+        part = self._partitions.get(where)
+        if part is None:
+            return []
+        allowed = part.allowed(request.filter)
+        if request.mode == "semantic":
+            assert request.vector is not None
+            hits = part.nearest(request.vector, allowed, request.top_k)
+        elif request.mode == "keyword":
+            assert request.text is not None
+            hits = part.keyword(request.text, allowed, request.top_k)
+        else:
+            assert request.vector is not None and request.text is not None
+            depth = max(request.top_k * 4, HYBRID_MIN_DEPTH)
+            rankings = [part.nearest(request.vector, allowed, depth), part.keyword(request.text, allowed, depth)]
+            hits = _fuse(rankings, request.top_k)
+        if request.min_score is not None:
+            hits = [h for h in hits if h.score >= request.min_score]
+        return hits
+
+    async def drop(self, collection: str, tenant: str | None = None) -> None:
+        doomed = [p for p in self._partitions if p.collection == collection and (tenant is None or p.tenant == tenant)]
+        for where in doomed:
+            del self._partitions[where]
+
+    async def close(self) -> None:
+        self._partitions.clear()
+
+
+def _check(request: SearchRequest) -> None:
+    """Reject a request that cannot be answered: unknown mode, bad top_k, or a missing vector or text."""
+    if request.mode not in MemoryBackend.search_modes:
+        raise InvalidArgument(f"search mode {request.mode!r} is not one of {sorted(MemoryBackend.search_modes)}")
+    if request.top_k < 1:
+        raise InvalidArgument("top_k must be at least 1")
+    if request.mode in ("semantic", "hybrid") and request.vector is None:
+        raise InvalidArgument(f"{request.mode} search needs a query vector")
+    if request.mode in ("keyword", "hybrid") and request.text is None:
+        raise InvalidArgument(f"{request.mode} search needs a query text")
+
+
+@hookimpl
+def register_vector_backends(register: Callable[[str, VectorBackendFactory], None]) -> None:
+    register("memory", MemoryBackend)
