@@ -1,0 +1,216 @@
+"""Webhook subscriptions, their outbox deliveries, and the HMAC signature receivers verify.
+
+Signature scheme: `X-BigRAG-Signature` is the lowercase hex HMAC-SHA256, keyed with the webhook secret, of
+`f"{timestamp}.".encode() + raw_body`, where `timestamp` is the Unix-seconds value sent in `X-BigRAG-Timestamp`.
+Receivers call `verify_signature` (or recompute it) and reject stale timestamps to stop replays.
+`X-BigRAG-Delivery` is the outbox row id: the same on every retry of one delivery, so receivers can deduplicate.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import secrets
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bigrag_mcp.errors import InvalidArgument, NotFound
+from bigrag_mcp.services.outbox import Clock, aware, post_delivery
+from bigrag_mcp.store.db import Database
+from bigrag_mcp.store.models import OutboxEvent, Webhook, utcnow
+from bigrag_mcp.types import DeliveryResult
+
+EVENT_TYPES = frozenset(
+    {"collection.created", "collection.deleted", "document.uploaded", "document.deleted", "tenant.offboarded"}
+)
+SUBSCRIPTIONS = EVENT_TYPES | {"collection.*", "document.*"}
+SECRET_PREFIX = "whsec_"
+MAX_URL_CHARS = 2048
+
+
+@dataclass(frozen=True)
+class WebhookInfo:
+    """A subscription as callers see it; `secret` is set only in the answer to create."""
+
+    id: str
+    url: str
+    events: list[str]
+    created_by: str | None
+    created_at: datetime
+    secret: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        shown: dict[str, Any] = {
+            "id": self.id,
+            "url": self.url,
+            "events": self.events,
+            "created_by": self.created_by,
+            "created_at": aware(self.created_at).isoformat(),
+        }
+        if self.secret is not None:
+            shown["secret"] = self.secret
+        return shown
+
+
+def _info(hook: Webhook, *, secret: str | None = None) -> WebhookInfo:
+    return WebhookInfo(hook.id, hook.url, list(hook.events), hook.created_by, aware(hook.created_at), secret)
+
+
+def _checked_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname or len(url) > MAX_URL_CHARS:
+        raise InvalidArgument(f"webhook url must be an http or https URL with a host, at most {MAX_URL_CHARS} chars")
+    return url
+
+
+def _checked_events(events: Sequence[str]) -> list[str]:
+    chosen = list(dict.fromkeys(events))
+    unknown = [e for e in chosen if e not in SUBSCRIPTIONS]
+    if not chosen or unknown:
+        raise InvalidArgument(
+            f"webhook events must be a non-empty list from {', '.join(sorted(SUBSCRIPTIONS))}; "
+            f"unknown: {', '.join(unknown) or 'none given'}"
+        )
+    return chosen
+
+
+def _checked_secret(secret: str | None) -> str:
+    if secret is None:
+        return SECRET_PREFIX + secrets.token_urlsafe(32)
+    if not 16 <= len(secret) <= 128:
+        raise InvalidArgument("a webhook secret must be 16 to 128 characters (leave it out to have one generated)")
+    return secret
+
+
+async def create_webhook(
+    session: AsyncSession, url: str, events: Sequence[str], *, secret: str | None = None, created_by: str | None = None
+) -> WebhookInfo:
+    """Add a subscription; the answer carries the signing secret, which is never shown again."""
+    hook = Webhook(
+        id=f"wh_{uuid.uuid4().hex[:24]}",
+        url=_checked_url(url),
+        events=_checked_events(events),
+        secret=_checked_secret(secret),
+        created_by=created_by,
+        created_at=utcnow(),
+    )
+    session.add(hook)
+    await session.flush()
+    return _info(hook, secret=hook.secret)
+
+
+async def list_webhooks(session: AsyncSession) -> list[WebhookInfo]:
+    """Every subscription, oldest first, without secrets."""
+    hooks = (await session.scalars(select(Webhook).order_by(Webhook.created_at, Webhook.id))).all()
+    return [_info(hook) for hook in hooks]
+
+
+async def delete_webhook(session: AsyncSession, webhook_id: str) -> WebhookInfo:
+    """Remove a subscription; deliveries still queued for it are parked by the sender, not sent."""
+    hook = await session.get(Webhook, webhook_id)
+    if hook is None:
+        raise NotFound(f"no webhook with id {webhook_id!r}; webhooks_list shows the ids")
+    await session.delete(hook)
+    return _info(hook)
+
+
+def subscribed(patterns: Sequence[str], event_type: str) -> bool:
+    """Whether a subscription list covers `event_type` (exact name or `family.*`)."""
+    family = event_type.split(".", 1)[0] + ".*"
+    return event_type in patterns or family in patterns
+
+
+async def enqueue_webhook_event(session: AsyncSession, event_type: str, data: Mapping[str, Any]) -> list[str]:
+    """Queue one delivery per matching subscription in the caller's transaction; returns the delivery ids."""
+    if event_type not in EVENT_TYPES:
+        raise InvalidArgument(f"unknown webhook event {event_type!r}; known: {', '.join(sorted(EVENT_TYPES))}")
+    now = utcnow()
+    body = {"id": f"evt_{uuid.uuid4().hex}", "type": event_type, "created_at": now.isoformat(), "data": dict(data)}
+    delivery_ids = []
+    for hook in (await session.scalars(select(Webhook).order_by(Webhook.id))).all():
+        if subscribed(hook.events, event_type):
+            delivery_id = f"dlv_{uuid.uuid4().hex}"
+            session.add(
+                OutboxEvent(
+                    id=delivery_id,
+                    kind="webhook",
+                    target=hook.id,
+                    payload=body,
+                    status="pending",
+                    attempts=0,
+                    next_attempt_at=now,
+                    created_at=now,
+                )
+            )
+            delivery_ids.append(delivery_id)
+    return delivery_ids
+
+
+def raw_body(payload: Mapping[str, Any]) -> bytes:
+    """The exact bytes sent (and signed) for a stored delivery payload."""
+    return json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def sign(secret: str, timestamp: int, body: bytes) -> str:
+    return hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+
+
+def verify_signature(
+    secret: str,
+    timestamp: str | int,
+    body: bytes,
+    signature: str,
+    *,
+    tolerance: float = 300.0,
+    now: datetime | None = None,
+) -> bool:
+    """True when `signature` is ours for this body and timestamp, and the timestamp is within `tolerance` seconds."""
+    try:
+        stamp = int(timestamp)
+    except (TypeError, ValueError):
+        return False
+    if abs((now or utcnow()).timestamp() - stamp) > tolerance:
+        return False
+    return hmac.compare_digest(sign(secret, stamp, body), signature.strip().lower())
+
+
+class WebhookSender:
+    """Posts stored deliveries to their webhook's URL, signed; a deleted webhook fails its deliveries."""
+
+    def __init__(
+        self, db: Database, *, client: httpx.AsyncClient | None = None, timeout: float = 10.0, clock: Clock = utcnow
+    ) -> None:
+        self.db = db
+        self._own_client = client is None
+        self.client = client or httpx.AsyncClient(timeout=timeout, headers={"User-Agent": "bigrag-mcp-webhooks"})
+        self.clock = clock
+
+    async def send(self, delivery_id: str, target: str, payload: Mapping[str, Any]) -> DeliveryResult:
+        async with self.db.session() as s:
+            hook = await s.get(Webhook, target)
+            url, secret = (hook.url, hook.secret) if hook is not None else ("", "")
+        if hook is None:
+            return DeliveryResult("failed", f"webhook {target} was deleted")
+        body = raw_body(payload)
+        timestamp = int(self.clock().timestamp())
+        headers = {
+            "Content-Type": "application/json",
+            "X-BigRAG-Signature": sign(secret, timestamp, body),
+            "X-BigRAG-Timestamp": str(timestamp),
+            "X-BigRAG-Event": str(payload.get("type", "")),
+            "X-BigRAG-Delivery": delivery_id,
+        }
+        return await post_delivery(self.client, url, content=body, headers=headers)
+
+    async def close(self) -> None:
+        if self._own_client:
+            await self.client.aclose()
