@@ -1,0 +1,8 @@
+"""bigrag-mcp plugin: embeddings and chat over the OpenAI API and OpenAI-compatible servers."""
+
+from bigrag_openai.chat import OpenAIChat
+from bigrag_openai.client import OpenAIClient
+from bigrag_openai.embeddings import KNOWN_MODELS, OpenAIEmbeddings
+from bigrag_openai.settings import OpenAISettings
+
+__all__ = ["KNOWN_MODELS", "OpenAIChat", "OpenAIClient", "OpenAIEmbeddings", "OpenAISettings"]
