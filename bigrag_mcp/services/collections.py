@@ -14,8 +14,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bigrag_mcp.errors import Conflict, InvalidArgument, NotFound
 from bigrag_mcp.filters import FIELD_NAME
 from bigrag_mcp.schemas import CollectionInfo
-from bigrag_mcp.services.ledger import Activity, record
-from bigrag_mcp.services.runtime import OPERATOR, Caller, Runtime
+from bigrag_mcp.services.ledger import OPERATOR, Activity, Caller
+from bigrag_mcp.services.runtime import Runtime
 from bigrag_mcp.store.models import NO_TENANT, Chunk, Collection, Document
 
 COLLECTION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
@@ -118,7 +118,7 @@ async def create(
                 raise Conflict(f"collection {name!r} already exists; pick another name or delete it first")
             session.add(collection)
             await session.flush()
-            await record(session, caller, Activity.of("collection.created", collection))
+            await rt.ledger.record(session, caller, Activity.of("collection.created", collection))
     except IntegrityError:
         raise Conflict(f"collection {name!r} already exists; pick another name or delete it first") from None
     return info(collection, 0, 0)
@@ -172,7 +172,7 @@ async def update(
             collection.description = description
         collection.chunk_size, collection.chunk_overlap, collection.chunk_strategy = size, overlap, strategy
         await session.flush()
-        await record(session, caller, Activity.of("collection.updated", collection))
+        await rt.ledger.record(session, caller, Activity.of("collection.updated", collection))
         return info(collection)
 
 
@@ -181,9 +181,12 @@ async def delete(rt: Runtime, name: str, *, caller: Caller = OPERATOR) -> Collec
     async with rt.db.session() as session:
         collection = await find(session, name)
         documents, vectors = await counts(session, collection, None)
+        stored = await session.scalar(select(func.coalesce(func.sum(Document.size_bytes), 0)).where(Document.collection_id == collection.id))
         await session.delete(collection)
-        await record(
-            session, caller, Activity.of("collection.deleted", collection, documents=-documents, chunks=-vectors)
+        await rt.ledger.record(
+            session,
+            caller,
+            Activity.of("collection.deleted", collection, documents=-documents, chunks=-vectors, storage_bytes=-int(stored or 0)),
         )
     await rt.index.drop(collection)
     return info(collection, documents, vectors)

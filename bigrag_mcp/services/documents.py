@@ -20,8 +20,8 @@ from bigrag_mcp.schemas import ChunkInfo, DeleteResult, DocumentDetail, Document
 from bigrag_mcp.services.collections import find, load, tenant_of_row
 from bigrag_mcp.services.embedding import Progress, embed_all
 from bigrag_mcp.services.index import vector_bytes
-from bigrag_mcp.services.ledger import Activity, record
-from bigrag_mcp.services.runtime import OPERATOR, Caller, Runtime
+from bigrag_mcp.services.ledger import OPERATOR, Activity, Caller
+from bigrag_mcp.services.runtime import Runtime
 from bigrag_mcp.store.models import NO_TENANT, Chunk, Collection, Document
 from bigrag_mcp.types import VectorRecord
 
@@ -180,7 +180,7 @@ async def upload(
         await write.upsert(
             [VectorRecord(c.record_id, v, c.text, meta) for c, v in zip(chunks, vectors)]
         )
-        await record(
+        await rt.ledger.record(
             write.session,
             caller,
             Activity.of(
@@ -195,7 +195,7 @@ async def upload(
                 embedding_tokens=tokens,
                 provider=collection.embedding_provider,
                 model=collection.embedding_model,
-                details={"texts": [p.text for p in pieces]} if tokens is None else {},
+                texts=[p.text for p in pieces],
             ),
         )
     return UploadResult(document=document_info(collection, doc), deduplicated=False, embedding_tokens=tokens)
@@ -305,7 +305,7 @@ async def delete_many(
         )
         for doc in docs:
             await write.session.delete(doc)
-            await record(
+            await rt.ledger.record(
                 write.session,
                 caller,
                 Activity.of(

@@ -2,13 +2,44 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bigrag_mcp.services.runtime import Caller
+from bigrag_mcp.services.audit import append_audit
+from bigrag_mcp.services.outbox import enqueue_billing, new_event_id
+from bigrag_mcp.services.usage import record_usage, resolve_tokens
+from bigrag_mcp.services.webhooks import EVENT_TYPES, enqueue_webhook_event
 from bigrag_mcp.store.models import Collection
+from bigrag_mcp.types import BillingEvent
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who acts: the API key id (None for the operator's CLI), its tenant pin, and the request id."""
+
+    key_id: str | None = None
+    request_id: str | None = None
+    tenant: str | None = None
+
+
+OPERATOR = Caller()
+
+# action -> usage operation; actions not listed here meter nothing
+USAGE_OPERATIONS = {
+    "query": "query",
+    "chat": "chat",
+    "document.uploaded": "upload",
+    "vectors.upserted": "upsert",
+    "document.deleted": "delete",
+    "vectors.deleted": "delete",
+    "collection.deleted": "delete",
+    "tenant.offboarded": "delete",
+}
+NOT_AUDITED = frozenset({"query", "chat"})
 
 
 @dataclass(frozen=True)
@@ -24,18 +55,79 @@ class Activity:
     chunks: int = 0
     storage_bytes: int = 0
     embedding_tokens: int | None = None
+    chat_input_tokens: int = 0
+    chat_output_tokens: int = 0
     provider: str | None = None
     model: str | None = None
     latency_ms: float = 0.0
+    texts: Sequence[str] = ()  # what was embedded, to estimate tokens when the provider reported none
     details: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def of(cls, action: str, collection: Collection, **figures: Any) -> Activity:
-        return cls(action=action, collection=collection.name, resource_id=figures.pop("resource_id", collection.name), **figures)
+        return cls(action=action, collection=collection.name, **{"resource_id": collection.name, **figures})
 
     def but(self, **changes: Any) -> Activity:
         return replace(self, **changes)
 
 
-async def record(session: AsyncSession, caller: Caller, activity: Activity) -> None:
-    """Write the activity's traces inside the caller's transaction, so they commit or roll back with the work."""
+class Ledger:
+    """Writes an activity's traces inside the caller's transaction, so they commit or roll back with the work."""
+
+    def __init__(self, billing_exporters: Sequence[str] = ()) -> None:
+        self.billing_exporters = tuple(billing_exporters)
+
+    async def record(self, session: AsyncSession, caller: Caller, activity: Activity) -> None:
+        tokens, estimated = resolve_tokens(activity.embedding_tokens, activity.texts)
+        operation = USAGE_OPERATIONS.get(activity.action)
+        if operation is not None:
+            record_usage(
+                session,
+                operation=operation,
+                collection=activity.collection,
+                tenant=activity.tenant,
+                api_key_id=caller.key_id,
+                documents=activity.documents,
+                chunks=activity.chunks,
+                storage_bytes=activity.storage_bytes,
+                embedding_tokens=tokens,
+                tokens_estimated=estimated and tokens > 0,
+                chat_input_tokens=activity.chat_input_tokens,
+                chat_output_tokens=activity.chat_output_tokens,
+                provider=activity.provider,
+                model=activity.model,
+                latency_ms=activity.latency_ms,
+            )
+        if activity.action not in NOT_AUDITED:
+            await append_audit(
+                session,
+                actor_key_id=caller.key_id,
+                action=activity.action,
+                resource_type=activity.resource_type,
+                resource_id=activity.resource_id,
+                tenant=activity.tenant,
+                request_id=caller.request_id,
+                metadata={"collection": activity.collection, **activity.details},
+            )
+        if activity.action in EVENT_TYPES:
+            await enqueue_webhook_event(
+                session,
+                activity.action,
+                {"collection": activity.collection, "tenant": activity.tenant, "resource_id": activity.resource_id, **activity.details},
+            )
+        if self.billing_exporters and operation in ("query", "chat", "upload"):
+            for event, value in ((operation, 1), ("embedding_tokens", tokens)):
+                if value:
+                    enqueue_billing(
+                        session,
+                        BillingEvent(
+                            id=new_event_id(),
+                            event=event,
+                            value=value,
+                            timestamp=datetime.now(timezone.utc),
+                            collection=activity.collection,
+                            tenant=activity.tenant,
+                            properties={"model": activity.model, "estimated": estimated} if event == "embedding_tokens" else {},
+                        ),
+                        self.billing_exporters,
+                    )

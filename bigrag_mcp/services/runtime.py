@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import pluggy
@@ -10,20 +9,10 @@ import pluggy
 from bigrag_mcp.errors import InvalidArgument
 from bigrag_mcp.plugins import Registry, build_registry, plugin_manager
 from bigrag_mcp.services.index import IndexGate
+from bigrag_mcp.services.ledger import Ledger
 from bigrag_mcp.settings import Settings
 from bigrag_mcp.store.db import Database
 from bigrag_mcp.types import EmbeddingProvider
-
-
-@dataclass(frozen=True)
-class Caller:
-    """Who acts, for usage and audit rows: the API key id (None for the operator's CLI) and a request id."""
-
-    key_id: str | None = None
-    request_id: str | None = None
-
-
-OPERATOR = Caller()
 
 
 class Runtime:
@@ -34,6 +23,7 @@ class Runtime:
         self.registry = registry
         self.backend = registry.vector_backend(settings.vector_backend)()
         self.index = IndexGate(db, self.backend)
+        self.ledger = Ledger(list(settings.billing_exporters))
         self._embedders: dict[tuple[str, str | None, int | None], EmbeddingProvider] = {}
 
     @classmethod

@@ -12,8 +12,8 @@ from bigrag_mcp.filters import FilterNode, parse_filter, require_tenant
 from bigrag_mcp.schemas import QueryResult, QueryRow, SearchModeName, Timings
 from bigrag_mcp.services.collections import load
 from bigrag_mcp.services.embedding import embed_all
-from bigrag_mcp.services.ledger import Activity, record
-from bigrag_mcp.services.runtime import OPERATOR, Caller, Runtime
+from bigrag_mcp.services.ledger import OPERATOR, Activity, Caller
+from bigrag_mcp.services.runtime import Runtime
 from bigrag_mcp.store.models import NO_TENANT, Chunk, Collection, Document
 from bigrag_mcp.types import SearchRequest
 
@@ -113,7 +113,7 @@ async def search(
     rows, tenant, tokens, embed_ms, search_ms = await _search_one(rt, collection, tree, query, top_k, min_score, search_mode)
     total_ms = (time.perf_counter() - started) * 1000
     async with rt.db.session() as session:
-        await record(
+        await rt.ledger.record(
             session,
             caller,
             Activity.of(
@@ -125,7 +125,7 @@ async def search(
                 provider=collection.embedding_provider,
                 model=collection.embedding_model,
                 latency_ms=total_ms,
-                details={"texts": [query]} if tokens is None and search_mode != "keyword" else {},
+                texts=[query] if search_mode != "keyword" else (),
             ),
         )
     return QueryResult(results=rows, search_mode=search_mode, timings=Timings(embed_ms=embed_ms, search_ms=search_ms, total_ms=total_ms))

@@ -13,8 +13,8 @@ from bigrag_mcp.schemas import DeleteResult, UpsertResult
 from bigrag_mcp.services.collections import load, tenant_of_row
 from bigrag_mcp.services.documents import check_metadata, check_tenant_argument, tenant_from_metadata
 from bigrag_mcp.services.index import vector_bytes
-from bigrag_mcp.services.ledger import Activity, record
-from bigrag_mcp.services.runtime import OPERATOR, Caller, Runtime
+from bigrag_mcp.services.ledger import OPERATOR, Activity, Caller
+from bigrag_mcp.services.runtime import Runtime
 from bigrag_mcp.store.models import NO_TENANT, Chunk
 from bigrag_mcp.types import VectorRecord
 
@@ -92,7 +92,7 @@ async def upsert(rt: Runtime, collection_name: str, vectors: list[dict[str, Any]
                 row.text, row.metadata_, row.vector = rec.text, dict(rec.metadata), vector_bytes(rec.vector)
         await write.session.flush()
         await write.upsert(records)
-        await record(
+        await rt.ledger.record(
             write.session,
             caller,
             Activity.of(
@@ -134,7 +134,7 @@ async def delete(
         await write.session.flush()
         if rows:
             await write.delete([r.record_id for r in rows])
-            await record(
+            await rt.ledger.record(
                 write.session,
                 caller,
                 Activity.of(

@@ -1,0 +1,12 @@
+"""The subcommands of `bigrag-mcp`, one module per group; each `add(sub)` adds its parsers."""
+
+from __future__ import annotations
+
+import argparse
+
+from bigrag_mcp.commands import data, operator, quickstart, security, serve
+
+
+def add_all(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    for group in (serve, quickstart, data, security, operator):
+        group.add(sub)

@@ -1,0 +1,92 @@
+"""Operator data commands: collections, ingest, query, plugins."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import mimetypes
+import sys
+from pathlib import Path
+from typing import Any
+
+from bigrag_mcp.cli import json_arg, with_runtime
+from bigrag_mcp.plugins import describe, plugin_manager
+from bigrag_mcp.services import collections, documents, search
+from bigrag_mcp.services.runtime import Runtime
+from bigrag_mcp.settings import Settings
+
+
+async def collections_cmd(rt: Runtime, a: argparse.Namespace) -> Any:
+    if a.action == "list":
+        return await collections.list_all(rt)
+    if a.action == "get":
+        return await collections.get(rt, a.name)
+    if a.action == "delete":
+        return await collections.delete(rt, a.name)
+    return await collections.create(
+        rt,
+        name=a.name,
+        embedding_provider=a.embedding_provider,
+        embedding_model=a.embedding_model,
+        dimension=a.dimension,
+        tenant_field=a.tenant_field,
+        metadata_schema=a.metadata_schema,
+        chunk_size=a.chunk_size,
+        chunk_overlap=a.chunk_overlap,
+        chunk_strategy=a.chunk_strategy,
+    )
+
+
+async def ingest_cmd(rt: Runtime, a: argparse.Namespace) -> Any:
+    files = [p for path in a.paths for p in (sorted(Path(path).rglob("*")) if Path(path).is_dir() else [Path(path)])]
+    results = []
+    for number, path in enumerate(f for f in files if f.is_file()):
+        mime = mimetypes.guess_type(path.name)[0] or "text/plain"
+        metadata = dict(a.metadata or {}, source=str(path))
+        result = await documents.upload(
+            rt, a.collection, text=path.read_text(encoding="utf-8"), filename=path.name, mime_type=mime, metadata=metadata
+        )
+        results.append({"file": str(path), "document_id": result.document.id, "chunks": result.document.chunk_count, "deduplicated": result.deduplicated})
+        print(f"[{number + 1}/{len(files)}] {path}: {result.document.chunk_count} chunks", file=sys.stderr)
+    return results
+
+
+async def query_cmd(rt: Runtime, a: argparse.Namespace) -> Any:
+    return await search.search(rt, a.collection, a.text, top_k=a.top_k, filters=a.filters, search_mode=a.mode)
+
+
+def plugins_cmd(a: argparse.Namespace) -> int:
+    print(json.dumps(describe(plugin_manager(Settings().load_plugins)), indent=2))
+    return 0
+
+
+def add(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("collections", help="list, create, get or delete collections")
+    p.add_argument("action", choices=("list", "create", "get", "delete"))
+    p.add_argument("name", nargs="?")
+    p.add_argument("--embedding-provider")
+    p.add_argument("--embedding-model")
+    p.add_argument("--dimension", type=int)
+    p.add_argument("--tenant-field")
+    p.add_argument("--metadata-schema", type=json_arg)
+    p.add_argument("--chunk-size", type=int, default=512)
+    p.add_argument("--chunk-overlap", type=int, default=50)
+    p.add_argument("--chunk-strategy", choices=("paragraph", "recursive"), default="recursive")
+    p.set_defaults(handler=with_runtime(collections_cmd))
+
+    p = sub.add_parser("ingest", help="upload text files (or folders of them) into a collection")
+    p.add_argument("collection")
+    p.add_argument("paths", nargs="+")
+    p.add_argument("--metadata", type=json_arg, help="JSON object added to every document (include the tenant)")
+    p.set_defaults(handler=with_runtime(ingest_cmd))
+
+    p = sub.add_parser("query", help="search a collection")
+    p.add_argument("collection")
+    p.add_argument("text")
+    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--filters", type=json_arg)
+    p.add_argument("--mode", choices=("semantic", "keyword", "hybrid"), default="semantic")
+    p.set_defaults(handler=with_runtime(query_cmd))
+
+    p = sub.add_parser("plugins", help="print the loaded plugins and the hooks they implement (JSON)")
+    p.set_defaults(handler=plugins_cmd)

@@ -1,0 +1,56 @@
+"""`bigrag-mcp serve`: run the MCP server on stdio, SSE or streamable HTTP."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import anyio
+
+from bigrag_mcp.policy import load_policy
+from bigrag_mcp.server import build_server
+from bigrag_mcp.services.background import background_work
+from bigrag_mcp.services.keys import authenticate
+from bigrag_mcp.services.runtime import Runtime
+from bigrag_mcp.settings import Settings
+
+
+async def serve(transport: str, host: str, port: int) -> int:
+    settings = Settings()
+    policy = load_policy(settings.policy_file)
+    rt = await Runtime.open(settings)
+    try:
+        if transport == "stdio":
+            key = settings.api_key.get_secret_value() if settings.api_key else None
+            principal = await authenticate(rt.db, key) if key else None
+            if principal is None:
+                print(
+                    "error: a stdio server needs a valid API key in BIGRAG_API_KEY "
+                    "(create one with `bigrag-mcp keys create --admin`)",
+                    file=sys.stderr,
+                )
+                return 2
+            server = build_server(rt, policy, session_key=key, principal=principal)
+        else:
+            url = settings.public_url or f"http://{host}:{port}"
+            server = build_server(rt, policy, http_url=url)
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(background_work, rt)
+            if transport == "stdio":
+                await server.run_stdio_async()
+            elif transport == "sse":
+                await server.run_sse_async(host=host, port=port)
+            else:
+                await server.run_streamable_http_async(host=host, port=port)
+            tasks.cancel_scope.cancel()
+    finally:
+        await rt.close()
+    return 0
+
+
+def add(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    parser = sub.add_parser("serve", help="run the MCP server")
+    parser.add_argument("--transport", choices=("stdio", "sse", "streamable-http"), default="stdio")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.set_defaults(handler=lambda a: anyio.run(serve, a.transport, a.host, a.port))

@@ -1,0 +1,104 @@
+"""Every tool call passes here: find the session's key, ask the policy, run the service, map errors."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeVar
+
+from mcp.server.auth.middleware.auth_context import get_access_token
+from mcp.types import CallToolResult, TextContent
+from sqlalchemy import select
+
+from bigrag_mcp.errors import BigRagError, PermissionDenied, Unavailable
+from bigrag_mcp.policy import CollectionFacts, Decision, Policy, Principal, evaluate
+from bigrag_mcp.services.audit import audit_safely
+from bigrag_mcp.services.keys import authenticate
+from bigrag_mcp.services.ledger import Caller
+from bigrag_mcp.services.runtime import Runtime
+from bigrag_mcp.store.models import Collection
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+Call = Callable[[Caller, dict[str, Any], Decision], Awaitable[T]]
+
+
+def principal_of_token(token: Any) -> Principal:
+    """The principal the HTTP token verifier put into the request's access token."""
+    claims = token.claims or {}
+    return Principal(
+        key_id=token.client_id,
+        scopes=frozenset(token.scopes),
+        collection=claims.get("collection"),
+        tenant=claims.get("tenant"),
+    )
+
+
+def tool_error(exc: BigRagError) -> Any:
+    """An error result whose text starts with the stable code (the SDK passes CallToolResult through as is)."""
+    return CallToolResult(content=[TextContent(type="text", text=str(exc))], is_error=True)
+
+
+class Gate:
+    """Resolves who calls (HTTP bearer token, or the stdio key) and enforces the policy on each call."""
+
+    def __init__(self, rt: Runtime, policy: Policy, session_key: str | None = None) -> None:
+        self.rt = rt
+        self.policy = policy
+        self.session_key = session_key
+        self.denials = 0
+
+    async def principal(self) -> Principal:
+        token = get_access_token()
+        if token is not None:
+            return principal_of_token(token)
+        if self.session_key is None:
+            raise PermissionDenied("this session has no API key; set BIGRAG_API_KEY or send Authorization: Bearer <key>")
+        principal = await authenticate(self.rt.db, self.session_key)
+        if principal is None:
+            raise PermissionDenied("the API key of this session is unknown, revoked or expired")
+        return principal
+
+    async def facts(self, operation: str, args: Mapping[str, Any], principal: Principal) -> CollectionFacts | None:
+        rule = self.policy.operations.get(operation)
+        if rule is None or rule.collection_arg is None:
+            return None
+        name = args.get(rule.collection_arg) or principal.collection
+        if not isinstance(name, str):
+            return None
+        async with self.rt.db.session() as session:
+            tenant_field = (await session.execute(select(Collection.tenant_field).where(Collection.name == name))).first()
+        return CollectionFacts(name=name, exists=tenant_field is not None, tenant_field=tenant_field[0] if tenant_field else None)
+
+    async def authorize(self, operation: str, args: dict[str, Any], request_id: str) -> tuple[Caller, Decision]:
+        """The caller and the allowing decision, or the denial as an error (counted and audited)."""
+        principal = await self.principal()
+        decision = evaluate(self.policy, principal, operation, args, await self.facts(operation, args, principal))
+        if not decision.allowed:
+            self.denials += 1
+            await audit_safely(
+                self.rt.db,
+                actor_key_id=principal.key_id,
+                action=f"{operation}.denied",
+                resource_type="tool",
+                resource_id=operation,
+                tenant=principal.tenant,
+                outcome="denied",
+                reason=f"{decision.code}: {decision.reason}",
+                request_id=request_id,
+            )
+            decision.raise_if_denied()
+        return Caller(principal.key_id, request_id, principal.tenant), decision
+
+    async def run(self, operation: str, args: dict[str, Any], call: Call[T]) -> T:
+        """Authorise `operation` with `args` and run `call` with the decision's arguments; errors become error results."""
+        request_id = uuid.uuid4().hex
+        try:
+            caller, decision = await self.authorize(operation, args, request_id)
+            return await call(caller, dict(decision.args), decision)
+        except BigRagError as exc:
+            return tool_error(exc)
+        except Exception:
+            log.exception("tool %s failed (request %s)", operation, request_id)
+            return tool_error(Unavailable(f"the server failed on this call and rolled it back (request {request_id})"))

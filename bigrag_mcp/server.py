@@ -1,0 +1,114 @@
+"""The MCP server: tools, resources and instructions for one API key's view, on stdio, SSE or streamable HTTP."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from mcp.server.auth.provider import AccessToken, TokenVerifier
+from mcp.server.auth.settings import AuthSettings
+from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
+from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver.exceptions import ResourceError
+from mcp.types import ListToolsResult
+
+from bigrag_mcp import __version__
+from bigrag_mcp.errors import BigRagError
+from bigrag_mcp.gate import Gate
+from bigrag_mcp.policy import Policy, Principal, visible_tools
+from bigrag_mcp.services import collections
+from bigrag_mcp.services.keys import authenticate
+from bigrag_mcp.services.runtime import Runtime
+from bigrag_mcp.tools import documents, search, vectors
+from bigrag_mcp.tools import collections as collection_tools
+
+log = logging.getLogger(__name__)
+TOOL_FAMILIES = (collection_tools, documents, vectors, search)
+
+
+def instructions_for(principal: Principal | None) -> str:
+    """What the server tells an agent about the key it works with."""
+    text = (
+        "bigrag-mcp: retrieval over document collections. Upload documents, then query them; results cite "
+        "document ids and chunk offsets. Errors start with a stable code (invalid_argument, not_found, "
+        "permission_denied, tenant_required, conflict, limit_exceeded, unavailable) and say what to change."
+    )
+    if principal is None:
+        return text
+    if principal.collection:
+        text += f" This key works in collection {principal.collection!r} only; pass it as `collection`."
+    if principal.tenant:
+        text += (
+            f" It is pinned to tenant {principal.tenant!r}: tenant filters and tenant metadata are filled in for you; "
+            "naming another tenant is refused."
+        )
+    return text
+
+
+class KeyVerifier(TokenVerifier):
+    """Checks `Authorization: Bearer <key>` on every HTTP request, so a revoked key fails at once."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+
+    async def verify_token(self, token: str) -> AccessToken | None:
+        principal = await authenticate(self.rt.db, token)
+        if principal is None:
+            return None
+        return AccessToken(
+            token=token,
+            client_id=principal.key_id,
+            scopes=sorted(principal.scopes),
+            claims={"collection": principal.collection, "tenant": principal.tenant},
+        )
+
+
+def _tool_filter(gate: Gate) -> Any:
+    async def only_granted_tools(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+        result = await call_next(ctx)
+        if ctx.method != "tools/list" or result is None:
+            return result
+        try:
+            allowed = set(visible_tools(gate.policy, await gate.principal()))
+        except BigRagError:
+            allowed = set()
+        listed = result if isinstance(result, ListToolsResult) else ListToolsResult.model_validate(result)
+        return listed.model_copy(update={"tools": [t for t in listed.tools if t.name in allowed]})
+
+    return only_granted_tools
+
+
+def build_server(
+    rt: Runtime,
+    policy: Policy,
+    *,
+    session_key: str | None = None,
+    principal: Principal | None = None,
+    http_url: str | None = None,
+) -> MCPServer:
+    """The server for one stdio/in-memory session key, or (with `http_url`) for bearer keys over HTTP."""
+    auth: dict[str, Any] = {}
+    if http_url is not None:
+        auth = {
+            "token_verifier": KeyVerifier(rt),
+            "auth": AuthSettings(issuer_url=http_url, resource_server_url=http_url),  # type: ignore[arg-type]
+        }
+    gate = Gate(rt, policy, session_key)
+    server: MCPServer = MCPServer(
+        "bigrag-mcp", instructions=instructions_for(principal), version=__version__, middleware=[_tool_filter(gate)], **auth
+    )
+    for family in TOOL_FAMILIES:
+        family.register(server, gate)
+
+    @server.resource("bigrag://collections/{name}", mime_type="application/json")
+    async def collection_resource(name: str) -> str:
+        """A collection's settings and counts."""
+        try:
+            caller, decision = await gate.authorize("collections_get", {"collection": name}, "resource")
+            found = await collections.get(rt, decision.args["collection"], tenant=caller.tenant)
+        except BigRagError as exc:
+            raise ResourceError(str(exc)) from None
+        return json.dumps(found.model_dump(mode="json"))
+
+    return server

@@ -1,0 +1,135 @@
+"""Shared fixtures: a runtime on a temporary data folder, keys, and MCP clients of the SDK."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import pytest
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+
+from bigrag_mcp.policy import load_policy
+from bigrag_mcp.server import build_server
+from bigrag_mcp.services.keys import authenticate, create_key
+from bigrag_mcp.services.runtime import Runtime
+from bigrag_mcp.settings import Settings
+
+ALL = ["*:*"]
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    """Built-in plugins only (an empty allow-list), so core tests do not depend on what else is installed."""
+    return Settings(data_dir=tmp_path / "data", embedding_provider="hash", vector_backend="memory", load_plugins="", _env_file=None)  # type: ignore[call-arg]
+
+
+@pytest.fixture
+async def rt(settings: Settings) -> AsyncIterator[Runtime]:
+    runtime = await Runtime.open(settings)
+    yield runtime
+    await runtime.close()
+
+
+@pytest.fixture
+async def admin_key(rt: Runtime) -> str:
+    _, secret = await create_key(rt.db, name="admin", scopes=ALL)
+    return secret
+
+
+@asynccontextmanager
+async def mcp_session(rt: Runtime, key: str) -> AsyncIterator[Client]:
+    """An in-memory MCP client session of the SDK, authenticated as `key` like a stdio session."""
+    principal = await authenticate(rt.db, key)
+    server = build_server(rt, load_policy(rt.settings.policy_file), session_key=key, principal=principal)
+    async with Client(server) as client:
+        yield client
+
+
+@pytest.fixture
+async def admin(rt: Runtime, admin_key: str) -> AsyncIterator[Client]:
+    async with mcp_session(rt, admin_key) as client:
+        yield client
+
+
+async def call(client: Client, tool: str, **args: Any) -> dict[str, Any]:
+    """Call a tool that must succeed; return its structured output."""
+    result = await client.call_tool(tool, args)
+    assert not result.is_error, f"{tool} failed: {result.content[0].text}"  # type: ignore[union-attr]
+    assert result.structured_content is not None
+    return result.structured_content
+
+
+async def refused(client: Client, tool: str, **args: Any) -> str:
+    """Call a tool that must fail; return its error text (which starts with the stable code)."""
+    result = await client.call_tool(tool, args)
+    assert result.is_error, f"{tool} unexpectedly succeeded: {result.structured_content}"
+    return result.content[0].text  # type: ignore[union-attr]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def server_env(settings: Settings, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BIGRAG_")}
+    env.update(
+        BIGRAG_DATA_DIR=str(settings.data_dir),
+        BIGRAG_EMBEDDING_PROVIDER=settings.embedding_provider,
+        BIGRAG_VECTOR_BACKEND=settings.vector_backend,
+        BIGRAG_LOAD_PLUGINS=settings.load_plugins or "",
+        **extra,
+    )
+    return env
+
+
+@pytest.fixture
+def http_server(settings: Settings) -> Iterator[Any]:
+    """Start `bigrag-mcp serve` over HTTP in a subprocess; yields a function(transport) -> base URL."""
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start(transport: str) -> str:
+        port = free_port()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "bigrag_mcp", "serve", "--transport", transport, "--port", str(port)],
+            env=server_env(settings),
+            stderr=subprocess.PIPE,
+        )
+        procs.append(proc)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"server exited: {proc.stderr.read().decode() if proc.stderr else ''}")
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                return f"http://127.0.0.1:{port}"
+            except OSError:
+                time.sleep(0.05)  # polling for the port to open, not timing anything
+        raise RuntimeError("server did not open its port within 60 s")
+
+    yield start
+    for proc in procs:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@asynccontextmanager
+async def http_session(url: str, key: str) -> AsyncIterator[Client]:
+    async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {key}"}) as http:
+        async with Client(streamable_http_client(f"{url}/mcp", http_client=http)) as client:
+            yield client
