@@ -225,6 +225,7 @@ async def test_stored_metadata_is_a_copy() -> None:
         ([VectorRecord("", [1.0] * 8)], "non-empty string id"),
         ([VectorRecord("e", [])], "dimension of at least 1"),
         ([VectorRecord("s", ["x"] * 8)], "lists of numbers"),  # type: ignore[list-item]
+        ([VectorRecord("t", [[1.0, 2.0]] * 8)], "flat lists of numbers"),  # type: ignore[list-item]
     ],
 )
 async def test_bad_records_are_refused(records: list[VectorRecord], message: str) -> None:

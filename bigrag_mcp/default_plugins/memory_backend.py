@@ -293,9 +293,12 @@ def _as_matrix(vectors: Sequence[Sequence[float]]) -> npt.NDArray[np.float32]:
     if len(lengths) > 1:
         raise InvalidArgument(f"every vector in one call must have the same dimension; got {sorted(lengths)}")
     try:
-        return np.asarray([list(v) for v in vectors], dtype=np.float32)
+        matrix = np.asarray(vectors, dtype=np.float32)
     except (TypeError, ValueError) as exc:
         raise InvalidArgument(f"vectors must be lists of numbers: {exc}") from exc
+    if matrix.ndim != 2:
+        raise InvalidArgument("vectors must be flat lists of numbers")
+    return matrix
 
 
 class MemoryBackend:
