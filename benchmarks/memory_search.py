@@ -54,7 +54,7 @@ async def build(backend: MemoryBackend, rng: np.random.Generator) -> dict[str, i
     return sizes
 
 
-def percentile(samples: list[float], q: float) -> float:
+def percentile(samples: list[float], q: int) -> float:
     return statistics.quantiles(samples, n=100, method="inclusive")[q - 1] if len(samples) > 1 else samples[0]
 
 
