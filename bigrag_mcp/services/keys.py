@@ -1,0 +1,183 @@
+"""API keys: mint (secret shown once, stored hashed), list, revoke, and authenticate a presented secret."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+
+from pydantic import BaseModel
+from sqlalchemy import select
+
+from bigrag_mcp.errors import InvalidArgument, NotFound
+from bigrag_mcp.policy import Principal, check_key_grant, scope_error
+from bigrag_mcp.store.db import Database
+from bigrag_mcp.store.models import ApiKey, Collection
+
+SECRET_PREFIX = "brg_"
+LAST_USED_RESOLUTION = timedelta(minutes=1)
+MAX_NAME = 200
+MAX_TENANT = 256
+
+
+class ApiKeyInfo(BaseModel):
+    """What may be shown about a key: never its secret or the secret's hash."""
+
+    id: str
+    name: str
+    scopes: list[str]
+    collection: str | None
+    tenant: str | None
+    expires_at: datetime | None
+    created_by: str | None
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+    def principal(self) -> Principal:
+        """The principal this key acts as (for `policy explain`)."""
+        return Principal(self.id, frozenset(self.scopes), self.collection, self.tenant)
+
+
+def _aware(moment: datetime) -> datetime:
+    """SQLite hands back naive datetimes; every time this module stores is UTC."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    return None if moment is None else _aware(moment)
+
+
+def _info(row: ApiKey) -> ApiKeyInfo:
+    return ApiKeyInfo(
+        id=row.id,
+        name=row.name,
+        scopes=list(row.scopes),
+        collection=row.collection,
+        tenant=row.tenant,
+        expires_at=_utc(row.expires_at),
+        created_by=row.created_by,
+        created_at=_aware(row.created_at),
+        last_used_at=_utc(row.last_used_at),
+        revoked_at=_utc(row.revoked_at),
+    )
+
+
+def hash_secret(secret: str) -> str:
+    """SHA-256 of the secret, hex.
+
+    A fast hash is right here: the secret carries 256 random bits, so no amount of hashing speed makes guessing
+    feasible, while a slow password hash (bcrypt, argon2) would add milliseconds to every authenticated call.
+    """
+    return hashlib.sha256(secret.encode("utf-8")).hexdigest()
+
+
+def _validated(name: str, scopes: Sequence[str], tenant: str | None, expires_at: datetime | None) -> list[str]:
+    if not name.strip() or len(name) > MAX_NAME:
+        raise InvalidArgument(f"the key name must be 1 to {MAX_NAME} characters")
+    for scope in scopes:
+        problem = scope_error(scope)
+        if problem:
+            raise InvalidArgument(problem)
+    if tenant is not None and (not tenant or len(tenant) > MAX_TENANT):
+        raise InvalidArgument(f"the tenant pin must be 1 to {MAX_TENANT} characters")
+    if expires_at is not None:
+        if expires_at.tzinfo is None:
+            raise InvalidArgument("expires_at must carry a time zone (for example 2030-01-01T00:00:00Z)")
+        if expires_at <= datetime.now(UTC):
+            raise InvalidArgument("expires_at must be in the future")
+    return list(dict.fromkeys(scopes))
+
+
+async def create_key(
+    db: Database,
+    *,
+    name: str,
+    scopes: Sequence[str],
+    collection: str | None = None,
+    tenant: str | None = None,
+    expires_at: datetime | None = None,
+    creator: Principal | None = None,
+) -> tuple[ApiKeyInfo, str]:
+    """Mint a key; return its description and the secret, which is shown this once and never stored.
+
+    `creator` is the key asking (None for the operator on the command line): it cannot grant more than it
+    holds, and a pinned creator's key inherits its pins (PermissionDenied otherwise).
+    """
+    scopes = _validated(name, scopes, tenant, expires_at)
+    if creator is not None:
+        grant = check_key_grant(creator, scopes, collection, tenant)
+        grant.raise_if_denied()
+        collection, tenant = grant.collection, grant.tenant
+    secret = SECRET_PREFIX + secrets.token_urlsafe(32)
+    row = ApiKey(
+        id="key_" + secrets.token_hex(12),
+        name=name,
+        secret_hash=hash_secret(secret),
+        scopes=scopes,
+        collection=collection,
+        tenant=tenant,
+        expires_at=expires_at,
+        created_by=creator.key_id if creator else None,
+        created_at=datetime.now(UTC),
+    )
+    async with db.session() as session:
+        if collection is not None:
+            found = await session.scalar(select(Collection.id).where(Collection.name == collection))
+            if found is None:
+                raise NotFound(f"collection {collection!r} does not exist; create it before pinning a key to it")
+        session.add(row)
+    return _info(row), secret
+
+
+async def list_keys(db: Database) -> list[ApiKeyInfo]:
+    """Every key, oldest first, revoked ones included (with revoked_at set)."""
+    async with db.session() as session:
+        rows = (await session.scalars(select(ApiKey).order_by(ApiKey.created_at, ApiKey.id))).all()
+    return [_info(row) for row in rows]
+
+
+async def get_key(db: Database, key_id: str) -> ApiKeyInfo:
+    """One key by id; NotFound when there is none."""
+    async with db.session() as session:
+        row = await session.get(ApiKey, key_id)
+    if row is None:
+        raise NotFound(f"there is no API key {key_id!r}")
+    return _info(row)
+
+
+async def revoke_key(db: Database, key_id: str) -> ApiKeyInfo:
+    """Revoke a key from its next call on; revoking it again keeps the first revocation time."""
+    async with db.session() as session:
+        row = await session.get(ApiKey, key_id)
+        if row is None:
+            raise NotFound(f"there is no API key {key_id!r}")
+        if row.revoked_at is None:
+            row.revoked_at = datetime.now(UTC)
+    return _info(row)
+
+
+async def authenticate(db: Database, secret: str, *, now: datetime | None = None) -> Principal | None:
+    """The principal of a presented secret, or None when it is unknown, revoked or expired.
+
+    Reads the store on every call, so a revocation takes effect on the very next call of any session.
+    """
+    if not isinstance(secret, str) or not secret.startswith(SECRET_PREFIX):
+        return None
+    now = now or datetime.now(UTC)
+    presented = hash_secret(secret)
+    async with db.session() as session:
+        # The lookup is by hash, so its timing can only reveal bits of a SHA-256 digest, never of the secret;
+        # the constant-time comparison below guards the final equality all the same.
+        row = await session.scalar(select(ApiKey).where(ApiKey.secret_hash == presented))
+        if row is None or not hmac.compare_digest(row.secret_hash, presented):
+            return None
+        expires_at = _utc(row.expires_at)
+        if row.revoked_at is not None or (expires_at is not None and expires_at <= now):
+            return None
+        last_used = _utc(row.last_used_at)
+        if last_used is None or now - last_used >= LAST_USED_RESOLUTION:
+            row.last_used_at = now  # at most one write a minute a key, however many calls it makes
+        return Principal(row.id, frozenset(row.scopes), row.collection, row.tenant)
