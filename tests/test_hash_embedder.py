@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from bigrag_mcp.default_plugins import hash_embedder
-from bigrag_mcp.default_plugins.hash_embedder import HashEmbedder, create_hash_embedder, words
+from bigrag_mcp.default_plugins.hash_embedder import HashEmbedder, create_hash_embedder, terms, words
 from bigrag_mcp.errors import InvalidArgument
 from bigrag_mcp.testing.embedders import EmbeddingProviderConformance, registered_embedding_providers
 from bigrag_mcp.types import EmbeddingProvider
@@ -94,3 +94,13 @@ def test_vectors_do_not_depend_on_the_process_hash_seed() -> None:
 
 def test_registered_through_the_plugin_hook() -> None:
     assert registered_embedding_providers(hash_embedder) == {"hash": create_hash_embedder}
+
+
+def test_terms_drop_stopwords_and_fold_plurals() -> None:
+    assert terms("What are the uses of catalogs and indexes in libraries?") == ["use", "catalog", "indexe", "librarie"]
+    assert terms("class glass") == ["class", "glass"]
+
+
+def test_text_made_only_of_stopwords_still_embeds() -> None:
+    assert cosine("to be or not to be", "to be or not to be") == pytest.approx(1.0)
+    assert cosine("indexing the catalogs", "catalog indexing") == pytest.approx(1.0, abs=0.25)

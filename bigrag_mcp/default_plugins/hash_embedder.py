@@ -1,8 +1,9 @@
 """The offline "hash" embedding provider: signed feature hashing of word unigrams and bigrams.
 
 Text is NFKC-normalised and case-folded, then split into words (runs of letters and digits), single
-CJK ideographs/kana/hangul, and single symbols such as emoji; punctuation is dropped. Each unigram and
-each adjacent pair is hashed with blake2b to a bucket and a sign, weighted by 1 + ln(count), and the
+CJK ideographs/kana/hangul, and single symbols such as emoji; punctuation is dropped, and so are English
+stopwords (unless nothing else is left); a plural "s" is folded. Each unigram and each adjacent pair is
+hashed with blake2b to a bucket and a sign, weighted by 1 + ln(count) (bigrams at half weight), and the
 vector is L2-normalised. Text with no such token at all (empty, whitespace or punctuation only) embeds
 to the zero vector, which scores 0 against everything instead of producing NaN.
 """
@@ -28,6 +29,7 @@ from bigrag_mcp.types import EmbeddingProviderFactory, Embeddings, Purpose
 MODEL = "hash-v1"
 DEFAULT_DIMENSION = 384
 MAX_DIMENSION = 65_536
+BIGRAM_WEIGHT = 0.5
 _INLINE_LIMIT = 64  # batches up to this many texts are hashed on the event loop; larger ones in a worker thread
 
 _CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff"
@@ -50,15 +52,36 @@ def words(text: str) -> list[str]:
     return [t for t in tokens if len(t) > 1 or t.isalnum() or unicodedata.category(t).startswith("S")]
 
 
+_STOPWORD_LIST = """\
+a about above after again all also am an and any are as at be because been before being below between both
+but by can could did do does doing down during each few for from further had has have having he her here
+hers him his how i if in into is it its itself just me more most my no nor not now of off on once only or
+other our out over own same she should so some such than that the their them then there these they this
+those through to too under until up very was we were what when where which while who whom why will with
+would you your"""
+_STOPWORDS = frozenset(_STOPWORD_LIST.split())
+
+
+def terms(text: str) -> list[str]:
+    """The content words of `text`: `words` without English stopwords (unless that leaves none), plural "s" dropped."""
+    tokens = words(text)
+    content = [t for t in tokens if t not in _STOPWORDS] or tokens
+    return [t[:-1] if len(t) > 3 and t.endswith("s") and not t.endswith("ss") else t for t in content]
+
+
 @lru_cache(maxsize=1 << 16)
 def _bucket(feature: str, dimension: int) -> tuple[int, float]:
     digest = int.from_bytes(hashlib.blake2b(feature.encode("utf-8"), digest_size=8).digest(), "little")
     return digest % dimension, (1.0 if digest >> 63 else -1.0)
 
 
-def _features(text: str) -> Counter[str]:
-    tokens = words(text)
-    return Counter(tokens + [f"{a} {b}" for a, b in itertools.pairwise(tokens)])
+def _features(text: str) -> dict[str, float]:
+    """Each unigram and bigram of the text's terms with its weight: (1 + ln count), halved for bigrams."""
+    tokens = terms(text)
+    unigrams, bigrams = Counter(tokens), Counter(f"{a} {b}" for a, b in itertools.pairwise(tokens))
+    features = {gram: 1.0 + math.log(count) for gram, count in unigrams.items()}
+    features.update({gram: BIGRAM_WEIGHT * (1.0 + math.log(count)) for gram, count in bigrams.items()})
+    return features
 
 
 class HashEmbedder:
@@ -77,9 +100,9 @@ class HashEmbedder:
         """The vectors of `texts`, in order, computed on the calling thread."""
         matrix = np.zeros((len(texts), self.dimension), dtype=np.float64)
         for row, text in enumerate(texts):
-            for feature, count in _features(text).items():
+            for feature, weight in _features(text).items():
                 bucket, sign = _bucket(feature, self.dimension)
-                matrix[row, bucket] += sign * (1.0 + math.log(count))
+                matrix[row, bucket] += sign * weight
         norms = np.linalg.norm(matrix, axis=1, keepdims=True)
         matrix /= np.where(norms > 0.0, norms, 1.0)
         vectors: list[list[float]] = matrix.tolist()

@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from bigrag_mcp.default_plugins.hash_embedder import words
+from bigrag_mcp.default_plugins.hash_embedder import terms, words
 from bigrag_mcp.types import ChatMessage
 
 SYSTEM_PROMPT = """\
@@ -28,14 +28,6 @@ MAX_SENTENCE_CHARS = 400
 
 _CITATION = re.compile(r"\[(\d+(?:\s*,\s*\d+)*)\]")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|(?<=[。！？])\s*|\n+")
-_STOPWORD_LIST = """\
-a about above after again all also am an and any are as at be because been before being below between both
-but by can could did do does doing down during each few for from further had has have having he her here
-hers him his how i if in into is it its itself just me more most my no nor not now of off on once only or
-other our out over own same she should so some such than that the their them then there these they this
-those through to too under until up very was we were what when where which while who whom why will with
-would you your"""
-_STOPWORDS = frozenset(_STOPWORD_LIST.split())
 
 
 @dataclass(frozen=True)
@@ -69,11 +61,6 @@ def extract_citations(answer_text: str, sources: Sequence[Source]) -> list[int]:
     return sorted(n for n in cited if 1 <= n <= len(sources))
 
 
-def _terms(text: str) -> set[str]:
-    """Content words with a plural "s" dropped, so "refunds" meets "refund"."""
-    return {w[:-1] if len(w) > 3 and w.endswith("s") and not w.endswith("ss") else w for w in words(text)} - _STOPWORDS
-
-
 def _sentences(text: str) -> list[str]:
     return [s.strip() for s in _SENTENCE_END.split(text) if s.strip()]
 
@@ -84,11 +71,11 @@ def _shorten(sentence: str) -> str:
 
 def extractive_answer(question: str, sources: Sequence[Source], max_sentences: int = 3) -> str:
     """The source sentences sharing most terms with the question, best first, each followed by its [n] citation."""
-    terms = _terms(question)
+    wanted = set(terms(question))
     candidates: list[tuple[int, int, int, str]] = []  # (-overlap, source number, position, sentence)
     for number, source in enumerate(sources, start=1):
         for position, sentence in enumerate(_sentences(source.text)):
-            candidates.append((-len(terms & _terms(sentence)), number, position, sentence))
+            candidates.append((-len(wanted & set(terms(sentence))), number, position, sentence))
     if not candidates:
         return f"{EXTRACTIVE_LABEL}\nNo source matched the question."
     if any(c[0] for c in candidates):
