@@ -168,13 +168,16 @@ KEYWORD_RECORDS = [
 
 # Hybrid data for the query (axis 0, "falcon"): y is nearest but has no keyword, z is the best keyword match
 # but the farthest vector, x is second in both rankings and must win any fusion of the two.
+KEPT = {"tag": "kept"}
 HYBRID_RECORDS = [
-    VectorRecord("y", basis((0, 1.0)), text="river stone"),
-    VectorRecord("x", basis((0, 1.0), (1, 0.3)), text="falcon over the river stone meadow"),
-    VectorRecord("w1", basis((0, 1.0), (1, 1.0)), text="meadow grass"),
-    VectorRecord("w2", basis((0, 0.1), (2, 1.0)), text="stone wall"),
-    VectorRecord("w3", basis((1, 1.0)), text=None),
-    VectorRecord("z", basis((0, -1.0), (2, 1.0)), text="falcon falcon"),
+    VectorRecord("y", basis((0, 1.0)), text="river stone", metadata=KEPT),
+    VectorRecord(
+        "x", basis((0, 1.0), (1, 0.3)), text="falcon over the river stone meadow", metadata={"tag": "dropped"}
+    ),
+    VectorRecord("w1", basis((0, 1.0), (1, 1.0)), text="meadow grass", metadata=KEPT),
+    VectorRecord("w2", basis((0, 0.1), (2, 1.0)), text="stone wall", metadata=KEPT),
+    VectorRecord("w3", basis((1, 1.0)), text=None, metadata=KEPT),
+    VectorRecord("z", basis((0, -1.0), (2, 1.0)), text="falcon falcon", metadata=KEPT),
 ]
 
 
@@ -195,6 +198,11 @@ class VectorBackendConformance:
     @pytest.fixture(params=[None, TENANT_A], ids=["no-tenant", "tenant"])
     def where(self, request: pytest.FixtureRequest) -> Partition:
         return Partition(COLLECTION, request.param)
+
+    async def test_declares_the_protocol(self, backend: VectorBackend) -> None:
+        assert isinstance(backend, VectorBackend)
+        assert "semantic" in backend.search_modes <= {"semantic", "keyword", "hybrid"}
+        assert isinstance(backend.name, str) and backend.name
 
     # --- semantic search -------------------------------------------------------------------------------
 
@@ -379,6 +387,11 @@ class VectorBackendConformance:
         assert got[0] == "x"
         assert nearest in got and all(k in got for k in keyword_only)
         assert_sorted(hits)
+        without_x = await backend.search(
+            where,
+            SearchRequest(top_k=10, mode="hybrid", vector=QUERY, text="falcon", filter=parse_filter({"tag": "kept"})),
+        )
+        assert "x" not in {h.id for h in without_x} and {nearest, *keyword_only} <= {h.id for h in without_x}
 
     async def test_hybrid_search_needs_vector_and_text(self, backend: VectorBackend, where: Partition) -> None:
         require_mode(backend, "hybrid")
