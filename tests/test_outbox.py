@@ -22,18 +22,12 @@ from bigrag_mcp.services.outbox import (
     enqueue_billing,
     event_from_payload,
     new_event_id,
-    parse_retry_after,
 )
 from bigrag_mcp.store.db import Database
 from bigrag_mcp.store.models import OutboxEvent
 from bigrag_mcp.types import BillingEvent, BillingExporterFactory, DeliveryResult
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
 
 
 class FakeClock:
@@ -335,14 +329,6 @@ async def test_build_exporters_maps_targets_to_registered_factories(tmp_path: Pa
         build_exporters({"stripe": {}}, factories)
     with pytest.raises(InvalidArgument, match="path"):
         build_exporters({"jsonl": {}}, factories)
-
-
-def test_parse_retry_after_reads_seconds_and_http_dates() -> None:
-    now = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
-    assert parse_retry_after("120") == 120
-    assert parse_retry_after("Thu, 01 Jan 2026 12:00:30 GMT", now=now) == 30
-    assert parse_retry_after(None) is None
-    assert parse_retry_after("soon") is None
 
 
 async def test_jsonl_exporter_indexes_existing_ids_and_survives_a_torn_write(tmp_path: Path) -> None:

@@ -29,11 +29,6 @@ from bigrag_mcp.store.models import OutboxEvent
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 class Clock:
     def __init__(self) -> None:
         self.now = datetime.now(UTC) + timedelta(minutes=1)
@@ -183,7 +178,7 @@ async def test_deliveries_are_signed_retried_and_counted_once(db: Database, rece
         assert await relay.replay([delivery_id]) == 1  # the receiver says it lost it: send it again
         assert (await relay.run_once()).sent == 1
     finally:
-        await sender.close()
+        await relay.close()
 
     assert len(receiver.requests) == 3
     assert {r["X-BigRAG-Delivery"] for r in receiver.requests} == {delivery_id}
@@ -204,7 +199,7 @@ async def test_a_deleted_webhook_parks_its_queued_deliveries(db: Database, recei
     try:
         assert (await relay.run_once()).parked == 1
     finally:
-        await sender.close()
+        await relay.close()
     assert receiver.requests == []
     assert (await relay.status())["parked"][0]["last_error"] == f"webhook {hook.id} was deleted"
 

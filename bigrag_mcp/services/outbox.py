@@ -15,7 +15,6 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from email.utils import parsedate_to_datetime
 from typing import Any, Protocol, cast
 
 import anyio
@@ -25,6 +24,7 @@ from sqlalchemy.engine import CursorResult, Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bigrag_mcp.errors import InvalidArgument, NotFound
+from bigrag_mcp.retry import is_transient_status, retry_after_from_headers
 from bigrag_mcp.store.db import Database
 from bigrag_mcp.store.models import OutboxEvent, utcnow
 from bigrag_mcp.types import BillingEvent, BillingExporter, BillingExporterFactory, DeliveryResult
@@ -33,7 +33,6 @@ log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
 MAX_EVENT_ID_CHARS = 100  # Stripe's limit on `identifier`, the strictest of the exporters
-RETRY_STATUSES = frozenset({408, 425, 429})
 
 
 def new_event_id() -> str:
@@ -111,28 +110,14 @@ def build_exporters(
     return exporters
 
 
-def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
-    """Seconds to wait from a Retry-After header (delay-seconds or an HTTP date); None when absent or unreadable."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, (aware(when) - (now or utcnow())).total_seconds())
-
-
 def http_result(response: httpx.Response) -> DeliveryResult:
-    """2xx sent; 408/425/429/5xx retry (Retry-After honoured); any other status is a permanent failure."""
+    """2xx sent; 408/429/5xx retry (Retry-After honoured); any other status is a permanent failure."""
     code = response.status_code
     if 200 <= code < 300:
         return DeliveryResult("sent", f"HTTP {code}")
     detail = f"HTTP {code}: {response.text[:300]}".rstrip(": ")
-    if code in RETRY_STATUSES or code >= 500:
-        return DeliveryResult("retry", detail, parse_retry_after(response.headers.get("retry-after")))
+    if is_transient_status(code):
+        return DeliveryResult("retry", detail, retry_after_from_headers(response.headers))
     return DeliveryResult("failed", detail)
 
 
@@ -158,6 +143,7 @@ class DeliverySender(Protocol):
     """Sends one webhook delivery; `delivery_id` is the outbox row id, `target` the webhook id."""
 
     async def send(self, delivery_id: str, target: str, payload: Mapping[str, Any]) -> DeliveryResult: ...
+    async def close(self) -> None: ...
 
 
 @dataclass
@@ -324,6 +310,13 @@ class OutboxRelay:
             if stats.claimed + stats.deferred < limit:
                 with anyio.move_on_after(interval):
                     await stop_event.wait()
+
+    async def close(self) -> None:
+        """Close the exporters and the webhook sender this relay was given."""
+        for exporter in self.exporters.values():
+            await exporter.close()
+        if self.webhook_sender is not None:
+            await self.webhook_sender.close()
 
     async def status(self, *, parked_limit: int = 100) -> dict[str, Any]:
         """Counts by status and by target, rows due now, and the parked rows with their last error."""
