@@ -89,7 +89,7 @@ class Gate:
                 request_id=request_id,
             )
             decision.raise_if_denied()
-        return Caller(principal.key_id, request_id, principal.tenant), decision
+        return Caller(principal, request_id), decision
 
     async def run(self, operation: str, args: dict[str, Any], call: Call[T]) -> T:
         """Authorise `operation` with `args` and run `call` with the decision's arguments; errors become error results."""

@@ -20,11 +20,11 @@ from bigrag_mcp.policy import Policy, Principal, visible_tools
 from bigrag_mcp.services import collections
 from bigrag_mcp.services.keys import authenticate
 from bigrag_mcp.services.runtime import Runtime
-from bigrag_mcp.tools import documents, search, vectors
+from bigrag_mcp.tools import admin, chat, documents, search, vectors
 from bigrag_mcp.tools import collections as collection_tools
 
 log = logging.getLogger(__name__)
-TOOL_FAMILIES = (collection_tools, documents, vectors, search)
+TOOL_FAMILIES = (collection_tools, documents, vectors, search, admin, chat)
 
 
 def instructions_for(principal: Principal | None) -> str:
@@ -87,12 +87,12 @@ def build_server(
     principal: Principal | None = None,
     http_url: str | None = None,
 ) -> MCPServer:
-    """The server for one stdio/in-memory session key, or (with `http_url`) for bearer keys over HTTP."""
+    """The server for one stdio/in-memory session key, or (with `http_url`, the MCP endpoint) for bearer keys over HTTP."""
     auth: dict[str, Any] = {}
     if http_url is not None:
         auth = {
             "token_verifier": KeyVerifier(rt),
-            "auth": AuthSettings(issuer_url=http_url, resource_server_url=http_url),  # type: ignore[arg-type]
+            "auth": AuthSettings(issuer_url=http_url.rsplit("/", 1)[0] or http_url, resource_server_url=http_url),  # type: ignore[arg-type]
         }
     gate = Gate(rt, policy, session_key)
     server: MCPServer = MCPServer(

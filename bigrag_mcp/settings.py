@@ -20,6 +20,9 @@ class Settings(BaseSettings):
     embedding_dimension: int | None = Field(default=None, description="Default dimension (provider default if unset).")
     chat_provider: str | None = Field(default=None, description="Chat provider for the chat tool; unset = sampling or extractive.")
     chat_model: str | None = Field(default=None, description="Chat model for the chat provider.")
+    local_model_dir: Path | None = Field(
+        default=None, description="Folder with an ONNX sentence-transformers model and tokenizer.json for the 'local' embedder."
+    )
     load_plugins: str | None = Field(default=None, description="Comma-separated allow-list of plugin names to load.")
     api_key: SecretStr | None = Field(default=None, description="The API key of a stdio session.")
     policy_file: Path | None = Field(default=None, description="A policy file replacing the built-in default policy.")

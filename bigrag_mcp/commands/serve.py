@@ -32,8 +32,8 @@ async def serve(transport: str, host: str, port: int) -> int:
                 return 2
             server = build_server(rt, policy, session_key=key, principal=principal)
         else:
-            url = settings.public_url or f"http://{host}:{port}"
-            server = build_server(rt, policy, http_url=url)
+            base = (settings.public_url or f"http://{host}:{port}").rstrip("/")
+            server = build_server(rt, policy, http_url=base + ("/sse" if transport == "sse" else "/mcp"))
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(background_work, rt)
             if transport == "stdio":

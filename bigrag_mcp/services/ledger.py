@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bigrag_mcp.policy import Principal
 from bigrag_mcp.services.audit import append_audit
 from bigrag_mcp.services.outbox import enqueue_billing, new_event_id
 from bigrag_mcp.services.usage import record_usage, resolve_tokens
@@ -19,11 +20,18 @@ from bigrag_mcp.types import BillingEvent
 
 @dataclass(frozen=True)
 class Caller:
-    """Who acts: the API key id (None for the operator's CLI), its tenant pin, and the request id."""
+    """Who acts: the API key (None for the operator's CLI) with its pins, and the request id."""
 
-    key_id: str | None = None
+    principal: Principal | None = None
     request_id: str | None = None
-    tenant: str | None = None
+
+    @property
+    def key_id(self) -> str | None:
+        return self.principal.key_id if self.principal else None
+
+    @property
+    def tenant(self) -> str | None:
+        return self.principal.tenant if self.principal else None
 
 
 OPERATOR = Caller()

@@ -1,0 +1,128 @@
+"""Operator commands: usage, audit, billing, webhooks, tenant offboarding and reindexing."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import asdict
+from typing import Any
+
+from bigrag_mcp.cli import when, with_runtime
+from bigrag_mcp.services import admin
+from bigrag_mcp.services.audit import list_audit, verify_chain
+from bigrag_mcp.services.background import relay_for
+from bigrag_mcp.services.collections import list_all, load
+from bigrag_mcp.services.offboarding import offboard
+from bigrag_mcp.services.runtime import Runtime
+
+
+async def usage_cmd(rt: Runtime, a: argparse.Namespace) -> Any:
+    return await admin.usage(rt, window_days=a.window_days, collection=a.collection, tenant=a.tenant)
+
+
+async def audit_cmd(rt: Runtime, a: argparse.Namespace) -> Any:
+    if a.action == "verify":
+        result = await verify_chain(rt.db)
+        if not result.ok:
+            print(f"audit chain broken at row {result.bad_row_id}: {result.problem} — {result.detail}", file=sys.stderr)
+            a.exit_code = 3
+        return result
+    return await list_audit(
+        rt.db,
+        actor_key_id=a.actor,
+        action=a.action_name,
+        resource_type=a.resource_type,
+        resource_id=a.resource_id,
+        since=a.since,
+        until=a.until,
+        limit=a.limit,
+        cursor=a.cursor,
+    )
+
+
+async def billing_cmd(rt: Runtime, a: argparse.Namespace) -> Any:
+    relay = relay_for(rt)
+    if a.action == "status":
+        return await relay.status()
+    if a.action == "replay":
+        return {"requeued": await relay.replay(a.ids or None, parked=not a.ids)}
+    total: dict[str, int] = {}
+    while True:
+        stats = asdict(await relay.run_once())
+        for key, value in stats.items():
+            total[key] = total.get(key, 0) + value
+        if not stats["claimed"]:
+            return total
+
+
+async def webhooks_cmd(rt: Runtime, a: argparse.Namespace) -> Any:
+    if a.action == "list":
+        return [h.as_dict() for h in await admin.webhooks(rt)]
+    if a.action == "delete":
+        return (await admin.remove_webhook(rt, a.target)).as_dict()
+    return (await admin.add_webhook(rt, a.target, a.events or ["collection.*", "document.*", "tenant.offboarded"])).as_dict()
+
+
+async def tenants_cmd(rt: Runtime, a: argparse.Namespace) -> Any:
+    return await offboard(rt, a.collection, a.tenant)
+
+
+async def reindex_cmd(rt: Runtime, a: argparse.Namespace) -> Any:
+    from bigrag_mcp.services.reindex import reindex_collection  # imported here: only this command needs it
+
+    target = rt.registry.vector_backend(a.to)()
+    try:
+        names = a.collection or [c.name for c in await list_all(rt)]
+        done = {}
+        for name in names:
+            collection = await load(rt, name)
+
+            def progress(copied: int, total: int, name: str = name) -> None:
+                print(f"{name}: {copied}/{total} vectors", file=sys.stderr)
+
+            done[name] = await reindex_collection(rt.db, collection.name, target, progress=progress)
+        return {"backend": a.to, "reindexed": done}
+    finally:
+        await target.close()
+
+
+def add(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("usage", help="usage totals, timeline, by collection and by tenant (JSON)")
+    p.add_argument("--window-days", type=int, default=30)
+    p.add_argument("--collection")
+    p.add_argument("--tenant")
+    p.set_defaults(handler=with_runtime(usage_cmd))
+
+    p = sub.add_parser("audit", help="list audit rows, or verify the hash chain")
+    p.add_argument("action", choices=("list", "verify"))
+    p.add_argument("--actor")
+    p.add_argument("--action-name", help="e.g. collection.created")
+    p.add_argument("--resource-type")
+    p.add_argument("--resource-id")
+    p.add_argument("--since", type=when)
+    p.add_argument("--until", type=when)
+    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--cursor")
+    p.set_defaults(handler=with_runtime(audit_cmd))
+
+    p = sub.add_parser("billing", help="send due billing events and webhooks now, show the outbox, or replay parked rows")
+    p.add_argument("action", choices=("flush", "status", "replay"))
+    p.add_argument("ids", nargs="*", help="outbox row ids to replay (default: every parked row)")
+    p.set_defaults(handler=with_runtime(billing_cmd))
+
+    p = sub.add_parser("webhooks", help="create, list or delete webhook subscriptions")
+    p.add_argument("action", choices=("create", "list", "delete"))
+    p.add_argument("target", nargs="?", help="the URL to create, or the id to delete")
+    p.add_argument("--event", dest="events", action="append")
+    p.set_defaults(handler=with_runtime(webhooks_cmd))
+
+    p = sub.add_parser("tenants", help="offboard a tenant")
+    p.add_argument("action", choices=("offboard",))
+    p.add_argument("collection")
+    p.add_argument("tenant")
+    p.set_defaults(handler=with_runtime(tenants_cmd))
+
+    p = sub.add_parser("reindex", help="rebuild collections' vectors in another backend from the store (resumable)")
+    p.add_argument("--to", required=True, help="a registered vector backend, e.g. weaviate")
+    p.add_argument("--collection", action="append", help="only these collections (default: all)")
+    p.set_defaults(handler=with_runtime(reindex_cmd))

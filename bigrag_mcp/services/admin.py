@@ -1,0 +1,115 @@
+"""Admin operations for callers holding a key: keys, webhooks and usage, always within the caller's pins."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from bigrag_mcp.errors import NotFound
+from bigrag_mcp.services.audit import append_audit, audit_safely
+from bigrag_mcp.services.keys import ApiKeyInfo, create_key, list_keys, revoke_key
+from bigrag_mcp.services.ledger import OPERATOR, Caller
+from bigrag_mcp.services.prices import load_prices
+from bigrag_mcp.services.runtime import Runtime
+from bigrag_mcp.services.usage import UsageReport, usage_report
+from bigrag_mcp.services.webhooks import WebhookInfo, create_webhook, delete_webhook, list_webhooks
+
+
+def _within_pins(caller: Caller, key: ApiKeyInfo) -> bool:
+    """A pinned admin key manages only keys inside its own pins."""
+    pins = caller.principal
+    if pins is None:
+        return True
+    return (pins.collection is None or key.collection == pins.collection) and (
+        pins.tenant is None or key.tenant == pins.tenant
+    )
+
+
+async def mint_key(
+    rt: Runtime,
+    *,
+    name: str,
+    scopes: Sequence[str],
+    collection: str | None = None,
+    tenant: str | None = None,
+    expires_at: datetime | None = None,
+    caller: Caller = OPERATOR,
+) -> tuple[ApiKeyInfo, str]:
+    """A new key (never with more rights than the caller's); the secret is returned this once."""
+    info, secret = await create_key(
+        rt.db, name=name, scopes=scopes, collection=collection, tenant=tenant, expires_at=expires_at, creator=caller.principal
+    )
+    await audit_safely(
+        rt.db,
+        actor_key_id=caller.key_id,
+        action="api_key.created",
+        resource_type="api_key",
+        resource_id=info.id,
+        tenant=info.tenant,
+        request_id=caller.request_id,
+        metadata={"scopes": info.scopes, "collection": info.collection, "name": info.name},
+    )
+    return info, secret
+
+
+async def keys_visible(rt: Runtime, caller: Caller = OPERATOR) -> list[ApiKeyInfo]:
+    return [k for k in await list_keys(rt.db) if _within_pins(caller, k)]
+
+
+async def revoke(rt: Runtime, key_id: str, caller: Caller = OPERATOR) -> ApiKeyInfo:
+    if not any(k.id == key_id for k in await keys_visible(rt, caller)):
+        raise NotFound(f"no API key with id {key_id!r}; api_keys_list shows the ids")
+    info = await revoke_key(rt.db, key_id)
+    await audit_safely(
+        rt.db,
+        actor_key_id=caller.key_id,
+        action="api_key.revoked",
+        resource_type="api_key",
+        resource_id=key_id,
+        tenant=info.tenant,
+        request_id=caller.request_id,
+    )
+    return info
+
+
+async def add_webhook(
+    rt: Runtime, url: str, events: Sequence[str], secret: str | None = None, caller: Caller = OPERATOR
+) -> WebhookInfo:
+    async with rt.db.session() as session:
+        hook = await create_webhook(session, url, events, secret=secret, created_by=caller.key_id)
+        await append_audit(
+            session,
+            actor_key_id=caller.key_id,
+            action="webhook.created",
+            resource_type="webhook",
+            resource_id=hook.id,
+            request_id=caller.request_id,
+            metadata={"url": hook.url, "events": hook.events},
+        )
+        return hook
+
+
+async def webhooks(rt: Runtime) -> list[WebhookInfo]:
+    async with rt.db.session() as session:
+        return await list_webhooks(session)
+
+
+async def remove_webhook(rt: Runtime, webhook_id: str, caller: Caller = OPERATOR) -> WebhookInfo:
+    async with rt.db.session() as session:
+        hook = await delete_webhook(session, webhook_id)
+        await append_audit(
+            session,
+            actor_key_id=caller.key_id,
+            action="webhook.deleted",
+            resource_type="webhook",
+            resource_id=webhook_id,
+            request_id=caller.request_id,
+        )
+        return hook
+
+
+async def usage(rt: Runtime, *, window_days: int = 30, collection: str | None = None, tenant: str | None = None) -> UsageReport:
+    """Usage of one collection and/or tenant, or of everything (the policy fills in a pinned key's reach)."""
+    return await usage_report(
+        rt.db, window_days=window_days, collection=collection, tenant=tenant, prices=load_prices(rt.settings.price_file)
+    )
