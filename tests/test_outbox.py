@@ -255,6 +255,8 @@ async def test_a_failing_target_defers_its_other_rows_but_not_other_targets(db: 
     )
     stats = await relay.run_once()
     assert (stats.retried, stats.deferred, stats.sent) == (1, 2, 3)
+    (retrying,) = (await relay.status())["retrying"]
+    assert (retrying["target"], retrying["attempts"], retrying["last_error"]) == ("down", 1, "HTTP 500")
     attempts = Counter((r.target, r.attempts) for r in await rows(db))
     assert attempts == Counter({("down", 1): 1, ("down", 0): 2, ("up", 1): 3})
 

@@ -172,6 +172,18 @@ class _Claim:
     lease_until: datetime
 
 
+def _row_view(row: OutboxEvent) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "kind": row.kind,
+        "target": row.target,
+        "attempts": row.attempts,
+        "last_error": row.last_error,
+        "created_at": aware(row.created_at).isoformat(),
+        "next_attempt_at": aware(row.next_attempt_at).isoformat() if row.status == "pending" else None,
+    }
+
+
 def backoff_seconds(attempts: int, *, base: float, cap: float) -> float:
     """Exponential backoff after `attempts` tries: base, 2*base, 4*base, ... capped."""
     return float(min(cap, base * 2 ** max(0, attempts - 1)))
@@ -318,8 +330,8 @@ class OutboxRelay:
         if self.webhook_sender is not None:
             await self.webhook_sender.close()
 
-    async def status(self, *, parked_limit: int = 100) -> dict[str, Any]:
-        """Counts by status and by target, rows due now, and the parked rows with their last error."""
+    async def status(self, *, rows_limit: int = 100) -> dict[str, Any]:
+        """Counts by status and by target, rows due now, and parked or retrying rows with their last error."""
         now = self.clock()
         async with self.db.session() as s:
             grouped = (
@@ -333,12 +345,17 @@ class OutboxRelay:
                 select(func.count()).where(OutboxEvent.status == "pending", OutboxEvent.next_attempt_at <= now)
             )
             oldest = await s.scalar(select(func.min(OutboxEvent.created_at)).where(OutboxEvent.status == "pending"))
-            parked = (
+            troubled = (
                 await s.scalars(
                     select(OutboxEvent)
-                    .where(OutboxEvent.status == "parked")
+                    .where(
+                        or_(
+                            OutboxEvent.status == "parked",
+                            and_(OutboxEvent.status == "pending", OutboxEvent.attempts > 0),
+                        )
+                    )
                     .order_by(OutboxEvent.created_at, OutboxEvent.id)
-                    .limit(parked_limit)
+                    .limit(rows_limit)
                 )
             ).all()
         totals = {"pending": 0, "sent": 0, "parked": 0}
@@ -354,17 +371,8 @@ class OutboxRelay:
             "due": due or 0,
             "oldest_pending_at": aware(oldest).isoformat() if oldest is not None else None,
             "by_target": sorted(targets.values(), key=lambda r: (r["kind"], r["target"])),
-            "parked": [
-                {
-                    "id": row.id,
-                    "kind": row.kind,
-                    "target": row.target,
-                    "attempts": row.attempts,
-                    "last_error": row.last_error,
-                    "created_at": aware(row.created_at).isoformat(),
-                }
-                for row in parked
-            ],
+            "parked": [_row_view(row) for row in troubled if row.status == "parked"],
+            "retrying": [_row_view(row) for row in troubled if row.status == "pending"],
         }
 
     async def replay(self, ids: Sequence[str] | None = None, *, parked: bool = False) -> int:
