@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import struct
-import threading
-from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Self
+from typing import Any
+
+from bigrag_mcp.testing.fake_http import Reply, Request, ScriptedHTTPServer
 
 MODELS = {"text-embedding-3-small": 1536, "text-embedding-3-large": 3072, "text-embedding-ada-002": 1536}
 COMPATIBLE_MODELS = {"nomic-embed-text": 12}  # what a local compatible server (e.g. Ollama) might serve
@@ -38,14 +34,6 @@ def vector_for(text: str, dimension: int) -> list[float]:
     return [x / norm for x in raw]
 
 
-@dataclass
-class Reply:
-    status: int
-    body: Any
-    headers: dict[str, str] = field(default_factory=dict)
-    hang: bool = False
-
-
 def error(
     status: int, message: str, kind: str = "invalid_request_error", code: str | None = None, **headers: str
 ) -> Reply:
@@ -55,54 +43,21 @@ def error(
 
 RATE_LIMITED = error(429, "Rate limit reached for requests", "requests", "rate_limit_exceeded", **{"retry-after": "7"})
 SERVER_ERROR = error(500, "The server had an error while processing your request.", "server_error")
-HANG = Reply(0, None, hang=True)
-
-
-@dataclass
-class Request:
-    path: str
-    headers: dict[str, str]
-    body: Any
-
-
-Script = Callable[[Request], Reply | None]
-
-
-class FakeOpenAI:
-    """Answers /v1/embeddings and /v1/chat/completions; `script` replies come first, one per request."""
+class FakeOpenAI(ScriptedHTTPServer):
+    """Answers /v1/embeddings and /v1/chat/completions (embeddings in reverse order, as `index` allows)."""
 
     def __init__(self, api_key: str | None = "sk-fake-0123456789abcdef") -> None:
+        super().__init__()
         self.api_key = api_key
-        self.requests: list[Request] = []
-        self.script: deque[Reply | Script] = deque()
-        self.release = threading.Event()
-        self.shuffle = True  # answer embeddings in reverse order, as `index` allows
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.02,), daemon=True)
 
     @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}/v1"
-
-    def __enter__(self) -> Self:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release.set()
-        self._server.shutdown()
-        self._server.server_close()
+    def base_url(self) -> str:
+        return f"{self.url}/v1"
 
     def embedding_requests(self) -> list[Request]:
         return [r for r in self.requests if r.path == "/v1/embeddings"]
 
     def answer(self, request: Request) -> Reply:
-        if self.script:
-            scripted = self.script.popleft()
-            reply = scripted(request) if callable(scripted) else scripted
-            if reply is not None:
-                return reply
         if self.api_key is not None and request.headers.get("authorization") != f"Bearer {self.api_key}":
             presented = request.headers.get("authorization", "").removeprefix("Bearer ")
             return error(401, f"Incorrect API key provided: {presented}.", code="invalid_api_key")
@@ -136,8 +91,7 @@ class FakeOpenAI:
             {"object": "embedding", "index": i, "embedding": vector_for(text, dimension)}
             for i, text in enumerate(inputs)
         ]
-        if self.shuffle:
-            data.reverse()
+        data.reverse()
         usage = {"prompt_tokens": sum(tokens), "total_tokens": sum(tokens)}
         return Reply(200, {"object": "list", "data": data, "model": model, "usage": usage})
 
@@ -157,29 +111,3 @@ class FakeOpenAI:
             "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": count_tokens(answer),
                       "total_tokens": prompt_tokens + count_tokens(answer)},
         })
-
-    def _handler(self) -> type[BaseHTTPRequestHandler]:
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                raw = self.rfile.read(int(self.headers.get("content-length", 0)))
-                request = Request(self.path, {k.lower(): v for k, v in self.headers.items()}, json.loads(raw or b"null"))
-                fake.requests.append(request)
-                reply = fake.answer(request)
-                if reply.hang:
-                    fake.release.wait(30)
-                    return
-                payload = json.dumps(reply.body).encode()
-                self.send_response(reply.status)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(payload)))
-                for name, value in reply.headers.items():
-                    self.send_header(name, value)
-                self.end_headers()
-                self.wfile.write(payload)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                """Quiet."""
-
-        return Handler

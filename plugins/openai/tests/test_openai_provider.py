@@ -12,13 +12,14 @@ import pluggy
 import pytest
 from bigrag_openai import OpenAIChat, OpenAIClient, OpenAIEmbeddings, OpenAISettings
 from bigrag_openai.embeddings import estimate_tokens
-from fake_openai import HANG, RATE_LIMITED, SERVER_ERROR, FakeOpenAI, Reply, Request, count_tokens, error, vector_for
+from fake_openai import RATE_LIMITED, SERVER_ERROR, FakeOpenAI, count_tokens, error, vector_for
 from pydantic import SecretStr
 
 from bigrag_mcp import hookspecs
 from bigrag_mcp.errors import InvalidArgument, LimitExceeded, Unavailable
 from bigrag_mcp.retry import RetryPolicy
 from bigrag_mcp.testing.embedders import EmbeddingProviderConformance
+from bigrag_mcp.testing.fake_http import HANG, RecordingSleep, Reply, Request
 from bigrag_mcp.types import ChatMessage, ChatProvider, EmbeddingProvider
 
 pytestmark = pytest.mark.anyio
@@ -29,16 +30,6 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-class Sleeps:
-    """An injected sleep that records the delays instead of waiting."""
-
-    def __init__(self) -> None:
-        self.delays: list[float] = []
-
-    async def __call__(self, seconds: float) -> None:
-        self.delays.append(seconds)
-
-
 @pytest.fixture
 def fake() -> Iterator[FakeOpenAI]:
     with FakeOpenAI() as server:
@@ -46,17 +37,17 @@ def fake() -> Iterator[FakeOpenAI]:
 
 
 @pytest.fixture
-def sleeps() -> Sleeps:
-    return Sleeps()
+def sleeps() -> RecordingSleep:
+    return RecordingSleep()
 
 
 def make_settings(fake: FakeOpenAI, **overrides: Any) -> OpenAISettings:
-    values: dict[str, Any] = {"api_key": fake.api_key, "base_url": fake.url, "timeout": 5.0, **overrides}
+    values: dict[str, Any] = {"api_key": fake.api_key, "base_url": fake.base_url, "timeout": 5.0, **overrides}
     return OpenAISettings(_env_file=None, **values)  # type: ignore[call-arg]
 
 
 def embedder(
-    fake: FakeOpenAI, sleeps: Sleeps, *, model: str = "text-embedding-3-small", dimension: int | None = 8,
+    fake: FakeOpenAI, sleeps: RecordingSleep, *, model: str = "text-embedding-3-small", dimension: int | None = 8,
     attempts: int = 3, **overrides: Any,
 ) -> OpenAIEmbeddings:
     settings = make_settings(fake, **overrides)
@@ -70,11 +61,11 @@ def texts(n: int) -> list[str]:
 
 class TestOpenAIConformance(EmbeddingProviderConformance):
     @pytest.fixture
-    async def provider(self, fake: FakeOpenAI, sleeps: Sleeps) -> EmbeddingProvider:
+    async def provider(self, fake: FakeOpenAI, sleeps: RecordingSleep) -> EmbeddingProvider:
         return embedder(fake, sleeps, dimension=16)
 
 
-async def test_order_is_preserved_across_batches_and_tokens_are_summed(fake: FakeOpenAI, sleeps: Sleeps) -> None:
+async def test_order_is_preserved_across_batches_and_tokens_are_summed(fake: FakeOpenAI, sleeps: RecordingSleep) -> None:
     provider = embedder(fake, sleeps, max_batch=3)
     batch = texts(8)
     result = await provider.embed(batch, purpose="document")
@@ -85,13 +76,13 @@ async def test_order_is_preserved_across_batches_and_tokens_are_summed(fake: Fak
                for r in fake.embedding_requests())
 
 
-async def test_batches_stay_within_2048_inputs(fake: FakeOpenAI, sleeps: Sleeps) -> None:
+async def test_batches_stay_within_2048_inputs(fake: FakeOpenAI, sleeps: RecordingSleep) -> None:
     result = await embedder(fake, sleeps, dimension=4).embed(texts(2100), purpose="document")
     assert [len(r.body["input"]) for r in fake.embedding_requests()] == [2048, 52]
     assert result.vectors[2099] == vector_for("text number 2099", 4)
 
 
-async def test_batches_stay_within_the_token_budget(fake: FakeOpenAI, sleeps: Sleeps) -> None:
+async def test_batches_stay_within_the_token_budget(fake: FakeOpenAI, sleeps: RecordingSleep) -> None:
     # 80 texts of ~27k characters: one request would exceed the service's 300k-token limit (the fake enforces it).
     long_texts = [f"{i} " + "word " * 5500 for i in range(80)]
     result = await embedder(fake, sleeps, dimension=4).embed(long_texts, purpose="document")
@@ -102,14 +93,14 @@ async def test_batches_stay_within_the_token_budget(fake: FakeOpenAI, sleeps: Sl
     assert result.tokens == sum(count_tokens(t) for r in requests for t in r.body["input"])
 
 
-async def test_a_small_token_budget_splits_requests(fake: FakeOpenAI, sleeps: Sleeps) -> None:
+async def test_a_small_token_budget_splits_requests(fake: FakeOpenAI, sleeps: RecordingSleep) -> None:
     provider = embedder(fake, sleeps, max_batch_tokens=50)
     batch = ["x" * 100] * 5  # 25 estimated tokens each
     await provider.embed(batch, purpose="document")
     assert [len(r.body["input"]) for r in fake.embedding_requests()] == [2, 2, 1]
 
 
-async def test_native_dimension_sends_no_dimensions_parameter(fake: FakeOpenAI, sleeps: Sleeps) -> None:
+async def test_native_dimension_sends_no_dimensions_parameter(fake: FakeOpenAI, sleeps: RecordingSleep) -> None:
     for model in ("text-embedding-3-small", "text-embedding-ada-002"):
         provider = embedder(fake, sleeps, model=model, dimension=None)
         assert provider.dimension == 1536
@@ -133,7 +124,7 @@ def test_impossible_dimensions_are_refused(model: str, dimension: int | None, fr
         OpenAIEmbeddings(OpenAIClient(settings), settings, model=model, dimension=dimension)
 
 
-async def test_compatible_server_without_key_and_with_prefixes(sleeps: Sleeps) -> None:
+async def test_compatible_server_without_key_and_with_prefixes(sleeps: RecordingSleep) -> None:
     with FakeOpenAI(api_key=None) as local:
         provider = embedder(
             local, sleeps, model="nomic-embed-text", dimension=12,
@@ -146,14 +137,14 @@ async def test_compatible_server_without_key_and_with_prefixes(sleeps: Sleeps) -
         assert all("authorization" not in r.headers and "dimensions" not in r.body for r in local.requests)
 
 
-async def test_a_wrong_dimension_for_a_compatible_model_names_the_real_one(sleeps: Sleeps) -> None:
+async def test_a_wrong_dimension_for_a_compatible_model_names_the_real_one(sleeps: RecordingSleep) -> None:
     with FakeOpenAI(api_key=None) as local:
         provider = embedder(local, sleeps, model="nomic-embed-text", dimension=10)
         with pytest.raises(InvalidArgument, match="returned 12-dimensional vectors.*set the dimension to 12"):
             await provider.embed(["cats"], purpose="document")
 
 
-async def test_empty_and_huge_inputs_reach_the_service_in_a_shape_it_accepts(fake: FakeOpenAI, sleeps: Sleeps) -> None:
+async def test_empty_and_huge_inputs_reach_the_service_in_a_shape_it_accepts(fake: FakeOpenAI, sleeps: RecordingSleep) -> None:
     huge = "evaluation " * 20_000  # 20k tokens for the fake's tokenizer, over the 8192 limit
     result = await embedder(fake, sleeps).embed(["", huge], purpose="document")
     sent = fake.embedding_requests()[0].body["input"]
@@ -173,19 +164,19 @@ def _repeated_index(request: Request) -> Reply:
     return Reply(200, {"object": "list", "data": data, "model": "m", "usage": {"prompt_tokens": 1}})
 
 
-async def test_a_reply_with_fewer_embeddings_is_an_error_not_a_truncation(fake: FakeOpenAI, sleeps: Sleeps) -> None:
+async def test_a_reply_with_fewer_embeddings_is_an_error_not_a_truncation(fake: FakeOpenAI, sleeps: RecordingSleep) -> None:
     fake.script.append(_partial)
     with pytest.raises(Unavailable, match="asked for 3 embeddings, the reply holds 2"):
         await embedder(fake, sleeps).embed(texts(3), purpose="document")
 
 
-async def test_a_reply_with_a_repeated_index_is_an_error(fake: FakeOpenAI, sleeps: Sleeps) -> None:
+async def test_a_reply_with_a_repeated_index_is_an_error(fake: FakeOpenAI, sleeps: RecordingSleep) -> None:
     fake.script.append(_repeated_index)
     with pytest.raises(Unavailable, match="repeated or out-of-range index 0"):
         await embedder(fake, sleeps).embed(texts(2), purpose="document")
 
 
-async def test_429_is_retried_honouring_retry_after(fake: FakeOpenAI, sleeps: Sleeps) -> None:
+async def test_429_is_retried_honouring_retry_after(fake: FakeOpenAI, sleeps: RecordingSleep) -> None:
     fake.script.extend([RATE_LIMITED, RATE_LIMITED])
     result = await embedder(fake, sleeps).embed(["a"], purpose="document")
     assert result.vectors == [vector_for("a", 8)]
@@ -193,7 +184,7 @@ async def test_429_is_retried_honouring_retry_after(fake: FakeOpenAI, sleeps: Sl
     assert len(fake.requests) == 3
 
 
-async def test_429_stops_at_the_bound_with_limit_exceeded(fake: FakeOpenAI, sleeps: Sleeps) -> None:
+async def test_429_stops_at_the_bound_with_limit_exceeded(fake: FakeOpenAI, sleeps: RecordingSleep) -> None:
     fake.script.extend([RATE_LIMITED] * 5)
     with pytest.raises(LimitExceeded, match="Rate limit reached for requests"):
         await embedder(fake, sleeps, attempts=3).embed(["a"], purpose="document")
@@ -201,7 +192,7 @@ async def test_429_stops_at_the_bound_with_limit_exceeded(fake: FakeOpenAI, slee
     assert sleeps.delays == [7.0, 7.0]
 
 
-async def test_5xx_is_retried_with_backoff_then_unavailable(fake: FakeOpenAI, sleeps: Sleeps) -> None:
+async def test_5xx_is_retried_with_backoff_then_unavailable(fake: FakeOpenAI, sleeps: RecordingSleep) -> None:
     fake.script.extend([SERVER_ERROR] * 4)
     with pytest.raises(Unavailable, match="HTTP 500.*The server had an error"):
         await embedder(fake, sleeps, attempts=4).embed(["a"], purpose="document")
@@ -209,28 +200,28 @@ async def test_5xx_is_retried_with_backoff_then_unavailable(fake: FakeOpenAI, sl
     assert sleeps.delays == [0.375, 0.75, 1.5]  # base 0.5 doubling, half fixed + half jitter (rand=0.5)
 
 
-async def test_5xx_then_success_recovers(fake: FakeOpenAI, sleeps: Sleeps) -> None:
+async def test_5xx_then_success_recovers(fake: FakeOpenAI, sleeps: RecordingSleep) -> None:
     fake.script.append(error(503, "The engine is currently overloaded", "server_error"))
     result = await embedder(fake, sleeps).embed(["a", "b"], purpose="document")
     assert result.vectors == [vector_for("a", 8), vector_for("b", 8)]
     assert len(sleeps.delays) == 1
 
 
-async def test_400_is_invalid_argument_and_not_retried(fake: FakeOpenAI, sleeps: Sleeps) -> None:
+async def test_400_is_invalid_argument_and_not_retried(fake: FakeOpenAI, sleeps: RecordingSleep) -> None:
     fake.script.append(error(400, "'$.input' is invalid. Please check the API reference."))
     with pytest.raises(InvalidArgument, match=r"HTTP 400.*'\$\.input' is invalid"):
         await embedder(fake, sleeps).embed(["a"], purpose="document")
     assert len(fake.requests) == 1 and sleeps.delays == []
 
 
-async def test_an_unknown_model_is_invalid_argument_with_the_service_message(fake: FakeOpenAI, sleeps: Sleeps) -> None:
+async def test_an_unknown_model_is_invalid_argument_with_the_service_message(fake: FakeOpenAI, sleeps: RecordingSleep) -> None:
     provider = embedder(fake, sleeps, model="text-embedding-9", dimension=8)
     with pytest.raises(InvalidArgument, match="The model `text-embedding-9` does not exist"):
         await provider.embed(["a"], purpose="document")
 
 
 async def test_a_wrong_key_is_unavailable_and_never_shown(
-    fake: FakeOpenAI, sleeps: Sleeps, caplog: pytest.LogCaptureFixture
+    fake: FakeOpenAI, sleeps: RecordingSleep, caplog: pytest.LogCaptureFixture
 ) -> None:
     secret = "sk-wrong-secret-key-999"
     provider = embedder(fake, sleeps, api_key=secret)
@@ -247,7 +238,7 @@ async def test_a_wrong_key_is_unavailable_and_never_shown(
 
 
 async def test_a_key_echoed_in_a_5xx_body_is_not_logged(
-    fake: FakeOpenAI, sleeps: Sleeps, caplog: pytest.LogCaptureFixture
+    fake: FakeOpenAI, sleeps: RecordingSleep, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
     fake.script.extend([error(502, f"upstream rejected Bearer {fake.api_key}", "server_error")] * 3)
@@ -258,20 +249,20 @@ async def test_a_key_echoed_in_a_5xx_body_is_not_logged(
     assert "retry 1 of 2" in caplog.text
 
 
-async def test_a_hanging_server_times_out_and_is_retried(fake: FakeOpenAI, sleeps: Sleeps) -> None:
+async def test_a_hanging_server_times_out_and_is_retried(fake: FakeOpenAI, sleeps: RecordingSleep) -> None:
     fake.script.extend([HANG, HANG])
     with pytest.raises(Unavailable, match="did not answer.*ReadTimeout"):
         await embedder(fake, sleeps, attempts=2, timeout=0.2).embed(["a"], purpose="document")
     assert len(fake.requests) == 2 and len(sleeps.delays) == 1
 
 
-async def test_a_timeout_then_success_recovers(fake: FakeOpenAI, sleeps: Sleeps) -> None:
+async def test_a_timeout_then_success_recovers(fake: FakeOpenAI, sleeps: RecordingSleep) -> None:
     fake.script.append(HANG)
     result = await embedder(fake, sleeps, timeout=0.2).embed(["a"], purpose="document")
     assert result.vectors == [vector_for("a", 8)]
 
 
-async def test_a_refused_connection_is_unavailable_after_retries(sleeps: Sleeps) -> None:
+async def test_a_refused_connection_is_unavailable_after_retries(sleeps: RecordingSleep) -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -284,12 +275,12 @@ async def test_a_refused_connection_is_unavailable_after_retries(sleeps: Sleeps)
     assert len(sleeps.delays) == 1
 
 
-def chat(fake: FakeOpenAI, sleeps: Sleeps, model: str = "gpt-4o-mini") -> OpenAIChat:
+def chat(fake: FakeOpenAI, sleeps: RecordingSleep, model: str = "gpt-4o-mini") -> OpenAIChat:
     client = OpenAIClient(make_settings(fake), retry=RetryPolicy(attempts=3, sleep=sleeps, rand=lambda: 0.5))
     return OpenAIChat(client, model=model)
 
 
-async def test_chat_sends_the_messages_and_reads_usage(fake: FakeOpenAI, sleeps: Sleeps) -> None:
+async def test_chat_sends_the_messages_and_reads_usage(fake: FakeOpenAI, sleeps: RecordingSleep) -> None:
     messages = [ChatMessage("system", "Answer from the sources."), ChatMessage("user", "What is RAG?")]
     reply = await chat(fake, sleeps).generate(messages, temperature=0.2, max_tokens=100)
     body = fake.requests[0].body
@@ -305,7 +296,7 @@ async def test_chat_sends_the_messages_and_reads_usage(fake: FakeOpenAI, sleeps:
     assert reply.output_tokens == count_tokens("You asked: What is RAG?")
 
 
-async def test_chat_omits_unset_options_and_retries_5xx(fake: FakeOpenAI, sleeps: Sleeps) -> None:
+async def test_chat_omits_unset_options_and_retries_5xx(fake: FakeOpenAI, sleeps: RecordingSleep) -> None:
     fake.script.append(SERVER_ERROR)
     reply = await chat(fake, sleeps).generate([ChatMessage("user", "hi")])
     assert reply.text == "You asked: hi"
@@ -313,13 +304,13 @@ async def test_chat_omits_unset_options_and_retries_5xx(fake: FakeOpenAI, sleeps
     assert len(sleeps.delays) == 1
 
 
-async def test_chat_rate_limit_after_retries_is_limit_exceeded(fake: FakeOpenAI, sleeps: Sleeps) -> None:
+async def test_chat_rate_limit_after_retries_is_limit_exceeded(fake: FakeOpenAI, sleeps: RecordingSleep) -> None:
     fake.script.extend([RATE_LIMITED] * 3)
     with pytest.raises(LimitExceeded):
         await chat(fake, sleeps).generate([ChatMessage("user", "hi")])
 
 
-async def test_chat_reply_without_choices_is_unavailable(fake: FakeOpenAI, sleeps: Sleeps) -> None:
+async def test_chat_reply_without_choices_is_unavailable(fake: FakeOpenAI, sleeps: RecordingSleep) -> None:
     fake.script.append(Reply(200, {"id": "x", "object": "chat.completion", "choices": [], "usage": {}}))
     with pytest.raises(Unavailable, match="no message text"):
         await chat(fake, sleeps).generate([ChatMessage("user", "hi")])
@@ -338,7 +329,7 @@ async def test_entry_point_factories_read_the_environment(
     fake: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", fake.api_key or "")
-    monkeypatch.setenv("OPENAI_BASE_URL", fake.url)
+    monkeypatch.setenv("OPENAI_BASE_URL", fake.base_url)
     monkeypatch.setenv("OPENAI_CHAT_MODEL", "gpt-4.1-mini")
     embeddings = registered("register_embedding_providers")["openai"](model=None, dimension=8)
     assert isinstance(embeddings, EmbeddingProvider)

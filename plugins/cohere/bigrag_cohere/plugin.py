@@ -1,0 +1,46 @@
+"""Registers the "cohere" embedding and chat providers through the bigrag hooks, and builds the reranker."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from bigrag_cohere.chat import CohereChat
+from bigrag_cohere.client import CohereService
+from bigrag_cohere.embeddings import CohereEmbeddings
+from bigrag_cohere.rerank import CohereReranker
+from bigrag_cohere.settings import CohereSettings
+from bigrag_mcp.hookspecs import hookimpl
+from bigrag_mcp.types import ChatProviderFactory, EmbeddingProviderFactory
+
+
+def make_embeddings(*, model: str | None, dimension: int | None) -> CohereEmbeddings:
+    """Factory for the "cohere" embedding provider, configured from COHERE_* variables."""
+    settings = CohereSettings()
+    return CohereEmbeddings(
+        CohereService(settings),
+        model=model or settings.embedding_model,
+        dimension=dimension if dimension is not None else settings.embedding_dimension,
+        max_batch=settings.max_batch,
+    )
+
+
+def make_chat(*, model: str | None) -> CohereChat:
+    """Factory for the "cohere" chat provider, configured from COHERE_* variables."""
+    settings = CohereSettings()
+    return CohereChat(CohereService(settings), model=model or settings.chat_model)
+
+
+def make_reranker(*, model: str | None = None) -> CohereReranker:
+    """The Cohere reranker (COHERE_RERANK_MODEL, default rerank-v3.5), for the core to reorder hits."""
+    settings = CohereSettings()
+    return CohereReranker(CohereService(settings), model=model or settings.rerank_model)
+
+
+@hookimpl
+def register_embedding_providers(register: Callable[[str, EmbeddingProviderFactory], None]) -> None:
+    register("cohere", make_embeddings)
+
+
+@hookimpl
+def register_chat_providers(register: Callable[[str, ChatProviderFactory], None]) -> None:
+    register("cohere", make_chat)
