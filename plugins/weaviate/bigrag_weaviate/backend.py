@@ -405,7 +405,7 @@ class WeaviateBackend:
             cap = self.settings.max_candidates
             if translation.exact or len(rows) >= request.top_k or len(fetched) < limit or limit >= cap:
                 return rows
-            limit = min(limit * self.settings.overfetch, cap)
+            limit = min(limit * max(2, self.settings.overfetch), cap)
 
     async def _query(
         self, handle: CollectionAsync, request: SearchRequest, native: _Filters | None, limit: int

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
-from bigrag_weaviate import WeaviateBackend, WeaviateSettings
-from bigrag_weaviate.testing import FakeWeaviate
+from bigrag_weaviate import WeaviateBackend
+from bigrag_weaviate.testing import FakeWeaviate, RecordedSleeps
 
 
 @pytest.fixture
@@ -20,24 +20,13 @@ def fake() -> Iterator[FakeWeaviate]:
         yield server
 
 
-class Sleeps(list[float]):
-    """Stands in for asyncio.sleep: remembers each requested delay and returns at once."""
-
-    async def __call__(self, seconds: float) -> None:
-        self.append(seconds)
+@pytest.fixture
+def sleeps() -> RecordedSleeps:
+    return RecordedSleeps()
 
 
 @pytest.fixture
-def sleeps() -> Sleeps:
-    return Sleeps()
-
-
-def settings_for(fake: FakeWeaviate, **overrides: object) -> WeaviateSettings:
-    return WeaviateSettings(url=fake.url, grpc_port=fake.grpc_port, **overrides)  # type: ignore[arg-type]
-
-
-@pytest.fixture
-async def backend(fake: FakeWeaviate, sleeps: Sleeps) -> AsyncIterator[WeaviateBackend]:
-    b = WeaviateBackend(settings_for(fake), sleep=sleeps)
+async def backend(fake: FakeWeaviate, sleeps: RecordedSleeps) -> AsyncIterator[WeaviateBackend]:
+    b = WeaviateBackend(fake.settings(), sleep=sleeps)
     yield b
     await b.close()

@@ -22,7 +22,7 @@ class TestFakeWeaviateConformance(VectorBackendConformance):
     @pytest.fixture
     async def backend(self) -> AsyncIterator[VectorBackend]:
         with FakeWeaviate(version=self.version) as fake:
-            b = WeaviateBackend(WeaviateSettings(url=fake.url, grpc_port=fake.grpc_port))
+            b = WeaviateBackend(fake.settings())
             yield b
             await b.close()
 

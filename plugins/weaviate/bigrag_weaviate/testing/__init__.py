@@ -15,11 +15,19 @@ from typing import Any, Self
 import grpc
 from weaviate.proto.v1 import health_weaviate_pb2, weaviate_pb2_grpc
 
+from bigrag_weaviate.settings import WeaviateSettings
 from bigrag_weaviate.testing.grpc_service import FakeWeaviateService
 from bigrag_weaviate.testing.rest import FakeRestServer
 from bigrag_weaviate.testing.state import Fault, State, StoredObject, TenantShard
 
-__all__ = ["FakeWeaviate", "StoredObject", "TenantShard"]
+__all__ = ["FakeWeaviate", "RecordedSleeps", "StoredObject", "TenantShard"]
+
+
+class RecordedSleeps(list[float]):
+    """Stands in for asyncio.sleep in a backend under test: remembers each requested delay, returns at once."""
+
+    async def __call__(self, seconds: float) -> None:
+        self.append(seconds)
 
 
 def _health(request: bytes, context: grpc.ServicerContext) -> health_weaviate_pb2.WeaviateHealthCheckResponse:
@@ -47,6 +55,10 @@ class FakeWeaviate:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.http_port}"
+
+    def settings(self, **overrides: Any) -> WeaviateSettings:
+        """Backend settings that point at this fake."""
+        return WeaviateSettings(url=self.url, grpc_port=self.grpc_port, **overrides)
 
     def start(self) -> Self:
         self._grpc.start()
