@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 from conftest import call, refused
 from mcp import Client
-from mcp.types import CreateMessageRequestParams, CreateMessageResult, TextContent
+from mcp.shared.exceptions import MCPError
+from mcp.types import CreateMessageRequestParams, CreateMessageResult, ErrorData, TextContent
 from sqlalchemy import select
 
 from bigrag_mcp.errors import LimitExceeded
@@ -161,10 +162,30 @@ async def test_a_pinned_key_chats_in_its_tenant_without_naming_it(rt: Runtime, a
     _, pinned = await create_key(rt.db, name="acme-app", scopes=["chat:write"], collection="shared", tenant="acme")
     async with session(rt, pinned) as client:
         result = await call(client, "chat", collection="shared", message="globex launch code AURORA", top_k=50)
-        assert (await refused(client, "chat", collection="shared", message=QUESTION, filters={"tenant_id": "globex"})).startswith(
-            ("permission_denied:", "tenant_required:")
-        )
+        other = await refused(client, "chat", collection="shared", message=QUESTION, filters={"tenant_id": "globex"})
+        listed = {t.name: t for t in (await client.list_tools()).tools}
+    assert other.startswith("permission_denied:") and "'acme'" in other
     assert_no_globex(result)
+    schema = listed["chat"].input_schema  # the resolver-filled parameters are not arguments an agent can pass
+    assert set(schema["properties"]) == {
+        "collection", "message", "filters", "top_k", "search_mode", "min_score", "system_prompt", "provider", "model",
+        "temperature", "max_tokens",
+    }
+    assert schema["required"] == ["collection", "message"] and listed["chat"].output_schema is not None
+
+
+@pytest.mark.parametrize("mode", ["legacy", "auto"])
+async def test_a_client_that_refuses_sampling_fails_the_call_and_nothing_is_metered(rt: Runtime, admin_key: str, mode: str) -> None:
+    class Refusing(Sampler):
+        async def __call__(self, context: Any, params: CreateMessageRequestParams) -> Any:
+            self.asked.append(params)
+            return ErrorData(code=-1, message="User rejected sampling request")
+
+    sampler = Refusing()
+    async with session(rt, admin_key, mode=mode, sampler=sampler) as client:
+        with pytest.raises(MCPError, match="User rejected sampling request"):
+            await client.call_tool("chat", {"collection": "shared", "message": QUESTION, "filters": ACME})
+    assert len(sampler.asked) == 1 and await usage_rows(rt) == []
 
 
 async def test_nothing_found_asks_no_model(rt: Runtime, admin_key: str) -> None:
