@@ -287,3 +287,11 @@ async def test_openai_plugin_against_its_fake_server(settings: Settings, monkeyp
     assert_quoted_prompt(body["messages"][0]["content"], body["messages"][1]["content"])
     assert limited.startswith("limit_exceeded:") and "Rate limit reached" in limited
     assert (row.chat_input_tokens, row.chat_output_tokens) == (result["usage"]["input_tokens"], result["usage"]["output_tokens"])
+
+
+async def test_a_sampled_reply_without_text_is_unavailable(rt: Runtime, admin_key: str) -> None:
+    sampler = Sampler(text="   ")
+    async with session(rt, admin_key, sampler=sampler) as client:
+        text = await refused(client, "chat", collection="shared", message=QUESTION, filters=ACME)
+    assert text == "unavailable: the MCP client's model returned no text for the sampling request"
+    assert len(sampler.asked) == 1 and await usage_rows(rt) == []
