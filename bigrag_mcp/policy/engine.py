@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Literal
 
 from bigrag_mcp.errors import BigRagError, InvalidArgument, PermissionDenied, TenantRequired
@@ -108,16 +109,18 @@ def _require_scope(principal: Principal, scope: str, operation: str) -> None:
         raise _Deny("permission_denied", f"This API key lacks the scope {scope!r} that {operation} needs.")
 
 
-def _tenant_value(value: object, pin: str | None, where: str, missing: str) -> str | None:
-    """Check one tenant value against the pin: None means 'fill in the pin' (or a TenantRequired when unpinned)."""
+def _tenant_value(value: object, pin: str | None, where: Callable[[], str]) -> str | None:
+    """Check one tenant value against the pin: None means 'fill in the pin'. `where` names it in a refusal."""
     if value is None:
         if pin is None:
-            raise _Deny("tenant_required", missing)
+            raise _Deny(
+                "tenant_required", f"This collection is shared by tenants: {where()} must name the tenant of this call."
+            )
         return None
     if not isinstance(value, str) or not value:
-        raise _Deny("tenant_required", f"{where} must be a non-empty string naming one tenant.")
+        raise _Deny("tenant_required", f"{where()} must be a non-empty string naming one tenant.")
     if pin is not None and value != pin:
-        raise _conflict(pin, where, value)
+        raise _conflict(pin, where(), value)
     return value
 
 
@@ -135,13 +138,14 @@ def _filter_rule(op: OperationPolicy, pin: str | None, tenant_field: str, args: 
     return pin
 
 
-def _metadata_tenant(meta: object, pin: str | None, tenant_field: str, where: str) -> tuple[Mapping[str, Any], str]:
+def _metadata_tenant(
+    meta: object, pin: str | None, tenant_field: str, where: Callable[[], str]
+) -> tuple[Mapping[str, Any], str]:
     if meta is None:
         meta = {}
     if not isinstance(meta, Mapping):
-        raise _Deny("invalid_argument", f"{where} must be an object.")
-    missing = f'This collection is shared by tenants: {where} must carry "{tenant_field}": "<tenant>".'
-    value = _tenant_value(meta.get(tenant_field), pin, f"{where}.{tenant_field}", missing)
+        raise _Deny("invalid_argument", f"{where()} must be an object.")
+    value = _tenant_value(meta.get(tenant_field), pin, lambda: f"{where()}.{tenant_field}")
     if value is None:
         assert pin is not None
         return {**meta, tenant_field: pin}, pin
@@ -150,7 +154,7 @@ def _metadata_tenant(meta: object, pin: str | None, tenant_field: str, where: st
 
 def _metadata_rule(op: OperationPolicy, pin: str | None, tenant_field: str, args: dict[str, Any]) -> str | None:
     if op.records_arg is None:
-        meta, tenant = _metadata_tenant(args.get(op.metadata_arg), pin, tenant_field, op.metadata_arg)
+        meta, tenant = _metadata_tenant(args.get(op.metadata_arg), pin, tenant_field, lambda: op.metadata_arg)
         args[op.metadata_arg] = meta
         return tenant
     records = args.get(op.records_arg)
@@ -161,10 +165,11 @@ def _metadata_rule(op: OperationPolicy, pin: str | None, tenant_field: str, args
     for i, record in enumerate(records):
         if not isinstance(record, Mapping):
             raise _Deny("invalid_argument", f"{op.records_arg}[{i}] must be an object.")
-        where = f"{op.records_arg}[{i}].{op.metadata_arg}"
-        meta, tenant = _metadata_tenant(record.get(op.metadata_arg), pin, tenant_field, where)
+        given = record.get(op.metadata_arg)
+        where = partial("{}[{}].{}".format, op.records_arg, i, op.metadata_arg)  # formatted only for a refusal
+        meta, tenant = _metadata_tenant(given, pin, tenant_field, where)
         tenants.add(tenant)
-        filled.append({**record, op.metadata_arg: meta})
+        filled.append(record if meta is given else {**record, op.metadata_arg: meta})
     if len(tenants) > 1:
         raise _Deny("tenant_required", f"Every record of one {op.records_arg} call must carry the same tenant.")
     args[op.records_arg] = filled
@@ -175,8 +180,7 @@ def _argument_rule(op: OperationPolicy, pin: str | None, tenant_field: str, args
     value = args.get(op.tenant_arg)
     if value is None and pin is None and op.tenant_optional:
         return None
-    missing = f"This collection is shared by tenants: give the {op.tenant_arg!r} argument."
-    tenant = _tenant_value(value, pin, f"the {op.tenant_arg!r} argument", missing)
+    tenant = _tenant_value(value, pin, lambda: f"the {op.tenant_arg!r} argument")
     if tenant is None:
         args[op.tenant_arg] = pin
         return pin
