@@ -4,8 +4,9 @@ Text is NFKC-normalised and case-folded, then split into words (runs of letters 
 CJK ideographs/kana/hangul, and single symbols such as emoji; punctuation is dropped, and so are English
 stopwords (unless nothing else is left); a plural "s" is folded. Each unigram and each adjacent pair is
 hashed with blake2b to a bucket and a sign, weighted by 1 + ln(count) (bigrams at half weight), and the
-vector is L2-normalised. Text with no such token at all (empty, whitespace or punctuation only) embeds
-to the zero vector, which scores 0 against everything instead of producing NaN.
+vector is L2-normalised. Text whose features cancel out or that has no token at all (empty, whitespace or
+punctuation only) embeds to the uniform unit vector: a direction every backend accepts (a zero vector has
+none), never NaN.
 """
 
 from __future__ import annotations
@@ -103,8 +104,9 @@ class HashEmbedder:
             for feature, weight in _features(text).items():
                 bucket, sign = _bucket(feature, self.dimension)
                 matrix[row, bucket] += sign * weight
-        norms = np.linalg.norm(matrix, axis=1, keepdims=True)
-        matrix /= np.where(norms > 0.0, norms, 1.0)
+        norms = np.linalg.norm(matrix, axis=1)
+        matrix[norms == 0.0] = 1.0
+        matrix /= np.linalg.norm(matrix, axis=1, keepdims=True)
         vectors: list[list[float]] = matrix.tolist()
         return vectors
 

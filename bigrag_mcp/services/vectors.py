@@ -53,6 +53,8 @@ async def upsert(rt: Runtime, collection_name: str, vectors: list[dict[str, Any]
             or not all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in vector)
         ):
             raise InvalidArgument(f"{where}.vector must be a list of {collection.dimension} finite numbers")
+        if not any(vector):
+            raise InvalidArgument(f"{where}.vector is all zeros: it has no direction to search by")
         text = raw.get("text")
         if text is not None and not isinstance(text, str):
             raise InvalidArgument(f"{where}.text must be a string")
