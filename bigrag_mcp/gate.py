@@ -12,7 +12,7 @@ from mcp.types import CallToolResult, TextContent
 from sqlalchemy import select
 
 from bigrag_mcp.errors import BigRagError, PermissionDenied, Unavailable
-from bigrag_mcp.policy import CollectionFacts, Decision, Policy, Principal, evaluate
+from bigrag_mcp.policy import CollectionFacts, Decision, Policy, Principal, evaluate, target_collection
 from bigrag_mcp.services.audit import audit_safely
 from bigrag_mcp.services.keys import authenticate
 from bigrag_mcp.services.ledger import Caller
@@ -61,11 +61,9 @@ class Gate:
         return principal
 
     async def facts(self, operation: str, args: Mapping[str, Any], principal: Principal) -> CollectionFacts | None:
-        rule = self.policy.operations.get(operation)
-        if rule is None or rule.collection_arg is None:
-            return None
-        name = args.get(rule.collection_arg) or principal.collection
-        if not isinstance(name, str):
+        """What the store says about the collection the call targets (as the policy engine names it)."""
+        name = target_collection(self.policy, principal, operation, args)
+        if name is None:
             return None
         async with self.rt.db.session() as session:
             tenant_field = (await session.execute(select(Collection.tenant_field).where(Collection.name == name))).first()
@@ -81,8 +79,8 @@ class Gate:
                 self.rt.db,
                 actor_key_id=principal.key_id,
                 action=f"{operation}.denied",
-                resource_type="tool",
-                resource_id=operation,
+                resource_type="collection" if decision.collection else "tool",
+                resource_id=decision.collection or operation,
                 tenant=principal.tenant,
                 outcome="denied",
                 reason=f"{decision.code}: {decision.reason}",

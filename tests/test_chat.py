@@ -59,17 +59,16 @@ class EchoChat:
 
     name = "echo"
 
-    def __init__(self, model: str | None, seen: list[list[ChatMessage]], failure: Exception | None) -> None:
+    def __init__(self, model: str | None, plugin: EchoPlugin) -> None:
         self.model = model or "echo-default"
-        self.seen = seen
-        self.failure = failure
+        self.plugin = plugin  # the server keeps provider instances: read the scripted failure at call time
 
     async def generate(
         self, messages: Sequence[ChatMessage], *, temperature: float | None = None, max_tokens: int | None = None
     ) -> ChatReply:
-        self.seen.append(list(messages))
-        if self.failure is not None:
-            raise self.failure
+        self.plugin.seen.append(list(messages))
+        if self.plugin.failure is not None:
+            raise self.plugin.failure
         return ChatReply(text="Five business days [1], says the source [9].", model=self.model, input_tokens=120, output_tokens=9)
 
 
@@ -82,7 +81,7 @@ class EchoPlugin:
 
     @hookimpl
     def register_chat_providers(self, register: Any) -> None:
-        register("echo", lambda *, model: EchoChat(model, self.seen, self.failure))
+        register("echo", lambda *, model: EchoChat(model, self))
 
 
 @asynccontextmanager

@@ -42,17 +42,20 @@ async def audit_cmd(rt: Runtime, a: argparse.Namespace) -> Any:
 
 async def billing_cmd(rt: Runtime, a: argparse.Namespace) -> Any:
     relay = relay_for(rt)
-    if a.action == "status":
-        return await relay.status()
-    if a.action == "replay":
-        return {"requeued": await relay.replay(a.ids or None, parked=not a.ids)}
-    total: dict[str, int] = {}
-    while True:
-        stats = asdict(await relay.run_once())
-        for key, value in stats.items():
-            total[key] = total.get(key, 0) + value
-        if not stats["claimed"]:
-            return total
+    try:
+        if a.action == "status":
+            return await relay.status()
+        if a.action == "replay":
+            return {"requeued": await relay.replay(a.ids or None, parked=not a.ids)}
+        total: dict[str, int] = {}
+        while True:  # until nothing is due, or a pass only met failing receivers (they are retried later)
+            stats = asdict(await relay.run_once())
+            for key, value in stats.items():
+                total[key] = total.get(key, 0) + value
+            if not stats["claimed"] or stats["sent"] + stats["duplicate"] + stats["parked"] == 0:
+                return total
+    finally:
+        await relay.close()
 
 
 async def webhooks_cmd(rt: Runtime, a: argparse.Namespace) -> Any:

@@ -10,7 +10,7 @@ from typing import Any
 
 
 from bigrag_mcp.cli import json_arg, when, with_runtime
-from bigrag_mcp.policy import CollectionFacts, PolicyError, evaluate, load_policy
+from bigrag_mcp.policy import CollectionFacts, PolicyError, evaluate, load_policy, target_collection
 from bigrag_mcp.services import admin
 from bigrag_mcp.services.collections import find
 from bigrag_mcp.services.keys import get_key
@@ -41,11 +41,9 @@ async def keys_cmd(rt: Runtime, a: argparse.Namespace) -> Any:
 async def explain_cmd(rt: Runtime, a: argparse.Namespace) -> Any:
     policy = load_policy(a.policy or rt.settings.policy_file)
     principal = (await get_key(rt.db, a.key_id)).principal()
-    rule = policy.operations.get(a.tool)
-    name = (a.args or {}).get(rule.collection_arg) if rule and rule.collection_arg else None
-    name = name or principal.collection
+    name = target_collection(policy, principal, a.tool, a.args or {})
     facts = None
-    if isinstance(name, str):
+    if name is not None:
         async with rt.db.session() as session:
             try:
                 found = await find(session, name)

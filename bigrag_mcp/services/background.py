@@ -27,3 +27,5 @@ async def background_work(rt: Runtime) -> None:
         await relay.run_forever(stop, RELAY_INTERVAL_SECONDS)
     finally:
         stop.set()
+        with anyio.CancelScope(shield=True):
+            await relay.close()

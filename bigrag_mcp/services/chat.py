@@ -13,21 +13,19 @@ chat model is in the result. A call that fails records nothing.
 
 from __future__ import annotations
 
-import copy
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypedDict, Unpack
 
 from pydantic import BaseModel, Field
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from bigrag_mcp.errors import BigRagError, Unavailable
 from bigrag_mcp.schemas import QueryRow, SearchModeName
+from bigrag_mcp.services import search
 from bigrag_mcp.services.answer import Source, build_messages, extract_citations, extractive_answer
-from bigrag_mcp.services.ledger import OPERATOR, Activity, Caller, Ledger
+from bigrag_mcp.services.ledger import OPERATOR, Activity, Caller
 from bigrag_mcp.services.runtime import Runtime
-from bigrag_mcp.services.search import search
 from bigrag_mcp.types import ChatMessage, ChatReply
 
 Generation = Literal["provider", "sampling", "extractive", "none"]
@@ -97,17 +95,6 @@ class RetrievalOptions(TypedDict, total=False):
     system_prompt: str | None
 
 
-class _HeldLedger(Ledger):
-    """Keeps the retrieval's activity instead of writing it, so one chat call is metered once."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.held: Activity | None = None
-
-    async def record(self, session: AsyncSession, caller: Caller, activity: Activity) -> None:
-        self.held = activity
-
-
 async def retrieve(
     rt: Runtime,
     collection: str,
@@ -121,14 +108,10 @@ async def retrieve(
     caller: Caller = OPERATOR,
 ) -> Retrieval:
     """Search with the tenant guard of `query`, and quote what was found (chunks with text) into the prompt."""
-    held = _HeldLedger()
-    view = copy.copy(rt)
-    view.ledger = held
-    found = await search(
-        view, collection, message, top_k=top_k, filters=filters, min_score=min_score, search_mode=search_mode,
-        caller=caller, operation="chat",
+    found, activity = await search.retrieve(
+        rt, collection, message, top_k=top_k, filters=filters, min_score=min_score, search_mode=search_mode,
+        operation="chat",
     )
-    assert held.held is not None, "search records its activity"
     rows = tuple(row for row in found.results if row.text)
     sources = tuple(
         Source(id=row.id, document_id=row.document_id or "", score=row.score, text=row.text or "", metadata=row.metadata)
@@ -140,7 +123,7 @@ async def retrieve(
         sources=sources,
         messages=tuple(build_messages(message, sources, system_prompt)),
         search_mode=search_mode,
-        activity=held.held,
+        activity=activity,
         retrieve_ms=found.timings.total_ms,
     )
 
@@ -148,20 +131,15 @@ async def retrieve(
 async def _provider_reply(
     rt: Runtime, name: str, model: str | None, messages: Sequence[ChatMessage], temperature: float | None, max_tokens: int | None
 ) -> ChatReply:
-    factory = rt.registry.chat_provider(name)
     if model is None and name == rt.settings.chat_provider:
         model = rt.settings.chat_model
-    provider = factory(model=model)
+    provider = rt.chat_provider(name, model)
     try:
         return await provider.generate(messages, temperature=temperature, max_tokens=max_tokens)
     except BigRagError:
         raise
     except Exception as exc:
         raise Unavailable(f"chat provider {name!r} failed: {type(exc).__name__}: {exc}") from exc
-    finally:
-        close = getattr(provider, "aclose", None)  # the HTTP-based providers hold a connection pool
-        if close is not None:
-            await close()
 
 
 async def respond(

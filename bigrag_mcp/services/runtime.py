@@ -12,7 +12,7 @@ from bigrag_mcp.services.index import IndexGate
 from bigrag_mcp.services.ledger import Ledger
 from bigrag_mcp.settings import Settings
 from bigrag_mcp.store.db import Database
-from bigrag_mcp.types import EmbeddingProvider
+from bigrag_mcp.types import ChatProvider, EmbeddingProvider
 
 
 class Runtime:
@@ -25,6 +25,7 @@ class Runtime:
         self.index = IndexGate(db, self.backend)
         self.ledger = Ledger(list(settings.billing_exporters))
         self._embedders: dict[tuple[str, str | None, int | None], EmbeddingProvider] = {}
+        self._chat_providers: dict[tuple[str, str | None], ChatProvider] = {}
 
     @classmethod
     async def open(cls, settings: Settings | None = None, *, plugins: tuple[Any, ...] = ()) -> Runtime:
@@ -47,6 +48,17 @@ class Runtime:
             self._embedders[key] = instance
         return self._embedders[key]
 
+    def chat_provider(self, name: str, model: str | None) -> ChatProvider:
+        key = (name, model)
+        if key not in self._chat_providers:
+            self._chat_providers[key] = self.registry.chat_provider(name)(model=model)
+        return self._chat_providers[key]
+
     async def close(self) -> None:
+        """Close providers (HTTP-based ones hold connection pools), the backend and the store."""
+        for provider in [*self._embedders.values(), *self._chat_providers.values()]:
+            close = getattr(provider, "aclose", None)
+            if close is not None:
+                await close()
         await self.backend.close()
         await self.db.close()

@@ -94,6 +94,39 @@ async def _search_one(
     return rows, tenant, tokens, (embedded - started) * 1000, (done - embedded) * 1000
 
 
+async def retrieve(
+    rt: Runtime,
+    collection_name: str,
+    query: str,
+    *,
+    top_k: int = 10,
+    filters: dict[str, Any] | None = None,
+    min_score: float | None = None,
+    search_mode: SearchModeName = "semantic",
+    operation: str = "query",
+) -> tuple[QueryResult, Activity]:
+    """The results and the activity to meter, unrecorded (chat records its own, richer activity)."""
+    check_request(query, top_k, min_score, search_mode)
+    tree = parse_filter(filters)
+    started = time.perf_counter()
+    collection = await load(rt, collection_name)
+    rows, tenant, tokens, embed_ms, search_ms = await _search_one(rt, collection, tree, query, top_k, min_score, search_mode)
+    total_ms = (time.perf_counter() - started) * 1000
+    activity = Activity.of(
+        operation,
+        collection,
+        tenant=tenant,
+        resource_type="query",
+        embedding_tokens=tokens,
+        provider=collection.embedding_provider,
+        model=collection.embedding_model,
+        latency_ms=total_ms,
+        texts=[query] if search_mode != "keyword" else (),
+    )
+    timings = Timings(embed_ms=embed_ms, search_ms=search_ms, total_ms=total_ms)
+    return QueryResult(results=rows, search_mode=search_mode, timings=timings), activity
+
+
 async def search(
     rt: Runtime,
     collection_name: str,
@@ -104,31 +137,14 @@ async def search(
     min_score: float | None = None,
     search_mode: SearchModeName = "semantic",
     caller: Caller = OPERATOR,
-    operation: str = "query",
 ) -> QueryResult:
-    check_request(query, top_k, min_score, search_mode)
-    tree = parse_filter(filters)
-    started = time.perf_counter()
-    collection = await load(rt, collection_name)
-    rows, tenant, tokens, embed_ms, search_ms = await _search_one(rt, collection, tree, query, top_k, min_score, search_mode)
-    total_ms = (time.perf_counter() - started) * 1000
+    """Search one collection and meter the query."""
+    result, activity = await retrieve(
+        rt, collection_name, query, top_k=top_k, filters=filters, min_score=min_score, search_mode=search_mode
+    )
     async with rt.db.session() as session:
-        await rt.ledger.record(
-            session,
-            caller,
-            Activity.of(
-                operation,
-                collection,
-                tenant=tenant,
-                resource_type="query",
-                embedding_tokens=tokens,
-                provider=collection.embedding_provider,
-                model=collection.embedding_model,
-                latency_ms=total_ms,
-                texts=[query] if search_mode != "keyword" else (),
-            ),
-        )
-    return QueryResult(results=rows, search_mode=search_mode, timings=Timings(embed_ms=embed_ms, search_ms=search_ms, total_ms=total_ms))
+        await rt.ledger.record(session, caller, activity)
+    return result
 
 
 async def search_many(
