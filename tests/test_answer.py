@@ -143,3 +143,11 @@ def test_extractive_answer_without_usable_sources_says_so(sources: list[Source])
 def test_extractive_answer_splits_cjk_sentences() -> None:
     cjk = source("東京は日本の首都です。大阪は大きい都市です。")
     assert quoted_lines(extractive_answer("大阪", [cjk])) == [("大阪は大きい都市です。", 1)]
+
+
+def test_extractive_answer_keeps_wrapped_sentences_whole_and_skips_headings() -> None:
+    text = "# Refunds\n\nRefunds are paid back to the\ncard within 5 days.\n\n1. Ask support for a refund form."
+    answer = extractive_answer("how are refunds paid", [Source(id="d#0", document_id="d", score=1.0, text=text)])
+    lines = answer.splitlines()[1:]
+    assert "- Refunds are paid back to the card within 5 days. [1]" in lines
+    assert all("#" not in line for line in lines) and "- Ask support for a refund form. [1]" in lines

@@ -27,7 +27,9 @@ EXTRACTIVE_LABEL = "Extractive answer (no language model configured):"
 MAX_SENTENCE_CHARS = 400
 
 _CITATION = re.compile(r"\[(\d+(?:\s*,\s*\d+)*)\]")
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|(?<=[。！？])\s*|\n+")
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|(?<=[。！？])\s*|\n\s*\n|\n(?=\s*(?:[-*#>]|\d+[.)])\s)")
+_HEADING = re.compile(r"^#{1,6}\s")
+_LIST_MARK = re.compile(r"[-*>]?|\d+[.)]")  # what is left of a list item's marker once its text was split off
 
 
 @dataclass(frozen=True)
@@ -62,7 +64,9 @@ def extract_citations(answer_text: str, sources: Sequence[Source]) -> list[int]:
 
 
 def _sentences(text: str) -> list[str]:
-    return [s.strip() for s in _SENTENCE_END.split(text) if s.strip()]
+    """Sentences with their line breaks folded; a paragraph break or a list item also ends one, headings are skipped."""
+    pieces = (" ".join(s.split()) for s in _SENTENCE_END.split(text))
+    return [p for p in pieces if not _HEADING.match(p) and not _LIST_MARK.fullmatch(p)]
 
 
 def _shorten(sentence: str) -> str:
