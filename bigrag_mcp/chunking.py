@@ -35,7 +35,7 @@ def _pieces(text: str, start: int, end: int, size: int, seps: tuple[str, ...]) -
 
 
 def _paragraph_spans(text: str) -> list[tuple[int, int]]:
-    return [(m.start(), m.end()) for m in re.finditer(r"\S(?:.*?\S)??(?=\s*\n\s*\n|\s*\Z)", text, re.S)]
+    return [(m.start(), m.end()) for m in re.finditer(r"\S(?:.*?\S)??(?=\s*\n\s*\n|\s*\Z)", text, re.DOTALL)]
 
 
 def _merge(text: str, spans: list[tuple[int, int]], size: int, overlap: int) -> list[TextChunk]:

@@ -8,8 +8,7 @@ import logging
 import os
 import sys
 from collections.abc import Awaitable, Callable
-from datetime import datetime, timedelta, timezone
-
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import anyio
@@ -64,9 +63,9 @@ def when(text: str) -> datetime:
     """An ISO time, or a span from now such as 30d or 12h."""
     if text[-1:] in ("d", "h") and text[:-1].isdigit():
         span = timedelta(days=int(text[:-1])) if text.endswith("d") else timedelta(hours=int(text[:-1]))
-        return datetime.now(timezone.utc) + span
+        return datetime.now(UTC) + span
     moment = datetime.fromisoformat(text)
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -10,15 +10,16 @@ Semantics (every backend must match them; the conformance suite checks):
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 from bigrag_mcp.errors import InvalidArgument, TenantRequired
 
 FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-Scalar = Union[str, int, float, bool]
+Scalar = str | int | float | bool
 CompareOp = Literal["$eq", "$ne", "$gt", "$gte", "$lt", "$lte", "$in", "$nin", "$exists"]
 OPERATORS: frozenset[str] = frozenset({"$eq", "$ne", "$gt", "$gte", "$lt", "$lte", "$in", "$nin", "$exists"})
 RANGE_OPS = frozenset({"$gt", "$gte", "$lt", "$lte"})
@@ -49,11 +50,11 @@ class Not:
     item: FilterNode
 
 
-FilterNode = Union[Compare, And, Or, Not]
+FilterNode = Compare | And | Or | Not
 
 
 def _scalar(value: Any, where: str) -> Scalar:
-    if isinstance(value, (str, bool, int, float)) and not (isinstance(value, float) and value != value):
+    if isinstance(value, (str, bool, int, float)) and not (isinstance(value, float) and math.isnan(value)):
         return value
     raise InvalidArgument(f"filter value at {where} must be a string, number or boolean, not {type(value).__name__}")
 
@@ -112,7 +113,7 @@ class _Parser:
                 scalar = _scalar(operand, where)
                 if op in RANGE_OPS and isinstance(scalar, bool):
                     raise InvalidArgument(f"{where} compares numbers or strings, not booleans")
-                out.append(Compare(name, op, scalar))  # type: ignore[arg-type]
+                out.append(Compare(name, op, scalar))
         return out
 
 
@@ -128,12 +129,19 @@ def _same(a: Any, b: Any) -> bool:
 
 
 def _ordered(a: Any, b: Any, op: str) -> bool:
-    numeric = (int, float)
+    """Range comparison of numbers with numbers or strings with strings; anything else does not match."""
     if isinstance(a, bool) or isinstance(b, bool):
         return False
-    if not ((isinstance(a, numeric) and isinstance(b, numeric)) or (isinstance(a, str) and isinstance(b, str))):
+    both_numbers = isinstance(a, (int, float)) and isinstance(b, (int, float))
+    if not (both_numbers or (isinstance(a, str) and isinstance(b, str))):
         return False
-    return {"$gt": a > b, "$gte": a >= b, "$lt": a < b, "$lte": a <= b}[op]
+    if op == "$gt":
+        return bool(a > b)
+    if op == "$gte":
+        return bool(a >= b)
+    if op == "$lt":
+        return bool(a < b)
+    return bool(a <= b)
 
 
 def _compare(node: Compare, metadata: Mapping[str, Any]) -> bool:

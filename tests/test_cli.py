@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def run(settings: Settings, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "bigrag_mcp", *args], env=server_env(settings), capture_output=True, text=True, timeout=300, cwd=cwd
+        [sys.executable, "-m", "bigrag_mcp", *args], env=server_env(settings), capture_output=True, text=True, timeout=300, cwd=cwd, check=False
     )
 
 

@@ -7,7 +7,7 @@ import sys
 
 import httpx
 import pytest
-from conftest import call, free_port, http_session, refused, server_env
+from conftest import call, http_session, server_env
 from mcp import Client, StdioServerParameters
 from mcp.client.sse import sse_client
 from mcp.shared.exceptions import MCPError
@@ -42,7 +42,7 @@ def test_stdio_server_refuses_to_start_without_a_valid_key(settings: Settings) -
     for extra in ({}, {"BIGRAG_API_KEY": "brg_not-a-real-key"}):
         done = subprocess.run(
             [sys.executable, "-m", "bigrag_mcp", "serve", "--transport", "stdio"],
-            env=server_env(settings, **extra), input=b"", capture_output=True, timeout=60,
+            env=server_env(settings, **extra), input=b"", capture_output=True, timeout=60, check=False,
         )
         assert done.returncode == 2
         assert b"BIGRAG_API_KEY" in done.stderr and b"keys create --admin" in done.stderr

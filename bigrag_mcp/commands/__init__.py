@@ -7,6 +7,6 @@ import argparse
 from bigrag_mcp.commands import data, operator, quickstart, security, serve
 
 
-def add_all(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_all(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     for group in (serve, quickstart, data, security, operator):
         group.add(sub)

@@ -60,7 +60,7 @@ def plugins_cmd(a: argparse.Namespace) -> int:
     return 0
 
 
-def add(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("collections", help="list, create, get or delete collections")
     p.add_argument("action", choices=("list", "create", "get", "delete"))
     p.add_argument("name", nargs="?")

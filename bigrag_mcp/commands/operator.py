@@ -89,7 +89,7 @@ async def reindex_cmd(rt: Runtime, a: argparse.Namespace) -> Any:
         await target.close()
 
 
-def add(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("usage", help="usage totals, timeline, by collection and by tenant (JSON)")
     p.add_argument("--window-days", type=int, default=30)
     p.add_argument("--collection")

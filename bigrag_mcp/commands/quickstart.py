@@ -123,7 +123,7 @@ async def quickstart(data_dir: Path, docs: Path | None) -> int:
     return 0
 
 
-def add(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("quickstart", help="provision sample tenants and ask a question over MCP, offline")
     p.add_argument("--data-dir", type=Path, default=Path("bigrag-quickstart"))
     p.add_argument("--docs", type=Path, help="folder with one subfolder of .md files per tenant")

@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-
 from bigrag_mcp.cli import json_arg, when, with_runtime
+from bigrag_mcp.errors import NotFound
 from bigrag_mcp.policy import CollectionFacts, PolicyError, evaluate, load_policy, target_collection
 from bigrag_mcp.services import admin
 from bigrag_mcp.services.collections import find
@@ -48,7 +48,7 @@ async def explain_cmd(rt: Runtime, a: argparse.Namespace) -> Any:
             try:
                 found = await find(session, name)
                 facts = CollectionFacts(name, True, found.tenant_field)
-            except Exception:
+            except NotFound:
                 facts = CollectionFacts(name, False, None)
     return evaluate(policy, principal, a.tool, a.args or {}, facts).to_dict()
 
@@ -63,7 +63,7 @@ def check_cmd(a: argparse.Namespace) -> int:
     return 0
 
 
-def add(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("keys", help="create, list or revoke API keys")
     p.add_argument("action", choices=("create", "list", "revoke"))
     p.add_argument("key_id", nargs="?", help="the key to revoke")

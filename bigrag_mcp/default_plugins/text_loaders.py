@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from html.parser import HTMLParser
+from typing import ClassVar
 
 from bigrag_mcp.errors import InvalidArgument
 from bigrag_mcp.hookspecs import hookimpl
@@ -35,7 +36,7 @@ def load_json(data: bytes, *, filename: str | None, mime_type: str | None) -> st
 
 
 class _TextOfHtml(HTMLParser):
-    BLOCK = {"p", "div", "br", "li", "h1", "h2", "h3", "h4", "h5", "h6", "tr", "section", "article", "pre"}
+    BLOCK: ClassVar[frozenset[str]] = frozenset({"p", "div", "br", "li", "h1", "h2", "h3", "h4", "h5", "h6", "tr", "section", "article", "pre"})
 
     def __init__(self) -> None:
         super().__init__()

@@ -70,9 +70,8 @@ class IndexGate:
         """The partition, refilled from the store first if this process has not loaded it yet."""
         where = partition_of(collection, tenant)
         if not self.backend.persistent and where not in self._loaded:
-            async with self._lock(where):
-                async with self.db.session() as session:
-                    await self._load(session, collection, where)
+            async with self._lock(where), self.db.session() as session:
+                await self._load(session, collection, where)
         return where
 
     @asynccontextmanager

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -132,7 +132,7 @@ class Ledger:
                             id=new_event_id(),
                             event=event,
                             value=value,
-                            timestamp=datetime.now(timezone.utc),
+                            timestamp=datetime.now(UTC),
                             collection=activity.collection,
                             tenant=activity.tenant,
                             properties={"model": activity.model, "estimated": estimated} if event == "embedding_tokens" else {},

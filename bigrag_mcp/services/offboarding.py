@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pydantic import BaseModel
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import delete, func, or_, select
 
 from bigrag_mcp.errors import InvalidArgument
 from bigrag_mcp.services.ledger import OPERATOR, Activity, Caller
@@ -53,11 +53,10 @@ async def offboard(rt: Runtime, collection_name: str, tenant: str, *, caller: Ca
             if shared
             else ApiKey.collection == collection_name
         )
-        revoked = (
-            await session.execute(
-                update(ApiKey).where(pinned, ApiKey.revoked_at.is_(None)).values(revoked_at=utcnow())
-            )
-        ).rowcount or 0
+        revoking = list(await session.scalars(select(ApiKey).where(pinned, ApiKey.revoked_at.is_(None))))
+        for key in revoking:
+            key.revoked_at = utcnow()
+        revoked = len(revoking)
         nothing = collection is None or (shared and documents == 0 and vectors == 0)
         if not (nothing and revoked == 0):
             await rt.ledger.record(
