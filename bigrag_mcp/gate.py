@@ -47,7 +47,6 @@ class Gate:
         self.rt = rt
         self.policy = policy
         self.session_key = session_key
-        self.denials = 0
 
     async def principal(self) -> Principal:
         token = get_access_token()
@@ -74,7 +73,6 @@ class Gate:
         principal = await self.principal()
         decision = evaluate(self.policy, principal, operation, args, await self.facts(operation, args, principal))
         if not decision.allowed:
-            self.denials += 1
             await audit_safely(
                 self.rt.db,
                 actor_key_id=principal.key_id,

@@ -5,9 +5,10 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import anyio
 import httpx
 import pytest
-from conftest import call, http_session, server_env
+from conftest import call, http_session, refused, server_env
 from mcp import Client, StdioServerParameters
 from mcp.client.sse import sse_client
 from mcp.shared.exceptions import MCPError
@@ -79,3 +80,35 @@ async def test_revoked_key_fails_inside_an_open_http_session(rt, admin_key: str,
     async with httpx.AsyncClient() as plain:
         answer = await plain.post(f"{url}/mcp", json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"}, headers={"Authorization": f"Bearer {reader}"})
         assert answer.status_code == 401
+
+
+async def test_two_tenant_keys_work_concurrently_over_http_and_one_is_revoked_mid_session(rt, admin_key: str, http_server) -> None:
+    url = http_server("streamable-http")
+    scopes = ["query:read", "document:upload", "document:read", "usage:read"]
+    keys = {}
+    async with http_session(url, admin_key) as admin:
+        await call(admin, "collections_create", name="shared", tenant_field="tenant_id")
+        for tenant in ("acme", "globex"):
+            made = await call(admin, "api_keys_create", name=tenant, scopes=scopes, collection="shared", tenant=tenant)
+            keys[tenant] = (made["key"]["id"], made["secret"])
+
+        async def work(tenant: str, client: Client) -> None:
+            for i in range(4):
+                await call(client, "documents_upload", collection="shared", text=f"{tenant} secret number {i}", metadata={"n": i})
+                rows = (await call(client, "query", collection="shared", query="secret number", top_k=50))["results"]
+                assert rows and {r["metadata"]["tenant_id"] for r in rows} == {tenant}
+            listed = (await call(client, "documents_list", collection="shared"))["documents"]
+            assert len(listed) == 4 and {d["tenant"] for d in listed} == {tenant}
+            usage = await call(client, "usage_get")
+            assert {(r["collection"], r["tenant"]) for r in usage["by_tenant"]} == {("shared", tenant)}
+
+        async with http_session(url, keys["acme"][1]) as acme, http_session(url, keys["globex"][1]) as globex:
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(work, "acme", acme)
+                tasks.start_soon(work, "globex", globex)
+            await call(admin, "api_keys_revoke", key_id=keys["globex"][0])
+            with pytest.raises(MCPError):
+                await globex.call_tool("query", {"collection": "shared", "query": "secret"})
+            rows = (await call(acme, "query", collection="shared", query="secret number", top_k=50))["results"]
+            assert len(rows) == 4 and all(r["text"].startswith("acme") for r in rows)
+            assert (await refused(acme, "query", collection="shared", query="x", filters={"tenant_id": "globex"})).startswith("permission_denied")
