@@ -208,7 +208,7 @@ async def test_secrets_and_control_characters_never_reach_the_store(db: Database
         metadata={"note": "used brg_live_SECRETC", "api_key": "plain-SECRETD", "nested": {"Client-Secret": "SECRETE"},
                   "list": ["brg_SECRETF", 3, None, float("nan")], "brg_SECRETG": 1},
     )
-    dump = json.dumps([list(row) for row in await sql(db, "SELECT * FROM audit_log")])
+    dump = json.dumps([list(row) for row in await sql(db, "SELECT * FROM audit_log")], default=str)
     assert "SECRET" not in dump and "brg_" not in dump
     row = (await list_audit(db)).rows[0]
     assert (row.reason, row.request_id, row.tenant) == ("bad key [REDACTED] refusedagain", "r[31m1", "acme")
