@@ -45,6 +45,9 @@ def test_bootstrap_admin_key_and_operator_commands(settings: Settings, tmp_path:
     assert hits["results"][0]["text"] == "Quarterly revenue grew by twelve percent."
     refused = run(settings, "query", "notes", "revenue growth")
     assert refused.returncode == 1 and "tenant_required" in refused.stderr
+    reindexed = json.loads(run(settings, "reindex", "--to", "memory").stdout)
+    assert reindexed == {"backend": "memory", "reindexed": {"notes": 1}}
+    assert not list(settings.data_dir.glob("reindex-*.json"))  # a finished run leaves no checkpoint behind
     usage = json.loads(run(settings, "usage", "--collection", "notes").stdout)
     assert usage["queries_total"] == 1 and usage["documents_total"] == 1
     keys = json.loads(run(settings, "keys", "list").stdout)

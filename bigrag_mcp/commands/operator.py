@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 from bigrag_mcp.cli import when, with_runtime
@@ -83,7 +84,8 @@ async def reindex_cmd(rt: Runtime, a: argparse.Namespace) -> Any:
             def progress(copied: int, total: int, name: str = name) -> None:
                 print(f"{name}: {copied}/{total} vectors", file=sys.stderr)
 
-            done[name] = await reindex_collection(rt.db, collection.name, target, progress=progress)
+            checkpoint = (a.checkpoint_dir or rt.settings.data_dir) / f"reindex-{a.to}-{collection.name}.json"
+            done[name] = await reindex_collection(rt.db, collection.name, target, progress=progress, checkpoint=checkpoint)
         return {"backend": a.to, "reindexed": done}
     finally:
         await target.close()
@@ -128,4 +130,7 @@ def add(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("reindex", help="rebuild collections' vectors in another backend from the store (resumable)")
     p.add_argument("--to", required=True, help="a registered vector backend, e.g. weaviate")
     p.add_argument("--collection", action="append", help="only these collections (default: all)")
+    p.add_argument(
+        "--checkpoint-dir", type=Path, help="where progress is kept so an interrupted run resumes (default: the data folder)"
+    )
     p.set_defaults(handler=with_runtime(reindex_cmd))
