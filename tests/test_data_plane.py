@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import base64
+import json
 
 import pytest
 from conftest import call, mcp_session, refused
+from mcp.shared.exceptions import MCPError
 
+from bigrag_mcp.services.keys import create_key
 from bigrag_mcp.services.runtime import Runtime
 from bigrag_mcp.settings import Settings
 
@@ -119,3 +122,18 @@ async def test_restart_gives_the_same_results(settings: Settings, admin_key: str
         await again.close()
     assert [(r["id"], round(r["score"], 6)) for r in after["results"]] == [(r["id"], round(r["score"], 6)) for r in before["results"]]
     assert after["results"]
+
+
+async def test_collection_resource_and_pinned_instructions(rt: Runtime, admin) -> None:
+    await call(admin, "collections_create", name="res", tenant_field="tenant_id")
+    await call(admin, "collections_create", name="other")
+    await call(admin, "documents_upload", collection="res", text="hello", metadata={"tenant_id": "acme"})
+    read = await admin.read_resource("bigrag://collections/res")
+    body = json.loads(read.contents[0].text)  # type: ignore[union-attr]
+    assert body["name"] == "res" and body["tenant_field"] == "tenant_id" and body["document_count"] == 1
+    _, pinned = await create_key(rt.db, name="p", scopes=["collection:read"], collection="res", tenant="acme")
+    async with mcp_session(rt, pinned) as client:
+        assert "collection 'res'" in (client.instructions or "") and "tenant 'acme'" in (client.instructions or "")
+        assert json.loads((await client.read_resource("bigrag://collections/res")).contents[0].text)["document_count"] == 1  # type: ignore[union-attr]
+        with pytest.raises(MCPError, match="permission_denied"):
+            await client.read_resource("bigrag://collections/other")
