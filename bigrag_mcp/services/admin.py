@@ -5,8 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from bigrag_mcp.errors import NotFound
-from bigrag_mcp.services.audit import append_audit, audit_safely
+from bigrag_mcp.services.audit import append_audit
 from bigrag_mcp.services.keys import ApiKeyInfo, create_key, list_keys, revoke_key
 from bigrag_mcp.services.ledger import OPERATOR, Caller
 from bigrag_mcp.services.prices import load_prices
@@ -35,21 +37,30 @@ async def mint_key(
     expires_at: datetime | None = None,
     caller: Caller = OPERATOR,
 ) -> tuple[ApiKeyInfo, str]:
-    """A new key (never with more rights than the caller's); the secret is returned this once."""
-    info, secret = await create_key(
-        rt.db, name=name, scopes=scopes, collection=collection, tenant=tenant, expires_at=expires_at, creator=caller.principal
-    )
-    await audit_safely(
+    """A new key (never with more rights than the caller's), audited in its transaction; the secret is returned once."""
+
+    async def audit(session: AsyncSession, info: ApiKeyInfo) -> None:
+        await append_audit(
+            session,
+            actor_key_id=caller.key_id,
+            action="api_key.created",
+            resource_type="api_key",
+            resource_id=info.id,
+            tenant=info.tenant,
+            request_id=caller.request_id,
+            metadata={"scopes": info.scopes, "collection": info.collection, "name": info.name},
+        )
+
+    return await create_key(
         rt.db,
-        actor_key_id=caller.key_id,
-        action="api_key.created",
-        resource_type="api_key",
-        resource_id=info.id,
-        tenant=info.tenant,
-        request_id=caller.request_id,
-        metadata={"scopes": info.scopes, "collection": info.collection, "name": info.name},
+        name=name,
+        scopes=scopes,
+        collection=collection,
+        tenant=tenant,
+        expires_at=expires_at,
+        creator=caller.principal,
+        audit=audit,
     )
-    return info, secret
 
 
 async def keys_visible(rt: Runtime, caller: Caller = OPERATOR) -> list[ApiKeyInfo]:
@@ -59,17 +70,19 @@ async def keys_visible(rt: Runtime, caller: Caller = OPERATOR) -> list[ApiKeyInf
 async def revoke(rt: Runtime, key_id: str, caller: Caller = OPERATOR) -> ApiKeyInfo:
     if not any(k.id == key_id for k in await keys_visible(rt, caller)):
         raise NotFound(f"no API key with id {key_id!r}; api_keys_list shows the ids")
-    info = await revoke_key(rt.db, key_id)
-    await audit_safely(
-        rt.db,
-        actor_key_id=caller.key_id,
-        action="api_key.revoked",
-        resource_type="api_key",
-        resource_id=key_id,
-        tenant=info.tenant,
-        request_id=caller.request_id,
-    )
-    return info
+
+    async def audit(session: AsyncSession, info: ApiKeyInfo) -> None:
+        await append_audit(
+            session,
+            actor_key_id=caller.key_id,
+            action="api_key.revoked",
+            resource_type="api_key",
+            resource_id=key_id,
+            tenant=info.tenant,
+            request_id=caller.request_id,
+        )
+
+    return await revoke_key(rt.db, key_id, audit=audit)
 
 
 async def add_webhook(

@@ -5,11 +5,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
 from pydantic import BaseModel
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from bigrag_mcp.errors import InvalidArgument, NotFound
 from bigrag_mcp.policy import Principal, check_key_grant, scope_error
@@ -20,6 +21,10 @@ SECRET_PREFIX = "brg_"
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 MAX_NAME = 200
 MAX_TENANT = 256
+
+
+Audit = Callable[[AsyncSession, "ApiKeyInfo"], Awaitable[None]]
+"""Writes the audit row of a key change inside the change's own transaction."""
 
 
 class ApiKeyInfo(BaseModel):
@@ -100,11 +105,13 @@ async def create_key(
     tenant: str | None = None,
     expires_at: datetime | None = None,
     creator: Principal | None = None,
+    audit: Audit | None = None,
 ) -> tuple[ApiKeyInfo, str]:
     """Mint a key; return its description and the secret, which is shown this once and never stored.
 
     `creator` is the key asking (None for the operator on the command line): it cannot grant more than it
-    holds, and a pinned creator's key inherits its pins (PermissionDenied otherwise).
+    holds, and a pinned creator's key inherits its pins (PermissionDenied otherwise). `audit` writes the
+    audit row in the same transaction.
     """
     scopes = _validated(name, scopes, tenant, expires_at)
     if creator is not None:
@@ -129,6 +136,9 @@ async def create_key(
             if found is None:
                 raise NotFound(f"collection {collection!r} does not exist; create it before pinning a key to it")
         session.add(row)
+        if audit is not None:
+            await session.flush()
+            await audit(session, _info(row))
     return _info(row), secret
 
 
@@ -148,7 +158,7 @@ async def get_key(db: Database, key_id: str) -> ApiKeyInfo:
     return _info(row)
 
 
-async def revoke_key(db: Database, key_id: str) -> ApiKeyInfo:
+async def revoke_key(db: Database, key_id: str, *, audit: Audit | None = None) -> ApiKeyInfo:
     """Revoke a key from its next call on; revoking it again keeps the first revocation time."""
     async with db.session() as session:
         row = await session.get(ApiKey, key_id)
@@ -156,6 +166,8 @@ async def revoke_key(db: Database, key_id: str) -> ApiKeyInfo:
             raise NotFound(f"there is no API key {key_id!r}")
         if row.revoked_at is None:
             row.revoked_at = datetime.now(UTC)
+        if audit is not None:
+            await audit(session, _info(row))
     return _info(row)
 
 
