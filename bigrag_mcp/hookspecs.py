@@ -11,6 +11,7 @@ from bigrag_mcp.types import (
     ChatProviderFactory,
     DocumentLoader,
     EmbeddingProviderFactory,
+    RerankerFactory,
     VectorBackendFactory,
 )
 
@@ -31,6 +32,11 @@ def register_vector_backends(register: Callable[[str, VectorBackendFactory], Non
 @hookspec
 def register_chat_providers(register: Callable[[str, ChatProviderFactory], None]) -> None:
     """Call register(name, factory) for each chat provider this plugin offers."""
+
+
+@hookspec
+def register_rerankers(register: Callable[[str, RerankerFactory], None]) -> None:
+    """Call register(name, factory) for each reranker (reorders retrieved chunks by relevance) this plugin offers."""
 
 
 @hookspec

@@ -17,6 +17,7 @@ from bigrag_mcp.types import (
     ChatProviderFactory,
     DocumentLoader,
     EmbeddingProviderFactory,
+    RerankerFactory,
     VectorBackendFactory,
 )
 
@@ -37,6 +38,7 @@ class Registry:
     embedding_providers: dict[str, EmbeddingProviderFactory] = field(default_factory=dict)
     vector_backends: dict[str, VectorBackendFactory] = field(default_factory=dict)
     chat_providers: dict[str, ChatProviderFactory] = field(default_factory=dict)
+    rerankers: dict[str, RerankerFactory] = field(default_factory=dict)
     billing_exporters: dict[str, BillingExporterFactory] = field(default_factory=dict)
     document_loaders: dict[str, DocumentLoader] = field(default_factory=dict)
 
@@ -48,6 +50,9 @@ class Registry:
 
     def chat_provider(self, name: str) -> ChatProviderFactory:
         return _lookup(self.chat_providers, name, "chat provider")
+
+    def reranker(self, name: str) -> RerankerFactory:
+        return _lookup(self.rerankers, name, "reranker")
 
     def billing_exporter(self, name: str) -> BillingExporterFactory:
         return _lookup(self.billing_exporters, name, "billing exporter")
@@ -99,6 +104,7 @@ def build_registry(pm: pluggy.PluginManager) -> Registry:
         embedding_providers=_collect(hooks.register_embedding_providers),
         vector_backends=_collect(hooks.register_vector_backends),
         chat_providers=_collect(hooks.register_chat_providers),
+        rerankers=_collect(hooks.register_rerankers),
         billing_exporters=_collect(hooks.register_billing_exporters),
         document_loaders=_collect(hooks.register_document_loaders),
     )

@@ -83,6 +83,9 @@ class QueryRow(BaseModel):
     id: str
     text: str | None
     score: float
+    retrieval_score: float | None = Field(
+        default=None, description="Set when the query was reranked: the search score; `score` is then the reranker's."
+    )
     document_id: str | None
     document_filename: str | None
     chunk_index: int | None
@@ -96,6 +99,7 @@ class QueryRow(BaseModel):
 class Timings(BaseModel):
     embed_ms: float
     search_ms: float
+    rerank_ms: float | None = Field(default=None, description="Time spent reranking (null: not reranked).")
     total_ms: float
 
 

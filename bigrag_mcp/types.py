@@ -118,6 +118,19 @@ class ChatProviderFactory(Protocol):
     def __call__(self, *, model: str | None) -> ChatProvider: ...
 
 
+@runtime_checkable
+class Reranker(Protocol):
+    name: str
+    model: str
+
+    async def rerank(self, query: str, documents: Sequence[str], top_n: int) -> list[tuple[int, float]]:
+        """At most `top_n` (index into `documents`, relevance score) pairs, best first."""
+
+
+class RerankerFactory(Protocol):
+    def __call__(self, *, model: str | None) -> Reranker: ...
+
+
 @dataclass(frozen=True)
 class BillingEvent:
     """One billable event from the outbox; `id` is the idempotency key every exporter must send."""

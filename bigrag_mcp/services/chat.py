@@ -92,6 +92,7 @@ class RetrievalOptions(TypedDict, total=False):
     top_k: int
     search_mode: SearchModeName
     min_score: float | None
+    rerank: str | None
     system_prompt: str | None
 
 
@@ -104,13 +105,14 @@ async def retrieve(
     top_k: int = 5,
     search_mode: SearchModeName = "semantic",
     min_score: float | None = None,
+    rerank: str | None = None,
     system_prompt: str | None = None,
     caller: Caller = OPERATOR,
 ) -> Retrieval:
     """Search with the tenant guard of `query`, and quote what was found (chunks with text) into the prompt."""
     found, activity = await search.retrieve(
         rt, collection, message, top_k=top_k, filters=filters, min_score=min_score, search_mode=search_mode,
-        operation="chat",
+        rerank=rerank, operation="chat",
     )
     rows = tuple(row for row in found.results if row.text)
     sources = tuple(

@@ -27,7 +27,7 @@ from bigrag_mcp.errors import Unavailable
 from bigrag_mcp.gate import Gate
 from bigrag_mcp.schemas import SearchModeName
 from bigrag_mcp.services.chat import ChatResult, Retrieval, respond, retrieve
-from bigrag_mcp.tools.search import Filters, MinScore
+from bigrag_mcp.tools.search import Filters, MinScore, Rerank
 from bigrag_mcp.types import ChatMessage, ChatReply
 
 CHAT = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=False, open_world_hint=True)
@@ -74,19 +74,19 @@ def register(server: MCPServer, gate: Gate) -> None:
 
     def policy_args(
         collection: str, message: str, filters: dict[str, Any] | None, top_k: int, search_mode: SearchModeName,
-        min_score: float | None, system_prompt: str | None,
+        min_score: float | None, rerank: str | None, system_prompt: str | None,
     ) -> dict[str, Any]:
         return {
             "collection": collection, "message": message, "filters": filters, "top_k": top_k, "search_mode": search_mode,
-            "min_score": min_score, "system_prompt": system_prompt,
+            "min_score": min_score, "rerank": rerank, "system_prompt": system_prompt,
         }
 
     async def prepare(
         collection: str, message: str, filters: dict[str, Any] | None, top_k: int, search_mode: SearchModeName,
-        min_score: float | None, system_prompt: str | None,
+        min_score: float | None, rerank: str | None, system_prompt: str | None,
     ) -> Prepared:
         """The policy check and the tenant-scoped retrieval, or the error that refused them."""
-        args = policy_args(collection, message, filters, top_k, search_mode, min_score, system_prompt)
+        args = policy_args(collection, message, filters, top_k, search_mode, min_score, rerank, system_prompt)
         return await gate.run(
             "chat", args, lambda caller, a, d: retrieve(rt, a.pop("collection"), a.pop("message"), caller=caller, **a)
         )
@@ -115,6 +115,7 @@ def register(server: MCPServer, gate: Gate) -> None:
         top_k: TopK = 5,
         search_mode: SearchModeName = "semantic",
         min_score: MinScore = None,
+        rerank: Rerank = None,
         system_prompt: SystemPrompt = None,
         provider: Provider = None,
         model: Model = None,
@@ -136,7 +137,7 @@ def register(server: MCPServer, gate: Gate) -> None:
             assert sampled is not None
             return sampled_reply(sampled)
 
-        args = policy_args(collection, message, filters, top_k, search_mode, min_score, system_prompt)
+        args = policy_args(collection, message, filters, top_k, search_mode, min_score, rerank, system_prompt)
         return await gate.run(
             "chat",
             args,

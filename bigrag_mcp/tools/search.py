@@ -20,7 +20,16 @@ Filters = Annotated[
     ),
 ]
 TopK = Annotated[int, Field(ge=1, le=200)]
-MinScore = Annotated[float | None, Field(description="Drop results scoring below this.")]
+MinScore = Annotated[float | None, Field(description="Drop results whose `score` is below this (reranked: its score).")]
+Rerank = Annotated[
+    str | None,
+    Field(
+        min_length=1,
+        description="A registered reranker (e.g. 'cohere') to reorder the best candidates (4 x top_k, 50 to 200) by "
+        "relevance to the query: `score` becomes its score, the search score moves to `retrieval_score`. "
+        "Default: no reranking.",
+    ),
+]
 
 
 def register(server: MCPServer, gate: Gate) -> None:
@@ -34,9 +43,10 @@ def register(server: MCPServer, gate: Gate) -> None:
         filters: Filters = None,
         min_score: MinScore = None,
         search_mode: SearchModeName = "semantic",
+        rerank: Rerank = None,
     ) -> QueryResult:
         """Search a collection; results carry ids, text, scores, their document and offsets."""
-        args = {"collection": collection, "query": query, "top_k": top_k, "filters": filters, "min_score": min_score, "search_mode": search_mode}
+        args = {"collection": collection, "query": query, "top_k": top_k, "filters": filters, "min_score": min_score, "search_mode": search_mode, "rerank": rerank}
         return await gate.run(
             "query", args, lambda caller, a, d: search.search(rt, a.pop("collection"), a.pop("query"), caller=caller, **a)
         )
@@ -49,9 +59,10 @@ def register(server: MCPServer, gate: Gate) -> None:
         filters: Filters = None,
         min_score: MinScore = None,
         search_mode: SearchModeName = "semantic",
+        rerank: Rerank = None,
     ) -> QueryResult:
         """Search several collections at once, results merged by score."""
-        args = {"collections": collections, "query": query, "top_k": top_k, "filters": filters, "min_score": min_score, "search_mode": search_mode}
+        args = {"collections": collections, "query": query, "top_k": top_k, "filters": filters, "min_score": min_score, "search_mode": search_mode, "rerank": rerank}
         return await gate.run(
             "query_multi",
             args,

@@ -1,4 +1,4 @@
-"""Registers the "cohere" embedding and chat providers through the bigrag hooks, and builds the reranker."""
+"""Registers the "cohere" embedding provider, chat provider and reranker through the bigrag hooks."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from bigrag_cohere.embeddings import CohereEmbeddings
 from bigrag_cohere.rerank import CohereReranker
 from bigrag_cohere.settings import CohereSettings
 from bigrag_mcp.hookspecs import hookimpl
-from bigrag_mcp.types import ChatProviderFactory, EmbeddingProviderFactory
+from bigrag_mcp.types import ChatProviderFactory, EmbeddingProviderFactory, RerankerFactory
 
 
 def make_embeddings(*, model: str | None, dimension: int | None) -> CohereEmbeddings:
@@ -31,7 +31,7 @@ def make_chat(*, model: str | None) -> CohereChat:
 
 
 def make_reranker(*, model: str | None = None) -> CohereReranker:
-    """The Cohere reranker (COHERE_RERANK_MODEL, default rerank-v3.5), for the core to reorder hits."""
+    """Factory for the "cohere" reranker (COHERE_RERANK_MODEL, default rerank-v3.5), from COHERE_* variables."""
     settings = CohereSettings()
     return CohereReranker(CohereService(settings), model=model or settings.rerank_model)
 
@@ -44,3 +44,8 @@ def register_embedding_providers(register: Callable[[str, EmbeddingProviderFacto
 @hookimpl
 def register_chat_providers(register: Callable[[str, ChatProviderFactory], None]) -> None:
     register("cohere", make_chat)
+
+
+@hookimpl
+def register_rerankers(register: Callable[[str, RerankerFactory], None]) -> None:
+    register("cohere", make_reranker)

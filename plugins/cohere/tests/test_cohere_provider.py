@@ -10,7 +10,6 @@ from typing import Any
 import pluggy
 import pytest
 from bigrag_cohere import CohereChat, CohereEmbeddings, CohereReranker, CohereService, CohereSettings
-from bigrag_cohere.plugin import make_reranker
 from fake_cohere import RATE_LIMITED, SERVER_ERROR, FakeCohere, error, relevance, vector_for, words
 from pydantic import SecretStr
 
@@ -19,7 +18,7 @@ from bigrag_mcp.errors import InvalidArgument, LimitExceeded, Unavailable
 from bigrag_mcp.retry import RetryPolicy
 from bigrag_mcp.testing.embedders import EmbeddingProviderConformance
 from bigrag_mcp.testing.fake_http import HANG, RecordingSleep, Reply, Request
-from bigrag_mcp.types import ChatMessage, ChatProvider, EmbeddingProvider
+from bigrag_mcp.types import ChatMessage, ChatProvider, EmbeddingProvider, Reranker
 
 pytestmark = pytest.mark.anyio
 
@@ -286,8 +285,8 @@ async def test_entry_point_factories_read_the_environment(fake: FakeCohere, monk
     chat = registered("register_chat_providers")["cohere"](model=None)
     assert isinstance(chat, ChatProvider) and chat.model == "command-r7b-12-2024"
     assert (await chat.generate([ChatMessage("user", "hi")])).text == "Cohere says: hi"
-    reranker = make_reranker()
-    assert reranker.model == "rerank-v3.5"
+    reranker = registered("register_rerankers")["cohere"](model=None)
+    assert isinstance(reranker, Reranker) and (reranker.name, reranker.model) == ("cohere", "rerank-v3.5")
     assert (await reranker.rerank("office holidays", DOCUMENTS, top_n=1))[0][0] == 1
     for closable in (embeddings, chat, reranker):
         await closable.aclose()  # type: ignore[union-attr]
