@@ -22,6 +22,8 @@ from bigrag_mcp.server import build_server
 from bigrag_mcp.services.keys import authenticate, create_key
 from bigrag_mcp.services.runtime import Runtime
 from bigrag_mcp.settings import Settings
+from bigrag_mcp.store.db import Database
+from bigrag_mcp.testing.relay import temporary_database
 
 ALL = ["*:*"]
 
@@ -29,6 +31,13 @@ ALL = ["*:*"]
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture
+async def db(tmp_path: Path) -> AsyncIterator[Database]:
+    """A bare migrated store, for services tested below the runtime."""
+    async with temporary_database(tmp_path) as database:
+        yield database
 
 
 @pytest.fixture

@@ -26,11 +26,6 @@ pytestmark = pytest.mark.skipif(REASON is not None, reason=f"local model not ins
 
 
 @pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
 def embedder(monkeypatch: pytest.MonkeyPatch) -> LocalEmbedder:
     monkeypatch.delenv(MODEL_DIR_ENV, raising=False)
     return create_local_embedder()

@@ -21,11 +21,6 @@ pytestmark = pytest.mark.anyio
 WHERE = Partition("docs", "acme")
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 class TestMemoryBackendConformance(VectorBackendConformance):
     @pytest.fixture
     async def backend(self) -> AsyncIterator[VectorBackend]:

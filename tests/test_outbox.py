@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -25,41 +24,10 @@ from bigrag_mcp.services.outbox import (
 )
 from bigrag_mcp.store.db import Database
 from bigrag_mcp.store.models import OutboxEvent
+from bigrag_mcp.testing.relay import Crash, CrashAfterSend, FakeClock
 from bigrag_mcp.types import BillingEvent, BillingExporterFactory, DeliveryResult
 
 pytestmark = pytest.mark.anyio
-
-
-class FakeClock:
-    """An injected clock a little ahead of real time, so rows queued just now are already due."""
-
-    def __init__(self) -> None:
-        self.now = datetime.now(UTC) + timedelta(minutes=1)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
-
-
-class Crash(BaseException):
-    """Stands in for the process dying: nothing after it runs, not even `except Exception`."""
-
-
-class CrashAfterSend:
-    """Wraps an exporter: the send really happens, then the 'process' dies before the relay can mark the row."""
-
-    def __init__(self, inner: JsonlExporter) -> None:
-        self.inner = inner
-        self.name = inner.name
-
-    async def send(self, event: BillingEvent) -> DeliveryResult:
-        await self.inner.send(event)
-        raise Crash()
-
-    async def close(self) -> None:
-        await self.inner.close()
 
 
 class ScriptedExporter:
@@ -87,14 +55,6 @@ class ScriptedExporter:
 
     async def close(self) -> None:
         return None
-
-
-@pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    database = Database(f"sqlite+aiosqlite:///{tmp_path}/t.db")
-    await database.migrate()
-    yield database
-    await database.close()
 
 
 def billing_event(value: float = 1.0, **kw: Any) -> BillingEvent:

@@ -20,11 +20,6 @@ DIM = 4
 TENANTS = [NO_TENANT, "acme", "globex"]
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 def vector(i: int) -> list[float]:
     return [1.0, float(i), float(i % 3), 0.5]
 

@@ -20,11 +20,6 @@ from bigrag_mcp.retry import (
 )
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 class Recorder:
     def __init__(self) -> None:
         self.delays: list[float] = []

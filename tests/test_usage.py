@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -17,19 +16,6 @@ from bigrag_mcp.store.db import Database
 NOW = datetime(2024, 5, 10, 12, 0, tzinfo=UTC)
 SMALL = ("openai", "text-embedding-3-small")
 V4 = ("cohere", "embed-v4.0")
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    database = Database(f"sqlite+aiosqlite:///{tmp_path}/t.db")
-    await database.migrate()
-    yield database
-    await database.close()
 
 
 @pytest.fixture

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import pytest
 from sqlalchemy import select
@@ -25,22 +24,15 @@ from bigrag_mcp.services.webhooks import (
 )
 from bigrag_mcp.store.db import Database
 from bigrag_mcp.store.models import OutboxEvent
+from bigrag_mcp.testing.relay import FakeClock
 
 pytestmark = pytest.mark.anyio
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = datetime.now(UTC) + timedelta(minutes=1)
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 class Receiver:
     """A webhook endpoint that checks signatures like a careful receiver and deduplicates by delivery id."""
 
-    def __init__(self, clock: Clock) -> None:
+    def __init__(self, clock: FakeClock) -> None:
         self.clock = clock
         self.secret = ""
         self.failures_left = 0
@@ -83,23 +75,15 @@ class Receiver:
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
+def clock() -> FakeClock:
+    return FakeClock()
 
 
 @pytest.fixture
-def receiver(clock: Clock) -> Iterator[Receiver]:
+def receiver(clock: FakeClock) -> Iterator[Receiver]:
     server = Receiver(clock)
     yield server
     server.stop()
-
-
-@pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    database = Database(f"sqlite+aiosqlite:///{tmp_path}/t.db")
-    await database.migrate()
-    yield database
-    await database.close()
 
 
 async def test_create_validates_and_shows_the_secret_only_once(db: Database) -> None:
@@ -162,7 +146,7 @@ async def test_events_fan_out_to_matching_subscriptions_inside_the_transaction(d
     assert queued[0].payload["data"] == {"document_id": "d1"}
 
 
-async def test_deliveries_are_signed_retried_and_counted_once(db: Database, receiver: Receiver, clock: Clock) -> None:
+async def test_deliveries_are_signed_retried_and_counted_once(db: Database, receiver: Receiver, clock: FakeClock) -> None:
     async with db.session() as s:
         hook = await create_webhook(s, receiver.url, ["tenant.offboarded"])
         (delivery_id,) = await enqueue_webhook_event(s, "tenant.offboarded", {"collection": "shared", "tenant": "acme"})
@@ -189,7 +173,7 @@ async def test_deliveries_are_signed_retried_and_counted_once(db: Database, rece
     assert row is not None and receiver.books[delivery_id] == raw_body(row.payload)
 
 
-async def test_a_deleted_webhook_parks_its_queued_deliveries(db: Database, receiver: Receiver, clock: Clock) -> None:
+async def test_a_deleted_webhook_parks_its_queued_deliveries(db: Database, receiver: Receiver, clock: FakeClock) -> None:
     async with db.session() as s:
         hook = await create_webhook(s, receiver.url, ["collection.*"])
         await enqueue_webhook_event(s, "collection.deleted", {"collection": "c"})

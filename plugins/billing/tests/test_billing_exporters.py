@@ -19,7 +19,8 @@ from bigrag_mcp.errors import InvalidArgument
 from bigrag_mcp.services.outbox import OutboxRelay, billing_row_id, enqueue_billing, new_event_id
 from bigrag_mcp.store.db import Database
 from bigrag_mcp.store.models import OutboxEvent
-from bigrag_mcp.types import BillingEvent, BillingExporter, BillingExporterFactory, DeliveryResult
+from bigrag_mcp.testing.relay import Crash, CrashAfterSend, FakeClock, temporary_database
+from bigrag_mcp.types import BillingEvent, BillingExporter, BillingExporterFactory
 
 pytestmark = pytest.mark.anyio
 
@@ -33,35 +34,6 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = datetime.now(UTC) + timedelta(minutes=1)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
-
-
-class Crash(BaseException):
-    """The relay process dying after the HTTP call succeeded and before the row was marked."""
-
-
-class CrashAfterSend:
-    def __init__(self, inner: BillingExporter) -> None:
-        self.inner = inner
-        self.name = inner.name
-
-    async def send(self, event: BillingEvent) -> DeliveryResult:
-        result = await self.inner.send(event)
-        assert result.status == "sent"
-        raise Crash()
-
-    async def close(self) -> None:
-        await self.inner.close()
-
-
 @pytest.fixture(params=sorted(FAKES))
 def service(request: pytest.FixtureRequest) -> Iterator[tuple[str, LoopbackService]]:
     fake = FAKES[request.param]()
@@ -71,10 +43,8 @@ def service(request: pytest.FixtureRequest) -> Iterator[tuple[str, LoopbackServi
 
 @pytest.fixture
 async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    database = Database(f"sqlite+aiosqlite:///{tmp_path}/t.db")
-    await database.migrate()
-    yield database
-    await database.close()
+    async with temporary_database(tmp_path) as database:
+        yield database
 
 
 def exporter_for(kind: str, fake: LoopbackService, **overrides: Any) -> BillingExporter:
