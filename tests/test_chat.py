@@ -167,8 +167,8 @@ async def test_a_pinned_key_chats_in_its_tenant_without_naming_it(rt: Runtime, a
     assert_no_globex(result)
     schema = listed["chat"].input_schema  # the resolver-filled parameters are not arguments an agent can pass
     assert set(schema["properties"]) == {
-        "collection", "message", "filters", "top_k", "search_mode", "min_score", "system_prompt", "provider", "model",
-        "temperature", "max_tokens",
+        "collection", "message", "filters", "top_k", "search_mode", "min_score", "rerank", "system_prompt", "provider",
+        "model", "temperature", "max_tokens",
     }
     assert schema["required"] == ["collection", "message"] and listed["chat"].output_schema is not None
 

@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bigrag_mcp.errors import NotFound
 from bigrag_mcp.services.audit import append_audit
-from bigrag_mcp.services.keys import ApiKeyInfo, create_key, list_keys, revoke_key
+from bigrag_mcp.services.keys import ApiKeyInfo, Audit, create_key, list_keys, revoke_key
 from bigrag_mcp.services.ledger import OPERATOR, Caller
 from bigrag_mcp.services.prices import load_prices
 from bigrag_mcp.services.runtime import Runtime
@@ -27,6 +27,24 @@ def _within_pins(caller: Caller, key: ApiKeyInfo) -> bool:
     )
 
 
+def _key_audit(caller: Caller, action: str) -> Audit:
+    """Writes the audit row of a key change in the change's own transaction."""
+
+    async def audit(session: AsyncSession, info: ApiKeyInfo) -> None:
+        await append_audit(
+            session,
+            actor_key_id=caller.key_id,
+            action=action,
+            resource_type="api_key",
+            resource_id=info.id,
+            tenant=info.tenant,
+            request_id=caller.request_id,
+            metadata={"name": info.name, "scopes": info.scopes, "collection": info.collection},
+        )
+
+    return audit
+
+
 async def mint_key(
     rt: Runtime,
     *,
@@ -38,19 +56,6 @@ async def mint_key(
     caller: Caller = OPERATOR,
 ) -> tuple[ApiKeyInfo, str]:
     """A new key (never with more rights than the caller's), audited in its transaction; the secret is returned once."""
-
-    async def audit(session: AsyncSession, info: ApiKeyInfo) -> None:
-        await append_audit(
-            session,
-            actor_key_id=caller.key_id,
-            action="api_key.created",
-            resource_type="api_key",
-            resource_id=info.id,
-            tenant=info.tenant,
-            request_id=caller.request_id,
-            metadata={"scopes": info.scopes, "collection": info.collection, "name": info.name},
-        )
-
     return await create_key(
         rt.db,
         name=name,
@@ -59,7 +64,7 @@ async def mint_key(
         tenant=tenant,
         expires_at=expires_at,
         creator=caller.principal,
-        audit=audit,
+        audit=_key_audit(caller, "api_key.created"),
     )
 
 
@@ -70,19 +75,7 @@ async def keys_visible(rt: Runtime, caller: Caller = OPERATOR) -> list[ApiKeyInf
 async def revoke(rt: Runtime, key_id: str, caller: Caller = OPERATOR) -> ApiKeyInfo:
     if not any(k.id == key_id for k in await keys_visible(rt, caller)):
         raise NotFound(f"no API key with id {key_id!r}; api_keys_list shows the ids")
-
-    async def audit(session: AsyncSession, info: ApiKeyInfo) -> None:
-        await append_audit(
-            session,
-            actor_key_id=caller.key_id,
-            action="api_key.revoked",
-            resource_type="api_key",
-            resource_id=key_id,
-            tenant=info.tenant,
-            request_id=caller.request_id,
-        )
-
-    return await revoke_key(rt.db, key_id, audit=audit)
+    return await revoke_key(rt.db, key_id, audit=_key_audit(caller, "api_key.revoked"))
 
 
 async def add_webhook(

@@ -12,7 +12,7 @@ from bigrag_mcp.services.index import IndexGate
 from bigrag_mcp.services.ledger import Ledger
 from bigrag_mcp.settings import Settings
 from bigrag_mcp.store.db import Database
-from bigrag_mcp.types import ChatProvider, EmbeddingProvider
+from bigrag_mcp.types import ChatProvider, EmbeddingProvider, Reranker
 
 
 class Runtime:
@@ -26,6 +26,8 @@ class Runtime:
         self.ledger = Ledger(list(settings.billing_exporters))
         self._embedders: dict[tuple[str, str | None, int | None], EmbeddingProvider] = {}
         self._chat_providers: dict[tuple[str, str | None], ChatProvider] = {}
+        self._rerankers: dict[str, Reranker] = {}
+        self._closed = False
 
     @classmethod
     async def open(cls, settings: Settings | None = None, *, plugins: tuple[Any, ...] = ()) -> Runtime:
@@ -54,9 +56,17 @@ class Runtime:
             self._chat_providers[key] = self.registry.chat_provider(name)(model=model)
         return self._chat_providers[key]
 
+    def reranker(self, name: str) -> Reranker:
+        if name not in self._rerankers:
+            self._rerankers[name] = self.registry.reranker(name)(model=None)
+        return self._rerankers[name]
+
     async def close(self) -> None:
-        """Close providers (HTTP-based ones hold connection pools), the backend and the store."""
-        for provider in [*self._embedders.values(), *self._chat_providers.values()]:
+        """Close providers (HTTP-based ones hold connection pools), the backend and the store; once."""
+        if self._closed:
+            return
+        self._closed = True
+        for provider in [*self._embedders.values(), *self._chat_providers.values(), *self._rerankers.values()]:
             close = getattr(provider, "aclose", None)
             if close is not None:
                 await close()

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import select
@@ -24,7 +23,7 @@ from bigrag_mcp.services.embedding import embed_all
 from bigrag_mcp.services.ledger import OPERATOR, Activity, Caller
 from bigrag_mcp.services.runtime import Runtime
 from bigrag_mcp.store.models import NO_TENANT, Chunk, Collection, Document
-from bigrag_mcp.types import Reranker, SearchRequest
+from bigrag_mcp.types import SearchRequest
 
 MAX_QUERY_CHARS = 8_000
 MAX_MULTI = 10
@@ -50,22 +49,10 @@ def candidate_pool(top_k: int, rerank: str | None) -> int:
     return top_k if rerank is None else min(max(top_k * 4, low), high)
 
 
-@asynccontextmanager
-async def _opened(rt: Runtime, name: str) -> AsyncIterator[Reranker]:
-    reranker = rt.registry.reranker(name)(model=None)
-    try:
-        yield reranker
-    finally:
-        close = getattr(reranker, "aclose", None)  # HTTP-based rerankers hold a connection pool
-        if close is not None:
-            await close()
-
-
 async def _ranking(rt: Runtime, name: str, query: str, texts: Sequence[str], top_n: int) -> list[tuple[int, float]]:
     """The reranker's (index, score) pairs, checked: known indices, each once, finite scores, best first."""
     try:
-        async with _opened(rt, name) as reranker:
-            ranked = await reranker.rerank(query, texts, top_n)
+        ranked = await rt.reranker(name).rerank(query, texts, top_n)
     except BigRagError:
         raise
     except Exception as exc:
