@@ -52,7 +52,9 @@ async def ingest_cmd(rt: Runtime, a: argparse.Namespace) -> Any:
 
 
 async def query_cmd(rt: Runtime, a: argparse.Namespace) -> Any:
-    return await search.search(rt, a.collection, a.text, top_k=a.top_k, filters=a.filters, search_mode=a.mode)
+    return await search.search(
+        rt, a.collection, a.text, top_k=a.top_k, filters=a.filters, search_mode=a.mode, rerank=a.rerank
+    )
 
 
 def plugins_cmd(a: argparse.Namespace) -> int:
@@ -86,6 +88,7 @@ def add(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--top-k", type=int, default=5)
     p.add_argument("--filters", type=json_arg)
     p.add_argument("--mode", choices=("semantic", "keyword", "hybrid"), default="semantic")
+    p.add_argument("--rerank", help="a registered reranker, e.g. cohere")
     p.set_defaults(handler=with_runtime(query_cmd))
 
     p = sub.add_parser("plugins", help="print the loaded plugins and the hooks they implement (JSON)")

@@ -46,6 +46,7 @@ async def offboard(rt: Runtime, collection_name: str, tenant: str, *, caller: Ca
             if shared:
                 await session.execute(delete(Chunk).where(*chunk_scope))
                 await session.execute(delete(Document).where(*scope))
+                await rt.index.bump(session, collection, tenant)
             else:
                 await session.delete(collection)
         pinned = (

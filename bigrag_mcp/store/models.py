@@ -95,6 +95,16 @@ class Chunk(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
+class IndexGeneration(Base):
+    """Bumped by every write to a partition, so a process holding an in-memory index knows when to refill it."""
+
+    __tablename__ = "index_generations"
+
+    collection_id: Mapped[int] = mapped_column(ForeignKey("collections.id", ondelete="CASCADE"), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(256), primary_key=True)
+    generation: Mapped[int] = mapped_column(Integer, default=0)
+
+
 class ApiKey(Base):
     __tablename__ = "api_keys"
 

@@ -1,0 +1,38 @@
+"""The store's schema is managed by Alembic: a data folder made by an older version upgrades without loss."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from alembic import command
+from alembic.script import ScriptDirectory
+from sqlalchemy import inspect, text
+
+from bigrag_mcp.store.db import Database, alembic_config
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_an_older_schema_upgrades_to_head_and_keeps_its_rows(tmp_path: Path) -> None:
+    old = Database(f"sqlite+aiosqlite:///{tmp_path}/old.db")
+    async with old.engine.begin() as conn:
+        await conn.run_sync(lambda c: command.upgrade(alembic_config(c), "0001"))
+        await conn.execute(
+            text(
+                "INSERT INTO collections (name, description, embedding_provider, embedding_model, dimension, "
+                "chunk_size, chunk_overlap, chunk_strategy, created_at, updated_at) VALUES "
+                "('kept', '', 'hash', 'hash-v1', 8, 512, 50, 'recursive', '2026-01-01', '2026-01-01')"
+            )
+        )
+    await old.close()
+
+    upgraded = Database(f"sqlite+aiosqlite:///{tmp_path}/old.db")
+    await upgraded.migrate()
+    async with upgraded.engine.connect() as conn:
+        tables = await conn.run_sync(lambda c: set(inspect(c).get_table_names()))
+        names = (await conn.execute(text("SELECT name FROM collections"))).scalars().all()
+        head = (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalar_one()
+    await upgraded.close()
+    assert names == ["kept"] and "index_generations" in tables
+    assert head == ScriptDirectory.from_config(alembic_config()).get_current_head()
