@@ -11,7 +11,7 @@ from mcp.server.auth.settings import AuthSettings
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError
-from mcp.types import ListToolsResult
+from mcp.types import DiscoverResult, InitializeResult, ListToolsResult
 
 from bigrag_mcp import __version__
 from bigrag_mcp.errors import BigRagError
@@ -24,6 +24,10 @@ from bigrag_mcp.tools import admin, chat, documents, search, vectors
 from bigrag_mcp.tools import collections as collection_tools
 
 log = logging.getLogger(__name__)
+HANDSHAKES: dict[str, type[InitializeResult | DiscoverResult]] = {
+    "initialize": InitializeResult,
+    "server/discover": DiscoverResult,
+}
 TOOL_FAMILIES = (collection_tools, documents, vectors, search, admin, chat)
 
 
@@ -64,19 +68,27 @@ class KeyVerifier(TokenVerifier):
         )
 
 
-def _tool_filter(gate: Gate) -> Any:
-    async def only_granted_tools(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+def _key_view(gate: Gate) -> Any:
+    """Middleware: `tools/list` shows only the tools the session's key may call; the handshake's instructions
+    (`initialize`, or `server/discover` on the stateless protocol) speak to that key."""
+
+    async def per_key(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
         result = await call_next(ctx)
-        if ctx.method != "tools/list" or result is None:
+        if ctx.method not in ("tools/list", *HANDSHAKES) or result is None:
             return result
         try:
-            allowed = set(visible_tools(gate.policy, await gate.principal()))
+            principal: Principal | None = await gate.principal()
         except BigRagError:
-            allowed = set()
+            principal = None
+        if ctx.method in HANDSHAKES:
+            kind = HANDSHAKES[ctx.method]
+            started = result if isinstance(result, kind) else kind.model_validate(result)
+            return started.model_copy(update={"instructions": instructions_for(principal)})
+        allowed = set(visible_tools(gate.policy, principal)) if principal is not None else set()
         listed = result if isinstance(result, ListToolsResult) else ListToolsResult.model_validate(result)
         return listed.model_copy(update={"tools": [t for t in listed.tools if t.name in allowed]})
 
-    return only_granted_tools
+    return per_key
 
 
 def build_server(
@@ -96,7 +108,7 @@ def build_server(
         }
     gate = Gate(rt, policy, session_key)
     server: MCPServer = MCPServer(
-        "bigrag-mcp", instructions=instructions_for(principal), version=__version__, middleware=[_tool_filter(gate)], **auth
+        "bigrag-mcp", instructions=instructions_for(principal), version=__version__, middleware=[_key_view(gate)], **auth
     )
     for family in TOOL_FAMILIES:
         family.register(server, gate)

@@ -103,6 +103,8 @@ async def test_two_tenant_keys_work_concurrently_over_http_and_one_is_revoked_mi
             assert {(r["collection"], r["tenant"]) for r in usage["by_tenant"]} == {("shared", tenant)}
 
         async with http_session(url, keys["acme"][1]) as acme, http_session(url, keys["globex"][1]) as globex:
+            assert {t.name for t in (await acme.list_tools()).tools} == {"query", "documents_upload", "documents_get", "documents_list", "usage_get"}
+            assert "tenant 'acme'" in (acme.instructions or "") and "tenant 'globex'" in (globex.instructions or "")
             async with anyio.create_task_group() as tasks:
                 tasks.start_soon(work, "acme", acme)
                 tasks.start_soon(work, "globex", globex)
