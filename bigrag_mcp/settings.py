@@ -29,6 +29,9 @@ class Settings(BaseSettings):
     billing_exporters: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description='JSON: {"name": {exporter config}} of billing exporters to send events to.'
     )
+    webhook_allow_private: bool = Field(
+        default=False, description="Allow webhook URLs on loopback, private and link-local addresses."
+    )
     price_file: Path | None = Field(default=None, description="TOML price table overriding the built-in one.")
     log_level: str = Field(default="WARNING", description="Logging level (logs go to stderr).")
     public_url: str | None = Field(default=None, description="Public base URL of the HTTP server (auth metadata).")

@@ -70,6 +70,8 @@ async def test_denials_and_webhook_changes_are_audited(rt: Runtime, admin) -> No
         await refused(client, "collections_delete", collection="nope")
     denied = (await call(admin, "audit_list", resource_id="nope"))["rows"]
     assert [(r["action"], r["outcome"]) for r in denied] == [("collections_delete.denied", "denied")]
+    internal = await refused(admin, "webhooks_create", url="http://169.254.169.254/latest/meta-data", events=["document.*"])
+    assert internal.startswith("invalid_argument") and "internal address" in internal
     hook = await call(admin, "webhooks_create", url="https://example.test/hook", events=["document.*"])
     assert hook["secret"].startswith("whsec_")
     assert "secret" not in (await call(admin, "webhooks_list"))["webhooks"][0]

@@ -26,7 +26,7 @@ async def rows_of(rt: Runtime, tenant: str) -> int:
 
 async def test_shared_collection_offboarding_removes_every_trace(rt: Runtime, admin) -> None:
     await call(admin, "collections_create", name="shared", tenant_field="tenant_id", dimension=4)
-    await call(admin, "webhooks_create", url="http://127.0.0.1:9/hook", events=["tenant.offboarded"])
+    await call(admin, "webhooks_create", url="https://hooks.example.test/offboarded", events=["tenant.offboarded"])
     for tenant in ("acme", "globex"):
         for i in range(3):
             await call(admin, "documents_upload", collection="shared", text=f"{tenant} fact number {i}", metadata={"tenant_id": tenant})

@@ -89,7 +89,7 @@ def receiver(clock: FakeClock) -> Iterator[Receiver]:
 async def test_create_validates_and_shows_the_secret_only_once(db: Database) -> None:
     async with db.session() as s:
         created = await create_webhook(s, "https://app.example/hooks", ["collection.*", "tenant.offboarded"])
-        chosen = await create_webhook(s, "http://127.0.0.1:9/h", ["document.uploaded"], secret="s" * 20)
+        chosen = await create_webhook(s, "http://127.0.0.1:9/h", ["document.uploaded"], secret="s" * 20, allow_private=True)
     assert created.secret is not None and created.secret.startswith("whsec_") and len(created.secret) > 30
     assert chosen.secret == "s" * 20
     assert created.as_dict()["secret"] == created.secret
@@ -148,12 +148,12 @@ async def test_events_fan_out_to_matching_subscriptions_inside_the_transaction(d
 
 async def test_deliveries_are_signed_retried_and_counted_once(db: Database, receiver: Receiver, clock: FakeClock) -> None:
     async with db.session() as s:
-        hook = await create_webhook(s, receiver.url, ["tenant.offboarded"])
+        hook = await create_webhook(s, receiver.url, ["tenant.offboarded"], allow_private=True)
         (delivery_id,) = await enqueue_webhook_event(s, "tenant.offboarded", {"collection": "shared", "tenant": "acme"})
     assert hook.secret is not None
     receiver.secret = hook.secret
     receiver.failures_left = 1
-    sender = WebhookSender(db, clock=clock)
+    sender = WebhookSender(db, clock=clock, allow_private=True)
     relay = OutboxRelay(db, {}, sender, clock=clock, base_delay=30)
     try:
         assert (await relay.run_once()).retried == 1
@@ -175,10 +175,10 @@ async def test_deliveries_are_signed_retried_and_counted_once(db: Database, rece
 
 async def test_a_deleted_webhook_parks_its_queued_deliveries(db: Database, receiver: Receiver, clock: FakeClock) -> None:
     async with db.session() as s:
-        hook = await create_webhook(s, receiver.url, ["collection.*"])
+        hook = await create_webhook(s, receiver.url, ["collection.*"], allow_private=True)
         await enqueue_webhook_event(s, "collection.deleted", {"collection": "c"})
         await delete_webhook(s, hook.id)
-    sender = WebhookSender(db, clock=clock)
+    sender = WebhookSender(db, clock=clock, allow_private=True)
     relay = OutboxRelay(db, {}, sender, clock=clock)
     try:
         assert (await relay.run_once()).parked == 1
@@ -200,3 +200,25 @@ def test_signature_verifies_and_tampering_fails() -> None:
     assert not verify_signature("whsec_other_secret_val", stamp, body, signature, now=now)
     assert not verify_signature(secret, stamp, body, signature, now=now + timedelta(seconds=301))
     assert not verify_signature(secret, "not-a-number", body, signature, now=now)
+
+
+@pytest.mark.parametrize(
+    "url", ["http://127.0.0.1:8080/h", "http://localhost/h", "http://10.1.2.3/h", "http://169.254.169.254/latest", "http://[::1]/h", "http://[::ffff:192.168.0.1]/h"]
+)
+async def test_internal_destinations_are_refused_by_default(db: Database, url: str) -> None:
+    async with db.session() as s:
+        with pytest.raises(InvalidArgument, match="internal address"):
+            await create_webhook(s, url, ["document.*"])
+
+
+async def test_a_name_that_resolves_inside_is_refused_at_delivery_time(db: Database, receiver: Receiver, clock: FakeClock) -> None:
+    named = receiver.url.replace("127.0.0.1", "localhost")  # a name, as a public DNS name rebound inside would be
+    async with db.session() as s:
+        hook = await create_webhook(s, named, ["tenant.offboarded"], allow_private=True)
+    guarded = WebhookSender(db, clock=clock)
+    try:
+        result = await guarded.send("dlv_1", hook.id, {"type": "tenant.offboarded", "data": {}})
+    finally:
+        await guarded.close()
+    assert result.status == "failed" and "resolves to internal address" in result.detail
+    assert receiver.requests == []

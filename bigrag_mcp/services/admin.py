@@ -82,7 +82,9 @@ async def add_webhook(
     rt: Runtime, url: str, events: Sequence[str], secret: str | None = None, caller: Caller = OPERATOR
 ) -> WebhookInfo:
     async with rt.db.session() as session:
-        hook = await create_webhook(session, url, events, secret=secret, created_by=caller.key_id)
+        hook = await create_webhook(
+            session, url, events, secret=secret, created_by=caller.key_id, allow_private=rt.settings.webhook_allow_private
+        )
         await append_audit(
             session,
             actor_key_id=caller.key_id,

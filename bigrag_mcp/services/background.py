@@ -17,7 +17,7 @@ RELAY_INTERVAL_SECONDS = 5.0
 def relay_for(rt: Runtime) -> OutboxRelay:
     """The relay with every configured billing exporter and the webhook sender."""
     exporters = build_exporters(rt.settings.billing_exporters, rt.registry.billing_exporters)
-    return OutboxRelay(rt.db, exporters, WebhookSender(rt.db))
+    return OutboxRelay(rt.db, exporters, WebhookSender(rt.db, allow_private=rt.settings.webhook_allow_private))
 
 
 async def background_work(rt: Runtime) -> None:

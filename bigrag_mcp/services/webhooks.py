@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import json
 import secrets
+import socket
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -19,6 +21,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
+import anyio
 import httpx
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -65,11 +68,42 @@ def _info(hook: Webhook, *, secret: str | None = None) -> WebhookInfo:
     return WebhookInfo(hook.id, hook.url, list(hook.events), hook.created_by, aware(hook.created_at), secret)
 
 
-def _checked_url(url: str) -> str:
+def _internal(address: str) -> bool:
+    """Loopback, private, link-local (cloud metadata), reserved or otherwise not a public internet address."""
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return not ip.is_global
+
+
+def _checked_url(url: str, *, allow_private: bool) -> str:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname or len(url) > MAX_URL_CHARS:
         raise InvalidArgument(f"webhook url must be an http or https URL with a host, at most {MAX_URL_CHARS} chars")
+    if not allow_private:
+        host = parts.hostname
+        try:
+            internal = host == "localhost" or host.endswith(".localhost") or _internal(host)
+        except ValueError:  # a host name: checked again where it resolves, at delivery time
+            internal = False
+        if internal:
+            raise InvalidArgument(
+                f"webhook url points at an internal address ({host}); use a public address, or set "
+                "BIGRAG_WEBHOOK_ALLOW_PRIVATE=true for receivers inside your network"
+            )
     return url
+
+
+async def private_destination(url: str) -> str | None:
+    """Why a delivery to `url` must not go out (its host resolves to an internal address), or None."""
+    host = urlsplit(url).hostname or ""
+    port = urlsplit(url).port or (443 if url.startswith("https") else 80)
+    try:
+        found = await anyio.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        return f"cannot resolve {host}: {exc}"
+    internal = sorted({str(info[4][0]) for info in found if _internal(str(info[4][0]))})
+    return f"{host} resolves to internal address {internal[0]}" if internal else None
 
 
 def _checked_events(events: Sequence[str]) -> list[str]:
@@ -92,12 +126,21 @@ def _checked_secret(secret: str | None) -> str:
 
 
 async def create_webhook(
-    session: AsyncSession, url: str, events: Sequence[str], *, secret: str | None = None, created_by: str | None = None
+    session: AsyncSession,
+    url: str,
+    events: Sequence[str],
+    *,
+    secret: str | None = None,
+    created_by: str | None = None,
+    allow_private: bool = False,
 ) -> WebhookInfo:
-    """Add a subscription; the answer carries the signing secret, which is never shown again."""
+    """Add a subscription; the answer carries the signing secret, which is never shown again.
+
+    Internal destinations (loopback, private, link-local) are refused unless `allow_private`.
+    """
     hook = Webhook(
         id=f"wh_{uuid.uuid4().hex[:24]}",
-        url=_checked_url(url),
+        url=_checked_url(url, allow_private=allow_private),
         events=_checked_events(events),
         secret=_checked_secret(secret),
         created_by=created_by,
@@ -184,12 +227,23 @@ def verify_signature(
 
 
 class WebhookSender:
-    """Posts stored deliveries to their webhook's URL, signed; a deleted webhook fails its deliveries."""
+    """Posts stored deliveries to their webhook's URL, signed; a deleted webhook fails its deliveries.
+
+    Unless `allow_private`, a URL whose host resolves to an internal address is refused at send time too, so a
+    public name later pointed at an internal address (DNS rebinding) reaches nothing inside the network.
+    """
 
     def __init__(
-        self, db: Database, *, client: httpx.AsyncClient | None = None, timeout: float = 10.0, clock: Clock = utcnow
+        self,
+        db: Database,
+        *,
+        client: httpx.AsyncClient | None = None,
+        timeout: float = 10.0,
+        clock: Clock = utcnow,
+        allow_private: bool = False,
     ) -> None:
         self.db = db
+        self.allow_private = allow_private
         self._own_client = client is None
         self.client = client or httpx.AsyncClient(timeout=timeout, headers={"User-Agent": "bigrag-mcp-webhooks"})
         self.clock = clock
@@ -200,6 +254,10 @@ class WebhookSender:
             url, secret = (hook.url, hook.secret) if hook is not None else ("", "")
         if hook is None:
             return DeliveryResult("failed", f"webhook {target} was deleted")
+        if not self.allow_private:
+            refused = await private_destination(url)
+            if refused is not None:
+                return DeliveryResult("failed", f"delivery refused: {refused} (BIGRAG_WEBHOOK_ALLOW_PRIVATE=true allows it)")
         body = raw_body(payload)
         timestamp = int(self.clock().timestamp())
         headers = {
