@@ -49,6 +49,16 @@ def test_stdio_server_refuses_to_start_without_a_valid_key(settings: Settings) -
         assert b"BIGRAG_API_KEY" in done.stderr and b"keys create --admin" in done.stderr
 
 
+def test_a_server_with_a_bad_policy_refuses_to_start_and_names_the_line(settings: Settings, tmp_path) -> None:
+    policy = tmp_path / "bad.toml"
+    policy.write_text('[operations.query]\nscope = "query:read"\ntenant_rule = "sometimes"\n', encoding="utf-8")
+    done = subprocess.run(
+        [sys.executable, "-m", "bigrag_mcp", "serve", "--transport", "streamable-http", "--port", "1"],
+        env=server_env(settings, BIGRAG_POLICY_FILE=str(policy)), capture_output=True, timeout=60, check=False,
+    )
+    assert done.returncode == 2 and b"line 3" in done.stderr and b"Traceback" not in done.stderr
+
+
 async def test_streamable_http_with_bearer_keys(rt, admin_key: str, http_server) -> None:
     url = http_server("streamable-http")
     async with http_session(url, admin_key) as client:

@@ -7,7 +7,7 @@ import sys
 
 import anyio
 
-from bigrag_mcp.policy import load_policy
+from bigrag_mcp.policy import PolicyError, load_policy
 from bigrag_mcp.server import build_server
 from bigrag_mcp.services.background import background_work
 from bigrag_mcp.services.keys import authenticate
@@ -17,7 +17,11 @@ from bigrag_mcp.settings import Settings
 
 async def serve(transport: str, host: str, port: int) -> int:
     settings = Settings()
-    policy = load_policy(settings.policy_file)
+    try:
+        policy = load_policy(settings.policy_file)
+    except PolicyError as exc:
+        print(f"error: the policy cannot be used: {exc}", file=sys.stderr)
+        return 2
     rt = await Runtime.open(settings)
     try:
         if transport == "stdio":
