@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -29,6 +30,14 @@ def emit(value: Any) -> None:
     print(json.dumps(value, indent=2, default=str, ensure_ascii=False))
 
 
+@dataclass(frozen=True)
+class Outcome:
+    """A command's JSON result together with its exit code (a failed verification is not an error, but not 0)."""
+
+    value: Any
+    exit_code: int
+
+
 def with_runtime(work: Callable[[Runtime, argparse.Namespace], Awaitable[Any]]) -> Callable[[argparse.Namespace], int]:
     """Run `work` on an opened runtime, print what it returns as JSON, and map errors to exit code 1."""
 
@@ -45,6 +54,9 @@ def with_runtime(work: Callable[[Runtime, argparse.Namespace], Awaitable[Any]]) 
         except BigRagError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
+        if isinstance(result, Outcome):
+            emit(result.value)
+            return result.exit_code
         if result is not None:
             emit(result)
         return 0

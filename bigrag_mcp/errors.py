@@ -42,9 +42,3 @@ class LimitExceeded(BigRagError):
 
 class Unavailable(BigRagError):
     code = "unavailable"
-
-
-ERROR_CODES = frozenset(
-    cls.code
-    for cls in (InvalidArgument, NotFound, PermissionDenied, TenantRequired, Conflict, LimitExceeded, Unavailable)
-)

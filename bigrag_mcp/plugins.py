@@ -54,9 +54,6 @@ class Registry:
     def reranker(self, name: str) -> RerankerFactory:
         return _lookup(self.rerankers, name, "reranker")
 
-    def billing_exporter(self, name: str) -> BillingExporterFactory:
-        return _lookup(self.billing_exporters, name, "billing exporter")
-
 
 def _lookup(table: dict[str, Any], name: str, kind: str) -> Any:
     try:
@@ -64,10 +61,6 @@ def _lookup(table: dict[str, Any], name: str, kind: str) -> Any:
     except KeyError:
         known = ", ".join(sorted(table)) or "none"
         raise InvalidArgument(f"unknown {kind} {name!r}; installed: {known}") from None
-
-
-def _allowed(name: str, allow: set[str] | None) -> bool:
-    return allow is None or name in allow
 
 
 def plugin_manager(load_plugins: str | None = None, extra: Iterable[object] = ()) -> pluggy.PluginManager:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -54,6 +55,13 @@ def test_bootstrap_admin_key_and_operator_commands(settings: Settings, tmp_path:
     assert [k["name"] for k in keys] == ["ops"] and "secret" not in keys[0]
     verify = json.loads(run(settings, "audit", "verify").stdout)
     assert verify["ok"] and verify["rows_checked"] >= 3
+    with sqlite3.connect(settings.data_dir / "bigrag.db") as raw:  # tamper with the second audit row
+        (action,) = raw.execute("SELECT action FROM audit_log WHERE id = 2").fetchone()
+        raw.execute("UPDATE audit_log SET action = 'something.else' WHERE id = 2")
+    broken = run(settings, "audit", "verify")
+    assert broken.returncode == 3 and "row 2" in broken.stderr and json.loads(broken.stdout)["bad_row_id"] == 2
+    with sqlite3.connect(settings.data_dir / "bigrag.db") as raw:
+        raw.execute("UPDATE audit_log SET action = ? WHERE id = 2", (action,))
     gone = json.loads(run(settings, "tenants", "offboard", "notes", "acme").stdout)
     assert gone["documents_removed"] == 1 and not gone["already_offboarded"]
     again = json.loads(run(settings, "tenants", "offboard", "notes", "acme").stdout)

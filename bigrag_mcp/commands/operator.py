@@ -8,7 +8,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from bigrag_mcp.cli import when, with_runtime
+from bigrag_mcp.cli import Outcome, when, with_runtime
 from bigrag_mcp.services import admin
 from bigrag_mcp.services.audit import list_audit, verify_chain
 from bigrag_mcp.services.background import relay_for
@@ -26,8 +26,7 @@ async def audit_cmd(rt: Runtime, a: argparse.Namespace) -> Any:
         result = await verify_chain(rt.db)
         if not result.ok:
             print(f"audit chain broken at row {result.bad_row_id}: {result.problem} — {result.detail}", file=sys.stderr)
-            a.exit_code = 3
-        return result
+        return Outcome(result, 0 if result.ok else 3)
     return await list_audit(
         rt.db,
         actor_key_id=a.actor,

@@ -26,10 +26,7 @@ async def keys_cmd(rt: Runtime, a: argparse.Namespace) -> Any:
         return await admin.revoke(rt, a.key_id)
     scopes = list(ADMIN_SCOPES if a.admin else [])
     if a.role:
-        policy = load_policy(rt.settings.policy_file)
-        if a.role not in policy.roles:
-            raise SystemExit(f"error: unknown role {a.role!r}; the policy's roles are {', '.join(sorted(policy.roles))}")
-        scopes += policy.roles[a.role].scopes
+        scopes += load_policy(rt.settings.policy_file).role_scopes(a.role)
     scopes += a.scope or []
     info, secret = await admin.mint_key(
         rt, name=a.name or ("admin" if a.admin else "key"), scopes=scopes, collection=a.collection, tenant=a.tenant, expires_at=a.expires
