@@ -90,9 +90,18 @@ class Gate:
     async def run(self, operation: str, args: dict[str, Any], call: Call[T]) -> T:
         """Authorise `operation` with `args` and run `call` with the decision's arguments; errors become error results."""
         request_id = uuid.uuid4().hex
-        try:
+
+        async def authorised() -> T:
             caller, decision = await self.authorize(operation, args, request_id)
             return await call(caller, dict(decision.args), decision)
+
+        return await self.answer(operation, request_id, authorised())
+
+    @staticmethod
+    async def answer(operation: str, request_id: str, work: Awaitable[T]) -> T:
+        """The work's result, or its failure as an error result whose text starts with the stable code."""
+        try:
+            return await work
         except BigRagError as exc:
             return tool_error(exc)
         except Exception:

@@ -157,6 +157,22 @@ async def test_extractive_answer_is_labelled_cites_sources_and_stays_in_the_tena
     assert row.embedding_tokens > 0 and row.chat_input_tokens == 0 and row.provider == "hash"
 
 
+async def test_a_chat_call_is_authorised_once(rt: Runtime, admin_key: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import bigrag_mcp.gate
+
+    seen: list[str] = []
+
+    async def counting(db: Any, secret: str) -> Any:
+        seen.append(secret)
+        return await authenticate(db, secret)
+
+    async with session(rt, admin_key) as client:
+        await client.list_tools()  # the client's schema cache; listing tools authenticates too
+        monkeypatch.setattr(bigrag_mcp.gate, "authenticate", counting)
+        await call(client, "chat", collection="shared", message=QUESTION, filters=ACME)
+    assert seen == [admin_key]  # the body reuses the resolver's decision instead of checking the key again
+
+
 async def test_a_pinned_key_chats_in_its_tenant_without_naming_it(rt: Runtime, admin_key: str) -> None:
     _, pinned = await create_key(rt.db, name="acme-app", scopes=["chat:write"], collection="shared", tenant="acme")
     async with session(rt, pinned) as client:

@@ -27,6 +27,7 @@ from bigrag_mcp.errors import Unavailable
 from bigrag_mcp.gate import Gate
 from bigrag_mcp.schemas import SearchModeName
 from bigrag_mcp.services.chat import ChatResult, Retrieval, respond, retrieve
+from bigrag_mcp.services.ledger import Caller
 from bigrag_mcp.tools.search import Filters, MinScore, Rerank
 from bigrag_mcp.types import ChatMessage, ChatReply
 
@@ -42,7 +43,7 @@ Provider = Annotated[str | None, Field(description="A registered chat provider; 
 Model = Annotated[str | None, Field(description="Chat model (for sampling: a hint to the client).")]
 Temperature = Annotated[float | None, Field(ge=0.0, le=2.0)]
 MaxTokens = Annotated[int | None, Field(ge=1, le=32_000, description="Longest answer in tokens.")]
-Prepared = Retrieval | CallToolResult
+Prepared = tuple[Caller, Retrieval] | CallToolResult  # who was allowed and what they retrieved, or the refusal
 
 
 def sampled_reply(result: CreateMessageResult) -> ChatReply:
@@ -72,24 +73,20 @@ def sampling_request(retrieval: Retrieval, model: str | None, temperature: float
 def register(server: MCPServer, gate: Gate) -> None:
     rt = gate.rt
 
-    def policy_args(
-        collection: str, message: str, filters: dict[str, Any] | None, top_k: int, search_mode: SearchModeName,
-        min_score: float | None, rerank: str | None, system_prompt: str | None,
-    ) -> dict[str, Any]:
-        return {
-            "collection": collection, "message": message, "filters": filters, "top_k": top_k, "search_mode": search_mode,
-            "min_score": min_score, "rerank": rerank, "system_prompt": system_prompt,
-        }
-
     async def prepare(
         collection: str, message: str, filters: dict[str, Any] | None, top_k: int, search_mode: SearchModeName,
         min_score: float | None, rerank: str | None, system_prompt: str | None,
     ) -> Prepared:
         """The policy check and the tenant-scoped retrieval, or the error that refused them."""
-        args = policy_args(collection, message, filters, top_k, search_mode, min_score, rerank, system_prompt)
-        return await gate.run(
-            "chat", args, lambda caller, a, d: retrieve(rt, a.pop("collection"), a.pop("message"), caller=caller, **a)
-        )
+        args = {
+            "collection": collection, "message": message, "filters": filters, "top_k": top_k, "search_mode": search_mode,
+            "min_score": min_score, "rerank": rerank, "system_prompt": system_prompt,
+        }
+
+        async def allowed(caller: Caller, a: dict[str, Any], d: Any) -> tuple[Caller, Retrieval]:
+            return caller, await retrieve(rt, a.pop("collection"), a.pop("message"), caller=caller, **a)
+
+        return await gate.run("chat", args, allowed)
 
     def sample(
         prepared: Annotated[Prepared, Resolve(prepare)],
@@ -100,12 +97,12 @@ def register(server: MCPServer, gate: Gate) -> None:
         max_tokens: int | None,
     ) -> Sample | None:
         """Ask the client's model only for an allowed call with sources, no chat provider, and a sampling client."""
-        if not isinstance(prepared, Retrieval) or not prepared.sources or provider or rt.settings.chat_provider:
+        if not isinstance(prepared, tuple) or not prepared[1].sources or provider or rt.settings.chat_provider:
             return None
         capabilities = ctx.client_capabilities
         if capabilities is None or capabilities.sampling is None:
             return None
-        return sampling_request(prepared, model, temperature, max_tokens)
+        return sampling_request(prepared[1], model, temperature, max_tokens)
 
     @server.tool(annotations=CHAT)
     async def chat(
@@ -130,19 +127,16 @@ def register(server: MCPServer, gate: Gate) -> None:
         Generation: the configured chat provider; else the client's own model (MCP sampling), when the client
         offers it; else an extractive answer of source sentences, labelled so. `generation` says which.
         """
-        if not isinstance(prepared, Retrieval):
+        if not isinstance(prepared, tuple):
             return prepared  # type: ignore[return-value]  # an error result, passed through as is
+        caller, retrieval = prepared  # the resolver already authorised the call: the body does not ask again
 
         async def client_model(messages: Sequence[ChatMessage]) -> ChatReply:
             assert sampled is not None
             return sampled_reply(sampled)
 
-        args = policy_args(collection, message, filters, top_k, search_mode, min_score, rerank, system_prompt)
-        return await gate.run(
-            "chat",
-            args,
-            lambda caller, a, d: respond(
-                rt, prepared, provider=provider, model=model, temperature=temperature, max_tokens=max_tokens,
-                caller=caller, generate=client_model if sampled is not None else None,
-            ),
+        answering = respond(
+            rt, retrieval, provider=provider, model=model, temperature=temperature, max_tokens=max_tokens,
+            caller=caller, generate=client_model if sampled is not None else None,
         )
+        return await gate.answer("chat", caller.request_id or "", answering)
