@@ -99,24 +99,26 @@ def server_env(settings: Settings, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("BIGRAG_")}
     env.update(
         BIGRAG_DATA_DIR=str(settings.data_dir),
-        BIGRAG_EMBEDDING_PROVIDER=settings.embedding_provider,
+        BIGRAG_EMBEDDING_PROVIDER=settings.embedding_provider or "hash",
         BIGRAG_VECTOR_BACKEND=settings.vector_backend,
         BIGRAG_LOAD_PLUGINS=settings.load_plugins or "",
-        **extra,
     )
+    env.update(extra)
     return env
 
 
 @pytest.fixture
 def http_server(settings: Settings) -> Iterator[Any]:
-    """Start `bigrag-mcp serve` over HTTP in a subprocess; yields a function(transport) -> base URL."""
+    """Start `bigrag-mcp serve` over HTTP in a subprocess; yields a function(transport, **env) -> base URL.
+
+    The processes are in `start.procs`, for tests that read a server's stderr after stopping it."""
     procs: list[subprocess.Popen[bytes]] = []
 
-    def start(transport: str) -> str:
+    def start(transport: str, **env: str) -> str:
         port = free_port()
         proc = subprocess.Popen(
             [sys.executable, "-m", "bigrag_mcp", "serve", "--transport", transport, "--port", str(port)],
-            env=server_env(settings),
+            env=server_env(settings, **env),
             stderr=subprocess.PIPE,
         )
         procs.append(proc)
@@ -131,6 +133,7 @@ def http_server(settings: Settings) -> Iterator[Any]:
                 time.sleep(0.05)  # polling for the port to open, not timing anything
         raise RuntimeError("server did not open its port within 60 s")
 
+    start.procs = procs  # type: ignore[attr-defined]
     yield start
     for proc in procs:
         proc.terminate()

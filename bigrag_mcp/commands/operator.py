@@ -8,7 +8,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from bigrag_mcp.cli import Outcome, when, with_runtime
+from bigrag_mcp.cli import Outcome, confirm, when, with_runtime
 from bigrag_mcp.services import admin
 from bigrag_mcp.services.audit import list_audit, verify_chain
 from bigrag_mcp.services.background import relay_for
@@ -67,6 +67,7 @@ async def webhooks_cmd(rt: Runtime, a: argparse.Namespace) -> Any:
 
 
 async def tenants_cmd(rt: Runtime, a: argparse.Namespace) -> Any:
+    confirm(f"Remove every trace of tenant {a.tenant!r} from {a.collection!r} and revoke its keys?", a)
     return await offboard(rt, a.collection, a.tenant)
 
 
@@ -92,38 +93,41 @@ async def reindex_cmd(rt: Runtime, a: argparse.Namespace) -> Any:
 
 def add(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("usage", help="usage totals, timeline, by collection and by tenant (JSON)")
-    p.add_argument("--window-days", type=int, default=30)
-    p.add_argument("--collection")
-    p.add_argument("--tenant")
+    p.add_argument("--window-days", type=int, default=30, help="days of usage to show (1-365)")
+    p.add_argument("--collection", help="only this collection")
+    p.add_argument("--tenant", help="only this tenant")
     p.set_defaults(handler=with_runtime(usage_cmd))
 
     p = sub.add_parser("audit", help="list audit rows, or verify the hash chain")
-    p.add_argument("action", choices=("list", "verify"))
-    p.add_argument("--actor")
+    p.add_argument("action", choices=("list", "verify"), help="list rows, or check the whole hash chain")
+    p.add_argument("--actor", help="only rows of this key id")
     p.add_argument("--action-name", help="e.g. collection.created")
-    p.add_argument("--resource-type")
-    p.add_argument("--resource-id")
-    p.add_argument("--since", type=when)
-    p.add_argument("--until", type=when)
-    p.add_argument("--limit", type=int, default=50)
-    p.add_argument("--cursor")
+    p.add_argument("--resource-type", help="e.g. collection, document, api_key")
+    p.add_argument("--resource-id", help="only rows about this resource")
+    p.add_argument("--since", type=when, help="from this ISO-8601 time")
+    p.add_argument("--until", type=when, help="until this ISO-8601 time")
+    p.add_argument("--limit", type=int, default=50, help="rows per page")
+    p.add_argument("--cursor", help="the next_cursor of the previous page")
     p.set_defaults(handler=with_runtime(audit_cmd))
 
     p = sub.add_parser("billing", help="send due billing events and webhooks now, show the outbox, or replay parked rows")
-    p.add_argument("action", choices=("flush", "status", "replay"))
+    p.add_argument("action", choices=("flush", "status", "replay"), help="what to do")
     p.add_argument("ids", nargs="*", help="outbox row ids to replay (default: every parked row)")
     p.set_defaults(handler=with_runtime(billing_cmd))
 
     p = sub.add_parser("webhooks", help="create, list or delete webhook subscriptions")
-    p.add_argument("action", choices=("create", "list", "delete"))
+    p.add_argument("action", choices=("create", "list", "delete"), help="what to do")
     p.add_argument("target", nargs="?", help="the URL to create, or the id to delete")
-    p.add_argument("--event", dest="events", action="append")
+    p.add_argument(
+        "--event", dest="events", action="append", help="an event pattern to send (repeatable; default: collection.*, document.*, tenant.offboarded)"
+    )
     p.set_defaults(handler=with_runtime(webhooks_cmd))
 
     p = sub.add_parser("tenants", help="offboard a tenant")
-    p.add_argument("action", choices=("offboard",))
-    p.add_argument("collection")
-    p.add_argument("tenant")
+    p.add_argument("action", choices=("offboard",), help="what to do")
+    p.add_argument("collection", help="the tenant's own collection, or the shared collection it is in")
+    p.add_argument("tenant", help="the tenant to remove")
+    p.add_argument("--yes", action="store_true", help="offboard without asking")
     p.set_defaults(handler=with_runtime(tenants_cmd))
 
     p = sub.add_parser("reindex", help="rebuild collections' vectors in another backend from the store (resumable)")

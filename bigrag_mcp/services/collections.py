@@ -94,7 +94,7 @@ async def create(
         raise InvalidArgument(f"tenant_field {tenant_field!r} must match {FIELD_NAME.pattern}")
     check_schema(metadata_schema)
     check_chunking(chunk_size, chunk_overlap, chunk_strategy)
-    provider_name = embedding_provider or rt.settings.embedding_provider
+    provider_name = embedding_provider or rt.default_embedding_provider()
     if embedding_provider is None and embedding_model is None:
         embedding_model = rt.settings.embedding_model
     if dimension is None and embedding_provider is None:

@@ -6,6 +6,7 @@ from typing import Any
 
 import pluggy
 
+from bigrag_mcp.default_plugins.local_embedder import local_model_available
 from bigrag_mcp.errors import InvalidArgument
 from bigrag_mcp.plugins import Registry, build_registry, plugin_manager
 from bigrag_mcp.services.index import IndexGate
@@ -37,6 +38,14 @@ class Runtime:
         db = Database(settings.resolved_database_url)
         await db.migrate()
         return cls(settings, db, pm, build_registry(pm))
+
+    def default_embedding_provider(self) -> str:
+        """BIGRAG_EMBEDDING_PROVIDER, else the offline local model when it is installed, else the `hash` embedder."""
+        if self.settings.embedding_provider:
+            return self.settings.embedding_provider
+        if "local" in self.registry.embedding_providers and local_model_available() is None:
+            return "local"
+        return "hash"
 
     def embedder(self, provider: str, model: str | None, dimension: int | None) -> EmbeddingProvider:
         key = (provider, model, dimension)
