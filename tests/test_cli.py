@@ -11,7 +11,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-
 from conftest import server_env
 
 from bigrag_mcp.cli import UsageError, confirm
@@ -56,12 +55,12 @@ def test_cli_basics_a_newcomer_meets(settings: Settings, tmp_path: Path) -> None
     elsewhere = tmp_path / "elsewhere"
     made = run(settings, "--data-dir", str(elsewhere), "keys", "create", "--admin", "--expires", "2w")
     assert made.returncode == 0 and (elsewhere / "bigrag.db").is_file()  # the global option beats BIGRAG_DATA_DIR
-    expires = datetime.fromisoformat(json.loads(made.stdout)["key"]["expires_at"].replace("Z", "+00:00"))
+    expires = datetime.fromisoformat(json.loads(made.stdout)["key"]["expires_at"])
     assert timedelta(days=13, hours=23) < expires - datetime.now(UTC) <= timedelta(days=14)
     assert json.loads(made.stdout)["key"]["created_at"].endswith("Z")
     for span, length in (("30m", timedelta(minutes=30)), ("12h", timedelta(hours=12)), ("90d", timedelta(days=90))):
         key = json.loads(run(settings, "keys", "create", "--scope", "query:read", "--expires", span).stdout)["key"]
-        left = datetime.fromisoformat(key["expires_at"].replace("Z", "+00:00")) - datetime.now(UTC)
+        left = datetime.fromisoformat(key["expires_at"]) - datetime.now(UTC)
         assert length - timedelta(minutes=5) < left <= length
     iso = json.loads(run(settings, "keys", "create", "--role", "read-only", "--expires", "2031-01-31T12:00:00Z").stdout)
     assert iso["key"]["expires_at"] == "2031-01-31T12:00:00Z"
