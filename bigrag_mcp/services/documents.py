@@ -19,6 +19,7 @@ from bigrag_mcp.errors import InvalidArgument, LimitExceeded, NotFound, TenantRe
 from bigrag_mcp.schemas import ChunkInfo, DeleteResult, DocumentDetail, DocumentInfo, DocumentPage, UploadResult
 from bigrag_mcp.services.collections import find, load, tenant_of_row
 from bigrag_mcp.services.embedding import Progress, embed_all
+from bigrag_mcp.services.fences import check_admitted
 from bigrag_mcp.services.index import vector_bytes
 from bigrag_mcp.services.ledger import OPERATOR, Activity, Caller
 from bigrag_mcp.services.runtime import Runtime
@@ -131,6 +132,7 @@ async def upload(
     data, mime, body = _content(rt, text, content_base64, filename, mime_type)
     content_hash = hashlib.sha256(data).hexdigest()
     async with rt.db.session() as session:
+        await check_admitted(session, collection.name, tenant)  # before the work; the write checks again
         existing = await _same_content(session, collection, tenant, content_hash)
     if existing is not None:
         return UploadResult(document=document_info(collection, existing), deduplicated=True, embedding_tokens=0)

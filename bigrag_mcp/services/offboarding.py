@@ -6,6 +6,7 @@ from pydantic import BaseModel
 from sqlalchemy import delete, func, or_, select
 
 from bigrag_mcp.errors import InvalidArgument
+from bigrag_mcp.services.fences import fence
 from bigrag_mcp.services.ledger import OPERATOR, Activity, Caller
 from bigrag_mcp.services.runtime import Runtime
 from bigrag_mcp.store.models import ApiKey, Chunk, Collection, Document, utcnow
@@ -26,7 +27,8 @@ class OffboardResult(BaseModel):
 async def offboard(rt: Runtime, collection_name: str, tenant: str, *, caller: Caller = OPERATOR) -> OffboardResult:
     """Pattern A drops the tenant's own collection; pattern B deletes the tenant's rows from the shared one.
 
-    Keys pinned to what was removed are revoked in the same transaction. Running it again removes nothing.
+    Keys pinned to what was removed are revoked in the same transaction, and the tenant is fenced: no write of it
+    commits afterwards, not even one already in flight, until an operator re-admits it. Running it again removes nothing.
     """
     if not isinstance(tenant, str) or not tenant.strip():
         raise InvalidArgument("tenant must be a non-empty string")
@@ -38,6 +40,11 @@ async def offboard(rt: Runtime, collection_name: str, tenant: str, *, caller: Ca
             scope.append(Document.tenant == tenant)
         documents = stored = vectors = 0
         if collection is not None:
+            # fence first, and take the partition's generation row: a write in flight then either committed
+            # before this (and is deleted below) or checks the fence after us and is refused
+            await fence(session, collection_name, tenant, whole_collection=not shared, caller=caller)
+            if shared:
+                await rt.index.bump(session, collection, tenant)
             documents, stored = (await session.execute(
                 select(func.count(), func.coalesce(func.sum(Document.size_bytes), 0)).where(*scope)
             )).one()
@@ -46,7 +53,6 @@ async def offboard(rt: Runtime, collection_name: str, tenant: str, *, caller: Ca
             if shared:
                 await session.execute(delete(Chunk).where(*chunk_scope))
                 await session.execute(delete(Document).where(*scope))
-                await rt.index.bump(session, collection, tenant)
             else:
                 await session.delete(collection)
         pinned = (
