@@ -6,10 +6,11 @@ from pydantic import BaseModel
 from sqlalchemy import delete, func, or_, select
 
 from bigrag_mcp.errors import InvalidArgument
+from bigrag_mcp.services.collections import revoke_keys
 from bigrag_mcp.services.fences import fence
 from bigrag_mcp.services.ledger import OPERATOR, Activity, Caller
 from bigrag_mcp.services.runtime import Runtime
-from bigrag_mcp.store.models import ApiKey, Chunk, Collection, Document, utcnow
+from bigrag_mcp.store.models import ApiKey, Chunk, Collection, Document
 
 
 class OffboardResult(BaseModel):
@@ -60,10 +61,7 @@ async def offboard(rt: Runtime, collection_name: str, tenant: str, *, caller: Ca
             if shared
             else ApiKey.collection == collection_name
         )
-        revoking = list(await session.scalars(select(ApiKey).where(pinned, ApiKey.revoked_at.is_(None))))
-        for key in revoking:
-            key.revoked_at = utcnow()
-        revoked = len(revoking)
+        revoked = await revoke_keys(session, pinned)
         nothing = collection is None or (shared and documents == 0 and vectors == 0)
         if not (nothing and revoked == 0):
             await rt.ledger.record(
