@@ -138,9 +138,9 @@ def http_server(settings: Settings) -> Iterator[Any]:
 
 
 @asynccontextmanager
-async def http_session(url: str, key: str) -> AsyncIterator[Client]:
+async def http_session(url: str, key: str, timeout: float = 5.0) -> AsyncIterator[Client]:
     async with (
-        httpx2.AsyncClient(headers={"Authorization": f"Bearer {key}"}) as http,
+        httpx2.AsyncClient(headers={"Authorization": f"Bearer {key}"}, timeout=timeout) as http,
         Client(streamable_http_client(f"{url}/mcp", http_client=http)) as client,
     ):
         yield client

@@ -36,8 +36,10 @@ def check_schema(schema: dict[str, Any] | None) -> None:
 def check_chunking(size: int, overlap: int, strategy: str) -> None:
     if not CHUNK_SIZE_RANGE[0] <= size <= CHUNK_SIZE_RANGE[1]:
         raise InvalidArgument(f"chunk_size must be between {CHUNK_SIZE_RANGE[0]} and {CHUNK_SIZE_RANGE[1]}")
-    if not 0 <= overlap < size:
-        raise InvalidArgument("chunk_overlap must be at least 0 and smaller than chunk_size")
+    if not 0 <= overlap <= size // 2:
+        raise InvalidArgument(
+            f"chunk_overlap must be between 0 and half of chunk_size ({size // 2} for chunk_size {size}), got {overlap}"
+        )
     if strategy not in ("paragraph", "recursive"):
         raise InvalidArgument("chunk_strategy must be 'paragraph' or 'recursive'")
 

@@ -28,6 +28,8 @@ from bigrag_mcp.types import VectorRecord
 
 MAX_DOCUMENT_BYTES = 20 * 1024 * 1024
 MAX_METADATA_BYTES = 64 * 1024
+# An HTTP request must fit a maximal document as base64 (4 bytes per 3) plus 1 MiB for metadata and the JSON-RPC envelope.
+MAX_REQUEST_BODY_BYTES = 4 * -(-MAX_DOCUMENT_BYTES // 3) + 1024 * 1024
 MAX_BATCH_DELETE = 100
 
 
@@ -137,7 +139,11 @@ async def upload(
     if existing is not None:
         return UploadResult(document=document_info(collection, existing), deduplicated=True, embedding_tokens=0)
     pieces = chunk_text(
-        body, size=collection.chunk_size, overlap=collection.chunk_overlap, strategy=collection.chunk_strategy  # type: ignore[arg-type]
+        body,
+        size=collection.chunk_size,
+        overlap=collection.chunk_overlap,
+        strategy=collection.chunk_strategy,  # type: ignore[arg-type]
+        max_chunks=rt.settings.max_chunks_per_document,
     )
     if not pieces:
         raise InvalidArgument("the document has no text to index")
