@@ -30,7 +30,7 @@ WORDS = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "
 
 
 def document(megabytes: float) -> str:
-    """Paragraphs of words, about `megabytes` MB of ASCII text."""
+    """Paragraphs of words: `megabytes` MiB of ASCII text."""
     lines, size, i = [], 0, 0
     while size < megabytes * 1024 * 1024:
         line = " ".join(WORDS[(i * 7 + j) % len(WORDS)] for j in range(12)) + f" line {i}.\n"
@@ -39,7 +39,7 @@ def document(megabytes: float) -> str:
         lines.append(line)
         size += len(line)
         i += 1
-    return "".join(lines)
+    return "".join(lines)[: int(megabytes * 1024 * 1024)]
 
 
 def summary(samples: list[float]) -> dict[str, float]:

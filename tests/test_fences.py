@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
 import pytest
-from conftest import call, mcp_session, refused, server_env
+from conftest import VEC, Gate, call, mcp_session, refused, server_env
 from sqlalchemy import func, select
 
-from bigrag_mcp.hookspecs import hookimpl
 from bigrag_mcp.services.collections import load
 from bigrag_mcp.services.fences import list_fences, readmit
 from bigrag_mcp.services.index import partition_of
@@ -20,49 +19,9 @@ from bigrag_mcp.services.keys import create_key
 from bigrag_mcp.services.runtime import Runtime
 from bigrag_mcp.settings import Settings
 from bigrag_mcp.store.models import AuditEntry, Chunk, Document
-from bigrag_mcp.types import EmbeddingProviderFactory, Embeddings, Purpose, SearchRequest
+from bigrag_mcp.types import SearchRequest
 
 pytestmark = pytest.mark.anyio
-VEC = [1.0, 0.0, 0.0, 1.0]
-
-
-class GatedEmbedder:
-    """Embeds like a constant model; while armed, each call announces itself and waits to be released."""
-
-    name = "gated"
-    model = "gated-1"
-    dimension = 4
-    max_batch = 16
-
-    def __init__(self, gate: Gate) -> None:
-        self.gate = gate
-
-    async def embed(self, texts: Sequence[str], *, purpose: Purpose) -> Embeddings:
-        self.gate.calls += 1
-        if self.gate.armed:
-            self.gate.entered.set()
-            await self.gate.release.wait()
-        return Embeddings([VEC for _ in texts])
-
-
-class Gate:
-    def __init__(self) -> None:
-        self.armed = False
-        self.calls = 0
-        self.entered = anyio.Event()
-        self.release = anyio.Event()
-
-    @hookimpl
-    def register_embedding_providers(self, register: Callable[[str, EmbeddingProviderFactory], None]) -> None:
-        register("gated", lambda *, model, dimension: GatedEmbedder(self))
-
-
-@pytest.fixture
-async def gated(settings: Settings) -> AsyncIterator[tuple[Runtime, Gate]]:
-    gate = Gate()
-    rt = await Runtime.open(settings, plugins=(gate,))
-    yield rt, gate
-    await rt.close()
 
 
 async def rows(rt: Runtime, tenant: str) -> int:
