@@ -12,6 +12,7 @@ import pytest
 from conftest import VEC, Gate, call, mcp_session, refused, server_env
 from sqlalchemy import func, select
 
+from bigrag_mcp.services import documents
 from bigrag_mcp.services.collections import load
 from bigrag_mcp.services.fences import list_fences, readmit
 from bigrag_mcp.services.index import partition_of
@@ -116,3 +117,41 @@ async def test_upload_in_flight_to_a_tenant_collection_does_not_survive_offboard
     assert (await refused(admin, "documents_upload", collection="tenant_acme", text="x")).startswith("permission_denied")
     assert (await readmit(rt, "tenant_acme", "acme")).readmitted == 1
     await call(admin, "documents_upload", collection="tenant_acme", text="a new customer's notes")
+
+
+async def test_the_fence_is_checked_again_inside_the_write_transaction(
+    gated: tuple[Runtime, Gate], gated_admin: tuple[Any, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Offboarding commits after the upload's write began (past the fence check at its start): it still fails."""
+    rt, _ = gated
+    admin, key = gated_admin
+    await call(admin, "collections_create", name="shared", tenant_field="tenant_id", embedding_provider="gated")
+    inside, release = anyio.Event(), anyio.Event()
+    real, calls = documents._same_content, []
+
+    async def held(*args: Any) -> Any:
+        """The upload's second look for the same content runs inside its write, after the fence check at its start."""
+        calls.append(args)
+        found = await real(*args)
+        if len(calls) == 2:
+            inside.set()
+            await release.wait()
+        return found
+
+    monkeypatch.setattr(documents, "_same_content", held)
+    outcome: dict[str, Any] = {}
+
+    async def uploading() -> None:
+        async with mcp_session(rt, key) as uploader:
+            outcome["result"] = await uploader.call_tool(
+                "documents_upload", {"collection": "shared", "text": "acme late notes", "metadata": {"tenant_id": "acme"}}
+            )
+
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(uploading)
+        await inside.wait()
+        async with mcp_session(rt, key) as other:
+            await call(other, "tenants_offboard", collection="shared", tenant="acme")
+        release.set()
+    assert outcome["result"].is_error and outcome["result"].content[0].text.startswith("permission_denied")
+    assert await rows(rt, "acme") == 0
