@@ -342,8 +342,9 @@ class WeaviateBackend:
         for refresh in (False, True):
             for cls in sorted(await self._class_names(refresh=refresh) - done):
                 done.add(cls)
-                for start in range(0, len(uuids), DELETE_CHUNK):
-                    chunk = uuids[start : start + DELETE_CHUNK]
+                size = min(DELETE_CHUNK, self.settings.query_maximum_results)  # the server deletes no more at once
+                for start in range(0, len(uuids), size):
+                    chunk = uuids[start : start + size]
 
                     async def op(h: CollectionAsync, chunk: list[str] = chunk) -> int:
                         return int((await h.data.delete_many(where=Filter.by_id().contains_any(chunk))).successful)

@@ -73,6 +73,16 @@ async def test_post_query_filter_fetches_at_most_query_maximum_results(sleeps: R
         await low.close()
 
 
+async def test_deletes_come_in_chunks_the_server_deletes_whole(sleeps: RecordedSleeps) -> None:
+    with FakeWeaviate() as fake:
+        fake.state.query_maximum_results = 4
+        backend = WeaviateBackend(fake.settings(query_maximum_results=4), sleep=sleeps)
+        await backend.upsert(ACME, [VectorRecord(f"r{i}", [1.0, 0.1 * i, 0.0]) for i in range(10)])
+        assert await backend.delete(ACME, [f"r{i}" for i in range(9)]) == 9
+        assert [h.id for h in await backend.search(ACME, semantic())] == ["r9"]
+        await backend.close()
+
+
 async def test_keyword_query_drops_english_stop_words(backend: WeaviateBackend) -> None:
     rows = [
         VectorRecord("stop", [1.0, 0.0, 0.0], "the the the of and is it"),

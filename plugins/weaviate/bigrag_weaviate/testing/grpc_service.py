@@ -206,13 +206,14 @@ class FakeWeaviateService(weaviate_pb2_grpc.WeaviateServicer):
             with self.state.lock:
                 cls = self.state.get_class(request.collection)
                 shard = self.state.shard(cls, request.tenant)
-                doomed = self._selected(cls, list(shard.objects.values()), request.filters)
+                found = self._selected(cls, list(shard.objects.values()), request.filters)
+                doomed = found[: self.state.query_maximum_results]  # adapters/repos/db/batch.go: at most the limit
                 if not request.dry_run:
                     for obj in doomed:
                         del shard.objects[obj.uuid]
         except FakeError as exc:
             context.abort(grpc.StatusCode.UNKNOWN, exc.message)
-        return batch_delete_pb2.BatchDeleteReply(matches=len(doomed), successful=len(doomed))
+        return batch_delete_pb2.BatchDeleteReply(matches=len(found), successful=len(doomed))
 
     def TenantsGet(self, request: tenants_pb2.TenantsGetRequest, context: grpc.ServicerContext) -> tenants_pb2.TenantsGetReply:
         self._guard("TenantsGet", context)
