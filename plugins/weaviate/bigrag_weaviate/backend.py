@@ -41,8 +41,6 @@ WRITE_CHUNK = 256
 DELETE_CHUNK = 1000
 HYBRID_ALPHA = 0.5
 MAX_ACTIVATION_STEP = 8.0
-ACTIVE = {TenantActivityStatus.ACTIVE, TenantActivityStatus.HOT}
-ONLOADING = TenantActivityStatus.ONLOADING
 
 
 @dataclass(frozen=True)
@@ -254,8 +252,8 @@ class WeaviateBackend:
         timeout = self.settings.activation_timeout_seconds
         waited, delay = 0.0, self.settings.activation_backoff_seconds
         while (found := (await tenants.get_by_names([tname])).get(tname)) is not None:
-            if found.activity_status in ACTIVE or found.activity_status != ONLOADING:
-                return  # serving, or in a state the next call reports itself
+            if found.activity_status != TenantActivityStatus.ONLOADING:
+                return  # ACTIVE, or a state the repeated call reports itself
             if waited >= timeout:
                 raise Unavailable(
                     f"{self._describe(where)} is still being activated (onloading from cold storage) after "
