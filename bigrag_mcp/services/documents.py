@@ -241,9 +241,8 @@ async def _store_chunks(
                 for i, (record_id, piece) in enumerate(zip(ids, part))
             ],
         )
-        await write.upsert(
-            [VectorRecord(record_id, vectors[start + i], piece.text, meta) for i, (record_id, piece) in enumerate(zip(ids, part))]
-        )
+        rows = vectors[start : start + len(part)].tolist()  # plain floats, as the backend contract says, one slice at a time
+        await write.upsert([VectorRecord(record_id, row, piece.text, meta) for record_id, row, piece in zip(ids, rows, part)])
         await anyio.lowlevel.checkpoint()
 
 
