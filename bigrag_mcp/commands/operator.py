@@ -8,11 +8,12 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from bigrag_mcp.cli import Outcome, confirm, when, with_runtime
+from bigrag_mcp.cli import Outcome, UsageError, confirm, when, with_runtime
 from bigrag_mcp.services import admin
 from bigrag_mcp.services.audit import list_audit, verify_chain
 from bigrag_mcp.services.background import relay_for
 from bigrag_mcp.services.collections import list_all, load
+from bigrag_mcp.services.fences import list_fences, readmit
 from bigrag_mcp.services.offboarding import offboard
 from bigrag_mcp.services.runtime import Runtime
 
@@ -67,7 +68,13 @@ async def webhooks_cmd(rt: Runtime, a: argparse.Namespace) -> Any:
 
 
 async def tenants_cmd(rt: Runtime, a: argparse.Namespace) -> Any:
-    confirm(f"Remove every trace of tenant {a.tenant!r} from {a.collection!r} and revoke its keys?", a)
+    if a.action == "fences":
+        return await list_fences(rt)
+    if a.collection is None or a.tenant is None:
+        raise UsageError(f"tenants {a.action} needs COLLECTION and TENANT")
+    if a.action == "readmit":
+        return await readmit(rt, a.collection, a.tenant)
+    confirm(f"Remove every trace of tenant {a.tenant!r} from {a.collection!r}, revoke its keys and fence its writes?", a)
     return await offboard(rt, a.collection, a.tenant)
 
 
@@ -123,10 +130,10 @@ def add(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.set_defaults(handler=with_runtime(webhooks_cmd))
 
-    p = sub.add_parser("tenants", help="offboard a tenant")
-    p.add_argument("action", choices=("offboard",), help="what to do")
-    p.add_argument("collection", help="the tenant's own collection, or the shared collection it is in")
-    p.add_argument("tenant", help="the tenant to remove")
+    p = sub.add_parser("tenants", help="offboard a tenant (and fence its writes), re-admit it, or list the fenced ones")
+    p.add_argument("action", choices=("offboard", "readmit", "fences"), help="what to do")
+    p.add_argument("collection", nargs="?", help="the tenant's own collection, or the shared collection it is in")
+    p.add_argument("tenant", nargs="?", help="the tenant")
     p.add_argument("--yes", action="store_true", help="offboard without asking")
     p.set_defaults(handler=with_runtime(tenants_cmd))
 
