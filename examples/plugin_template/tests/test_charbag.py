@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import pytest
-
 import bigrag_charbag
+import pytest
 from bigrag_charbag import CharBagEmbedder
+
 from bigrag_mcp.plugins import build_registry, plugin_manager
 from bigrag_mcp.testing.embedders import EmbeddingProviderConformance, registered_embedding_providers
 from bigrag_mcp.types import EmbeddingProvider
