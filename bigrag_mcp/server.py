@@ -13,17 +13,19 @@ from mcp.server.auth.settings import AuthSettings
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError
-from mcp.types import CallToolResult, DiscoverResult, InitializeResult, ListToolsResult
+from mcp.types import CallToolResult, DiscoverResult, InitializeResult, ListResourcesResult, ListToolsResult, Resource
+from sqlalchemy import select
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from bigrag_mcp import __version__, logs
 from bigrag_mcp.errors import BigRagError
 from bigrag_mcp.gate import Gate
-from bigrag_mcp.policy import Policy, Principal, visible_tools
+from bigrag_mcp.policy import CollectionFacts, Policy, Principal, evaluate, visible_tools
 from bigrag_mcp.services import collections
 from bigrag_mcp.services.keys import authenticate, refusal_reason
 from bigrag_mcp.services.runtime import Runtime
+from bigrag_mcp.store.models import Collection
 from bigrag_mcp.tools import admin, chat, documents, search, vectors
 from bigrag_mcp.tools import collections as collection_tools
 
@@ -126,13 +128,25 @@ def _health_routes(server: MCPServer, rt: Runtime) -> None:
         return JSONResponse({"status": "ready"})
 
 
+async def _visible_collections(gate: Gate, principal: Principal) -> list[Resource]:
+    """A resource for each collection the key may read with `collections_get`, as the policy decides."""
+    async with gate.rt.db.session() as session:
+        rows = (await session.execute(select(Collection.name, Collection.tenant_field).order_by(Collection.name))).all()
+    return [
+        Resource(name=name, uri=f"bigrag://collections/{name}", mime_type="application/json", description=f"Collection {name!r}")
+        for name, tenant_field in rows
+        if evaluate(gate.policy, principal, "collections_get", {"collection": name}, CollectionFacts(name, True, tenant_field)).allowed
+    ]
+
+
 def _key_view(gate: Gate) -> Any:
-    """Middleware: `tools/list` shows only the tools the session's key may call; the handshake's instructions
-    (`initialize`, or `server/discover` on the stateless protocol) speak to that key."""
+    """Middleware: `tools/list` shows only the tools the session's key may call, `resources/list` only the
+    collections it may read; the handshake's instructions (`initialize`, or `server/discover` on the stateless
+    protocol) speak to that key."""
 
     async def per_key(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
         result = await call_next(ctx)
-        if ctx.method not in ("tools/list", *HANDSHAKES) or result is None:
+        if ctx.method not in ("tools/list", "resources/list", *HANDSHAKES) or result is None:
             return result
         try:
             principal: Principal | None = await gate.principal()
@@ -142,6 +156,10 @@ def _key_view(gate: Gate) -> Any:
             kind = HANDSHAKES[ctx.method]
             started = result if isinstance(result, kind) else kind.model_validate(result)
             return started.model_copy(update={"instructions": instructions_for(principal)})
+        if ctx.method == "resources/list":
+            listed_resources = result if isinstance(result, ListResourcesResult) else ListResourcesResult.model_validate(result)
+            visible = await _visible_collections(gate, principal) if principal is not None else []
+            return listed_resources.model_copy(update={"resources": [*listed_resources.resources, *visible]})
         allowed = set(visible_tools(gate.policy, principal)) if principal is not None else set()
         listed = result if isinstance(result, ListToolsResult) else ListToolsResult.model_validate(result)
         return listed.model_copy(update={"tools": [t for t in listed.tools if t.name in allowed]})
