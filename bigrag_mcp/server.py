@@ -18,7 +18,6 @@ from bigrag_mcp.errors import BigRagError
 from bigrag_mcp.gate import Gate
 from bigrag_mcp.policy import Policy, Principal, visible_tools
 from bigrag_mcp.services import collections
-from bigrag_mcp.services.keys import authenticate
 from bigrag_mcp.services.runtime import Runtime
 from bigrag_mcp.tools import admin, chat, documents, search, vectors
 from bigrag_mcp.tools import collections as collection_tools
@@ -57,14 +56,15 @@ class KeyVerifier(TokenVerifier):
         self.rt = rt
 
     async def verify_token(self, token: str) -> AccessToken | None:
-        principal = await authenticate(self.rt.db, token)
+        async with self.rt.lookups.call() as revision:
+            principal = await self.rt.lookups.principal(token)
         if principal is None:
             return None
         return AccessToken(
             token=token,
             client_id=principal.key_id,
             scopes=sorted(principal.scopes),
-            claims={"collection": principal.collection, "tenant": principal.tenant},
+            claims={"collection": principal.collection, "tenant": principal.tenant, "revision": revision},
         )
 
 

@@ -69,8 +69,11 @@ async def find(session: AsyncSession, name: str) -> Collection:
 
 
 async def load(rt: Runtime, name: str) -> Collection:
-    async with rt.db.session() as session:
-        return await find(session, name)
+    """The collection named `name`, from the runtime's revision-checked cache (read-only: change it through `find`)."""
+    collection = await rt.lookups.collection(name)
+    if collection is None:
+        raise NotFound(f"collection {name!r} does not exist; collections_list shows the ones you can use")
+    return collection
 
 
 async def create(

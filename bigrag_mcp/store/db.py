@@ -13,6 +13,8 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
+from bigrag_mcp.store import revisions  # noqa: F401  (its session events bump the store revision on every write)
+
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
