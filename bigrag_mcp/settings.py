@@ -33,6 +33,12 @@ class Settings(BaseSettings):
         default=False, description="Allow webhook URLs on loopback, private and link-local addresses."
     )
     price_file: Path | None = Field(default=None, description="TOML price table overriding the built-in one.")
+    compute_threads: int = Field(
+        default=0, ge=0, description="Worker threads for CPU-bound work such as searches (0: one per core)."
+    )
+    blas_threads: int = Field(
+        default=1, ge=0, description="Threads each BLAS call may use (0: the library's default of one per core)."
+    )
     log_level: str = Field(default="WARNING", description="Logging level (logs go to stderr).")
     public_url: str | None = Field(default=None, description="Public base URL of the HTTP server (auth metadata).")
 

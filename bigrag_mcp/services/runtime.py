@@ -6,6 +6,7 @@ from typing import Any
 
 import pluggy
 
+from bigrag_mcp import compute
 from bigrag_mcp.errors import InvalidArgument
 from bigrag_mcp.plugins import Registry, build_registry, plugin_manager
 from bigrag_mcp.services.index import IndexGate
@@ -35,6 +36,7 @@ class Runtime:
     async def open(cls, settings: Settings | None = None, *, plugins: tuple[Any, ...] = ()) -> Runtime:
         """Load plugins, migrate the store to the newest schema, and connect the vector backend."""
         settings = settings or Settings()
+        compute.configure(settings.compute_threads, settings.blas_threads)
         pm = plugin_manager(settings.load_plugins, extra=plugins)
         db = Database(settings.resolved_database_url)
         await db.migrate()
