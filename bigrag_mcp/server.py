@@ -11,7 +11,7 @@ from mcp.server.auth.settings import AuthSettings
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError
-from mcp.types import DiscoverResult, InitializeResult, ListToolsResult
+from pydantic import BaseModel
 
 from bigrag_mcp import __version__
 from bigrag_mcp.errors import BigRagError
@@ -23,10 +23,8 @@ from bigrag_mcp.tools import admin, chat, documents, search, vectors
 from bigrag_mcp.tools import collections as collection_tools
 
 log = logging.getLogger(__name__)
-HANDSHAKES: dict[str, type[InitializeResult | DiscoverResult]] = {
-    "initialize": InitializeResult,
-    "server/discover": DiscoverResult,
-}
+HANDSHAKES = ("initialize", "server/discover")
+MAX_LISTINGS = 256  # distinct (protocol version, visible tools) listings kept serialized
 TOOL_FAMILIES = (collection_tools, documents, vectors, search, admin, chat)
 
 
@@ -68,25 +66,40 @@ class KeyVerifier(TokenVerifier):
         )
 
 
+def _wire(result: Any) -> dict[str, Any]:
+    """A handler result in its wire form (the SDK hands middleware the serialized dict; models are dumped)."""
+    if isinstance(result, BaseModel):
+        return result.model_dump(by_alias=True, mode="json", exclude_none=True)
+    return dict(result)
+
+
 def _key_view(gate: Gate) -> Any:
     """Middleware: `tools/list` shows only the tools the session's key may call; the handshake's instructions
-    (`initialize`, or `server/discover` on the stateless protocol) speak to that key."""
+    (`initialize`, or `server/discover` on the stateless protocol) speak to that key.
+
+    The tools are fixed once the server is built, so each (protocol version, visible tools) listing is serialized
+    once and then served from memory: a listing costs the key check, not a pass over every tool's JSON Schema.
+    """
+    listings: dict[tuple[str, frozenset[str]], dict[str, Any]] = {}
 
     async def per_key(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
-        result = await call_next(ctx)
-        if ctx.method not in ("tools/list", *HANDSHAKES) or result is None:
-            return result
+        if ctx.method not in ("tools/list", *HANDSHAKES):
+            return await call_next(ctx)
         try:
             principal: Principal | None = await gate.principal()
         except BigRagError:
             principal = None
-        if ctx.method in HANDSHAKES:
-            kind = HANDSHAKES[ctx.method]
-            started = result if isinstance(result, kind) else kind.model_validate(result)
-            return started.model_copy(update={"instructions": instructions_for(principal)})
-        allowed = set(visible_tools(gate.policy, principal)) if principal is not None else set()
-        listed = result if isinstance(result, ListToolsResult) else ListToolsResult.model_validate(result)
-        return listed.model_copy(update={"tools": [t for t in listed.tools if t.name in allowed]})
+        if ctx.method == "tools/list":
+            allowed = frozenset(visible_tools(gate.policy, principal)) if principal is not None else frozenset()
+            view = (ctx.protocol_version, allowed)
+            if view not in listings:
+                listed = _wire(await call_next(ctx))
+                if len(listings) >= MAX_LISTINGS:
+                    listings.clear()
+                listings[view] = {**listed, "tools": [t for t in listed["tools"] if t["name"] in allowed]}
+            return dict(listings[view])
+        result = await call_next(ctx)
+        return None if result is None else {**_wire(result), "instructions": instructions_for(principal)}
 
     return per_key
 

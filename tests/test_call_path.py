@@ -121,3 +121,13 @@ async def test_a_rolled_back_key_change_leaves_the_revision(rt: Runtime) -> None
             await session.execute(update(ApiKey).values(name="x"))
             raise RuntimeError("abort")
     assert await rt.lookups.read_revision() == before
+
+
+async def test_served_tool_listings_follow_the_key_on_every_call(rt: Runtime) -> None:
+    info, secret = await create_key(rt.db, name="reader", scopes=["query:read", "collection:read"])
+    async with mcp_session(rt, secret) as client:
+        first = {t.name for t in (await client.list_tools()).tools}
+        assert {"query", "collections_list"} <= first and "documents_upload" not in first
+        assert {t.name for t in (await client.list_tools()).tools} == first  # served from the serialized listing
+        await revoke_key(rt.db, info.id)
+        assert (await client.list_tools()).tools == []
