@@ -80,12 +80,13 @@ def when(text: str) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The command line's parser; for `serve` (the first word of `argv`) only serve's, so it loads only what it runs."""
     from bigrag_mcp import commands
 
     parser = argparse.ArgumentParser(prog="bigrag-mcp", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    commands.add_all(sub)
+    commands.add_all(sub, argv[0] if argv else None)
     return parser
 
 
@@ -93,8 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings()
     logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(argv).parse_args(argv)
     return int(args.handler(args) or 0)
 
 

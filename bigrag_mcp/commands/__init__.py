@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 
-from bigrag_mcp.commands import data, operator, quickstart, security, serve
+GROUPS = ("serve", "quickstart", "data", "security", "operator")
 
 
-def add_all(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    for group in (serve, quickstart, data, security, operator):
-        group.add(sub)
+def add_all(sub: argparse._SubParsersAction[argparse.ArgumentParser], command: str | None = None) -> None:
+    """Add every group's parsers, or only serve's when `command` is serve: a server imports no other command."""
+    for group in ("serve",) if command == "serve" else GROUPS:
+        importlib.import_module(f"bigrag_mcp.commands.{group}").add(sub)
