@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config
-from sqlalchemy import event
+from sqlalchemy import event, inspect, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from bigrag_mcp.store import revisions  # noqa: F401  (its session events bump the store revision on every write)
 
+if TYPE_CHECKING:
+    from alembic.config import Config
+
 MIGRATIONS = Path(__file__).parent / "migrations"
+_REVISION_LINE = re.compile(r"^(down_revision|revision)\b[^=]*=\s*['\"]?([\w-]+|None)['\"]?", re.MULTILINE)
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -28,6 +31,8 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
 
 
 def alembic_config(connection: Connection | None = None) -> Config:
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     if connection is not None:
@@ -35,7 +40,29 @@ def alembic_config(connection: Connection | None = None) -> Config:
     return cfg
 
 
+def head_revision() -> str | None:
+    """The newest migration, read from the version files (None unless there is exactly one head)."""
+    revisions_, parents = set(), set()
+    for path in (MIGRATIONS / "versions").glob("*.py"):
+        found = dict(_REVISION_LINE.findall(path.read_text(encoding="utf-8")))
+        if "revision" in found:
+            revisions_.add(found["revision"])
+            parents.add(found.get("down_revision"))
+    heads = revisions_ - parents
+    return heads.pop() if len(heads) == 1 else None
+
+
 def _upgrade(connection: Connection) -> None:
+    """Migrate to the head; a store already there is left alone without loading Alembic (a faster server start)."""
+    head = head_revision()
+    if (
+        head is not None
+        and inspect(connection).has_table("alembic_version")
+        and connection.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == [head]
+    ):
+        return
+    from alembic import command
+
     command.upgrade(alembic_config(connection), "head")
 
 
