@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from conftest import ALL, call, mcp_session, refused
 from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from bigrag_mcp.services import collections, documents, search
-from bigrag_mcp.services.keys import create_key, revoke_key
+from bigrag_mcp.policy import Principal
+from bigrag_mcp.services import collections, documents, lookups, search
+from bigrag_mcp.services.keys import KeyState, create_key, revoke_key
 from bigrag_mcp.services.runtime import Runtime
 from bigrag_mcp.settings import Settings
 from bigrag_mcp.store.models import ApiKey
@@ -131,3 +135,26 @@ async def test_served_tool_listings_follow_the_key_on_every_call(rt: Runtime) ->
         assert {t.name for t in (await client.list_tools()).tools} == first  # served from the serialized listing
         await revoke_key(rt.db, info.id)
         assert (await client.list_tools()).tools == []
+
+
+async def test_a_lookup_that_raced_a_revocation_does_not_cache_what_it_read(
+    rt: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    info, secret = await create_key(rt.db, name="k", scopes=ALL)
+    original = lookups.key_state
+    raced: list[Principal | None] = []
+
+    async def read_then_revoke(session: AsyncSession, presented: str) -> KeyState | None:
+        state = await original(session, presented)  # the row as it was before the revocation
+        if not raced:
+            raced.append(None)
+            await revoke_key(rt.db, info.id)
+            later = asyncio.get_running_loop().create_task(rt.lookups.principal(secret), context=contextvars.Context())
+            raced[0] = await later  # a call that starts after the revocation
+        return state
+
+    monkeypatch.setattr(lookups, "key_state", read_then_revoke)
+    async with rt.lookups.call():
+        assert await rt.lookups.principal(secret) is not None  # it started before the revocation
+    assert raced == [None]  # (set by the later call's answer)
+    assert await rt.lookups.principal(secret) is None  # the stale row was not cached

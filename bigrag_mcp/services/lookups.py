@@ -51,29 +51,36 @@ class Lookups:
         finally:
             _call_revision.reset(token)
 
-    async def _fresh(self) -> None:
-        """Drop the caches when the store (or a commit in this process) moved past what they hold."""
+    async def _fresh(self) -> tuple[int, int] | None:
+        """The tag this call may use the caches under, after dropping them if the store moved past them; None
+        when this call's revision is older than the caches' (a call that started before a change): it bypasses them."""
         revision = _call_revision.get()
         if revision is None:
             revision = await self.read_revision()
         tag = (revision, revisions.local_commits())
-        if tag != self._tag:
+        if self._tag is None or (tag != self._tag and tag[0] >= self._tag[0] and tag[1] >= self._tag[1]):
             self._keys.clear()
             self._collections.clear()
             self._tag = tag
+        return tag if tag == self._tag else None
+
+    def _keep(self, tag: tuple[int, int] | None) -> bool:
+        """Whether a row read under `tag` may be cached: only while the caches still hold that tag."""
+        return tag is not None and tag == self._tag
 
     async def principal(self, secret: str, *, now: datetime | None = None) -> Principal | None:
         """The principal of a presented secret, or None when it is unknown, revoked or expired."""
-        await self._fresh()
+        tag = await self._fresh()
         now = now or datetime.now(UTC)
         digest = hash_secret(secret) if isinstance(secret, str) else ""
-        state = self._keys.get(digest)
+        state = self._keys.get(digest) if tag else None
         if state is None:
             async with self.db.session() as session:
                 state = await key_state(session, secret)
             if state is None:  # unknown secrets are not cached: a guesser cannot fill memory
                 return None
-            _remember(self._keys, digest, state)
+            if self._keep(tag):
+                _remember(self._keys, digest, state)
         if not state.valid_at(now):
             return None
         if needs_touch(state, now):
@@ -83,12 +90,13 @@ class Lookups:
 
     async def collection(self, name: str) -> Collection | None:
         """The collection row named `name` (shared and read-only: change collections through a session), or None."""
-        await self._fresh()
-        if name in self._collections:
+        tag = await self._fresh()
+        if tag and name in self._collections:
             return self._collections[name]
         async with self.db.session() as session:
             found = await session.scalar(select(Collection).where(Collection.name == name))
-        _remember(self._collections, name, found)
+        if self._keep(tag):
+            _remember(self._collections, name, found)
         return found
 
 
