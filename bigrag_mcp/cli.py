@@ -124,7 +124,19 @@ def when(text: str) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def command_word(argv: list[str]) -> str | None:
+    """The command a command line runs (the first word that is not a global option or its value)."""
+    words = iter(argv)
+    for word in words:
+        if word == "--data-dir":
+            next(words, None)
+        elif not word.startswith("-"):
+            return word
+    return None
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The command line's parser; for `serve` (the first word of `argv`) only serve's, so it loads only what it runs."""
     from bigrag_mcp import commands
 
     parser = Parser(prog="bigrag-mcp", description=__doc__)
@@ -136,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="the data folder (overrides BIGRAG_DATA_DIR; default ./bigrag-data)",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    commands.add_all(cast("argparse._SubParsersAction[argparse.ArgumentParser]", sub))
+    commands.add_all(cast("argparse._SubParsersAction[argparse.ArgumentParser]", sub), command_word(argv or []))
     return parser
 
 
@@ -144,7 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings()
     logs.configure(settings.log_level, settings.log_format)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     try:
         return int(args.handler(args) or 0)

@@ -9,15 +9,12 @@ from typing import Any, TypeVar
 
 from mcp.server.auth.middleware.auth_context import get_access_token
 from mcp.types import CallToolResult, TextContent
-from sqlalchemy import select
 
 from bigrag_mcp.errors import BigRagError, PermissionDenied, Unavailable
 from bigrag_mcp.policy import CollectionFacts, Decision, Policy, Principal, evaluate, target_collection
 from bigrag_mcp.services.audit import audit_safely
-from bigrag_mcp.services.keys import authenticate
 from bigrag_mcp.services.ledger import Caller
 from bigrag_mcp.services.runtime import Runtime
-from bigrag_mcp.store.models import Collection
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -33,6 +30,12 @@ def principal_of_token(token: Any) -> Principal:
         collection=claims.get("collection"),
         tenant=claims.get("tenant"),
     )
+
+
+def token_revision() -> int | None:
+    """The store revision the HTTP key check of this request read (None on stdio and in-memory sessions)."""
+    token = get_access_token()
+    return (token.claims or {}).get("revision") if token is not None else None
 
 
 def tool_error(exc: BigRagError) -> Any:
@@ -54,7 +57,7 @@ class Gate:
             return principal_of_token(token)
         if self.session_key is None:
             raise PermissionDenied("this session has no API key; set BIGRAG_API_KEY or send Authorization: Bearer <key>")
-        principal = await authenticate(self.rt.db, self.session_key)
+        principal = await self.rt.lookups.principal(self.session_key)
         if principal is None:
             raise PermissionDenied("the API key of this session is unknown, revoked or expired")
         return principal
@@ -64,9 +67,8 @@ class Gate:
         name = target_collection(self.policy, principal, operation, args)
         if name is None:
             return None
-        async with self.rt.db.session() as session:
-            tenant_field = (await session.execute(select(Collection.tenant_field).where(Collection.name == name))).first()
-        return CollectionFacts(name=name, exists=tenant_field is not None, tenant_field=tenant_field[0] if tenant_field else None)
+        found = await self.rt.lookups.collection(name)
+        return CollectionFacts(name=name, exists=found is not None, tenant_field=found.tenant_field if found else None)
 
     async def authorize(self, operation: str, args: dict[str, Any], request_id: str) -> tuple[Caller, Decision]:
         """The caller and the allowing decision, or the denial as an error (counted and audited)."""
@@ -92,8 +94,9 @@ class Gate:
         request_id = uuid.uuid4().hex
 
         async def authorised() -> T:
-            caller, decision = await self.authorize(operation, args, request_id)
-            return await call(caller, dict(decision.args), decision)
+            async with self.rt.lookups.call(token_revision()):
+                caller, decision = await self.authorize(operation, args, request_id)
+                return await call(caller, dict(decision.args), decision)
 
         return await self.answer(operation, request_id, authorised())
 

@@ -13,7 +13,8 @@ from mcp.server.auth.settings import AuthSettings
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError
-from mcp.types import CallToolResult, DiscoverResult, InitializeResult, ListResourcesResult, ListToolsResult, Resource
+from mcp.types import CallToolResult, Resource
+from pydantic import BaseModel
 from sqlalchemy import select
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -23,17 +24,15 @@ from bigrag_mcp.errors import BigRagError
 from bigrag_mcp.gate import Gate
 from bigrag_mcp.policy import CollectionFacts, Policy, Principal, evaluate, visible_tools
 from bigrag_mcp.services import collections
-from bigrag_mcp.services.keys import authenticate, refusal_reason
+from bigrag_mcp.services.keys import refusal_reason
 from bigrag_mcp.services.runtime import Runtime
 from bigrag_mcp.store.models import Collection
 from bigrag_mcp.tools import admin, chat, documents, search, vectors
 from bigrag_mcp.tools import collections as collection_tools
 
 log = logging.getLogger(__name__)
-HANDSHAKES: dict[str, type[InitializeResult | DiscoverResult]] = {
-    "initialize": InitializeResult,
-    "server/discover": DiscoverResult,
-}
+HANDSHAKES = ("initialize", "server/discover")
+MAX_LISTINGS = 256  # distinct (protocol version, visible tools) listings kept serialized
 TOOL_FAMILIES = (collection_tools, documents, vectors, search, admin, chat)
 
 
@@ -63,7 +62,8 @@ class KeyVerifier(TokenVerifier):
         self.rt = rt
 
     async def verify_token(self, token: str) -> AccessToken | None:
-        principal = await authenticate(self.rt.db, token)
+        async with self.rt.lookups.call() as revision:
+            principal = await self.rt.lookups.principal(token)
         if principal is None:
             logs.auth_refused("http", await refusal_reason(self.rt.db, token))
             return None
@@ -71,7 +71,7 @@ class KeyVerifier(TokenVerifier):
             token=token,
             client_id=principal.key_id,
             scopes=sorted(principal.scopes),
-            claims={"collection": principal.collection, "tenant": principal.tenant},
+            claims={"collection": principal.collection, "tenant": principal.tenant, "revision": revision},
         )
 
 
@@ -139,30 +139,48 @@ async def _visible_collections(gate: Gate, principal: Principal) -> list[Resourc
     ]
 
 
+def _wire(result: Any) -> dict[str, Any]:
+    """A handler result in its wire form (the SDK hands middleware the serialized dict; models are dumped)."""
+    if isinstance(result, BaseModel):
+        return result.model_dump(by_alias=True, mode="json", exclude_none=True)
+    return dict(result)
+
+
 def _key_view(gate: Gate) -> Any:
     """Middleware: `tools/list` shows only the tools the session's key may call, `resources/list` only the
     collections it may read; the handshake's instructions (`initialize`, or `server/discover` on the stateless
-    protocol) speak to that key."""
+    protocol) speak to that key.
+
+    The tools are fixed once the server is built, so each (protocol version, visible tools) listing is serialized
+    once and then served from memory: a listing costs the key check, not a pass over every tool's JSON Schema.
+    """
+    listings: dict[tuple[str, frozenset[str]], dict[str, Any]] = {}
 
     async def per_key(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
-        result = await call_next(ctx)
-        if ctx.method not in ("tools/list", "resources/list", *HANDSHAKES) or result is None:
-            return result
+        if ctx.method not in ("tools/list", "resources/list", *HANDSHAKES):
+            return await call_next(ctx)
         try:
             principal: Principal | None = await gate.principal()
         except BigRagError:
             principal = None
-        if ctx.method in HANDSHAKES:
-            kind = HANDSHAKES[ctx.method]
-            started = result if isinstance(result, kind) else kind.model_validate(result)
-            return started.model_copy(update={"instructions": instructions_for(principal)})
+        if ctx.method == "tools/list":
+            allowed = frozenset(visible_tools(gate.policy, principal)) if principal is not None else frozenset()
+            view = (ctx.protocol_version, allowed)
+            if view not in listings:
+                listed = _wire(await call_next(ctx))
+                if len(listings) >= MAX_LISTINGS:
+                    listings.clear()
+                listings[view] = {**listed, "tools": [t for t in listed["tools"] if t["name"] in allowed]}
+            return dict(listings[view])
+        result = await call_next(ctx)
+        if result is None:
+            return None
         if ctx.method == "resources/list":
-            listed_resources = result if isinstance(result, ListResourcesResult) else ListResourcesResult.model_validate(result)
+            listed = _wire(result)
             visible = await _visible_collections(gate, principal) if principal is not None else []
-            return listed_resources.model_copy(update={"resources": [*listed_resources.resources, *visible]})
-        allowed = set(visible_tools(gate.policy, principal)) if principal is not None else set()
-        listed = result if isinstance(result, ListToolsResult) else ListToolsResult.model_validate(result)
-        return listed.model_copy(update={"tools": [t for t in listed.tools if t.name in allowed]})
+            dumped = [r.model_dump(by_alias=True, mode="json", exclude_none=True) for r in visible]
+            return {**listed, "resources": [*listed.get("resources", []), *dumped]}
+        return {**_wire(result), "instructions": instructions_for(principal)}
 
     return per_key
 

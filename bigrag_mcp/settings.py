@@ -41,6 +41,12 @@ class Settings(BaseSettings):
         default=2, ge=1, description="Writes in flight at a time per API key and per tenant; one more is refused (limit_exceeded)."
     )
     price_file: Path | None = Field(default=None, description="TOML price table overriding the built-in one.")
+    compute_threads: int = Field(
+        default=0, ge=0, description="Worker threads for CPU-bound work such as searches (0: one per core)."
+    )
+    blas_threads: int = Field(
+        default=1, ge=0, description="Threads each BLAS call may use (0: the library's default of one per core)."
+    )
     log_level: str = Field(default="WARNING", description="Logging level (logs go to stderr); INFO adds the access log.")
     log_format: Literal["text", "json"] = Field(default="text", description="Log lines as text or as JSON objects.")
     auth_issuer_url: str | None = Field(

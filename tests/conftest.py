@@ -17,6 +17,7 @@ import httpx2
 import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
+from sqlalchemy import event
 
 from bigrag_mcp.hookspecs import hookimpl
 from bigrag_mcp.policy import load_policy
@@ -98,6 +99,19 @@ async def gated(settings: Settings) -> AsyncIterator[tuple[Runtime, Gate]]:
     runtime = await Runtime.open(settings, plugins=(gate,))
     yield runtime, gate
     await runtime.close()
+
+
+@pytest.fixture
+def statements(rt: Runtime) -> Iterator[list[str]]:
+    """Every SQL statement the runtime's store executes while the test runs (clear it to start counting)."""
+    seen: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        seen.append(statement)
+
+    event.listen(rt.db.engine.sync_engine, "before_cursor_execute", record)
+    yield seen
+    event.remove(rt.db.engine.sync_engine, "before_cursor_execute", record)
 
 
 @pytest.fixture

@@ -137,3 +137,12 @@ def test_policy_check_names_the_bad_line(settings: Settings, tmp_path: Path) -> 
     done = run(settings, "policy", "check", str(bad))
     assert done.returncode == 1 and "line 5" in done.stderr and "chat:shout" in done.stderr
     assert run(settings, "policy", "check", str(REPO / "policies" / "saas-example.toml")).returncode == 0
+
+
+def test_serve_loads_no_other_command() -> None:
+    probe = (
+        "import sys; from bigrag_mcp.cli import build_parser; build_parser(['serve']).parse_args(['serve']); "
+        "print(sorted(m for m in sys.modules if m.startswith('bigrag_mcp.commands.')))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "['bigrag_mcp.commands.serve']"

@@ -6,11 +6,13 @@ from typing import Any
 
 import pluggy
 
+from bigrag_mcp import compute
 from bigrag_mcp.default_plugins.local_embedder import local_model_available
 from bigrag_mcp.errors import InvalidArgument
 from bigrag_mcp.plugins import Registry, build_registry, plugin_manager
 from bigrag_mcp.services.index import IndexGate
 from bigrag_mcp.services.ledger import Ledger
+from bigrag_mcp.services.lookups import Lookups
 from bigrag_mcp.services.slots import WriteSlots
 from bigrag_mcp.settings import Settings
 from bigrag_mcp.store.db import Database
@@ -25,6 +27,7 @@ class Runtime:
         self.registry = registry
         self.backend = registry.vector_backend(settings.vector_backend)()
         self.index = IndexGate(db, self.backend)
+        self.lookups = Lookups(db)
         self.ledger = Ledger(list(settings.billing_exporters))
         self.writes = WriteSlots(settings.write_concurrency)
         self._embedders: dict[tuple[str, str | None, int | None], EmbeddingProvider] = {}
@@ -36,6 +39,7 @@ class Runtime:
     async def open(cls, settings: Settings | None = None, *, plugins: tuple[Any, ...] = ()) -> Runtime:
         """Load plugins, migrate the store to the newest schema, and connect the vector backend."""
         settings = settings or Settings()
+        compute.configure(settings.compute_threads, settings.blas_threads)
         pm = plugin_manager(settings.load_plugins, extra=plugins)
         db = Database(settings.resolved_database_url)
         await db.migrate()
