@@ -15,6 +15,7 @@ from typing import Any
 import anyio
 
 from bigrag_mcp.errors import BigRagError
+from bigrag_mcp.policy import PolicyError
 from bigrag_mcp.services.runtime import Runtime
 from bigrag_mcp.settings import Settings
 
@@ -51,7 +52,7 @@ def with_runtime(work: Callable[[Runtime, argparse.Namespace], Awaitable[Any]]) 
 
         try:
             result = anyio.run(main)
-        except BigRagError as exc:
+        except (BigRagError, PolicyError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
         if isinstance(result, Outcome):

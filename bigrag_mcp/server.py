@@ -31,8 +31,8 @@ HANDSHAKES: dict[str, type[InitializeResult | DiscoverResult]] = {
 TOOL_FAMILIES = (collection_tools, documents, vectors, search, admin, chat)
 
 
-def instructions_for(principal: Principal | None) -> str:
-    """What the server tells an agent about the key it works with."""
+def instructions_for(principal: Principal | None, limits: str | None = None) -> str:
+    """What the server tells an agent about the key it works with (`limits`: one sentence on the key's limits)."""
     text = (
         "bigrag-mcp: retrieval over document collections. Upload documents, then query them; results cite "
         "document ids and chunk offsets. Errors start with a stable code (invalid_argument, not_found, "
@@ -47,6 +47,8 @@ def instructions_for(principal: Principal | None) -> str:
             f" It is pinned to tenant {principal.tenant!r}: tenant filters and tenant metadata are filled in for you; "
             "naming another tenant is refused."
         )
+    if limits:
+        text += " " + limits
     return text
 
 
@@ -64,7 +66,7 @@ class KeyVerifier(TokenVerifier):
             token=token,
             client_id=principal.key_id,
             scopes=sorted(principal.scopes),
-            claims={"collection": principal.collection, "tenant": principal.tenant},
+            claims={"collection": principal.collection, "tenant": principal.tenant, "role": principal.role},
         )
 
 
@@ -83,7 +85,8 @@ def _key_view(gate: Gate) -> Any:
         if ctx.method in HANDSHAKES:
             kind = HANDSHAKES[ctx.method]
             started = result if isinstance(result, kind) else kind.model_validate(result)
-            return started.model_copy(update={"instructions": instructions_for(principal)})
+            limits = gate.rt.limits.describe(principal) if principal is not None else None
+            return started.model_copy(update={"instructions": instructions_for(principal, limits)})
         allowed = set(visible_tools(gate.policy, principal)) if principal is not None else set()
         listed = result if isinstance(result, ListToolsResult) else ListToolsResult.model_validate(result)
         return listed.model_copy(update={"tools": [t for t in listed.tools if t.name in allowed]})
@@ -108,7 +111,9 @@ def build_server(
         }
     gate = Gate(rt, policy, session_key)
     server: MCPServer = MCPServer(
-        "bigrag-mcp", instructions=instructions_for(principal), version=__version__, middleware=[_key_view(gate)], **auth
+        "bigrag-mcp",
+        instructions=instructions_for(principal, rt.limits.describe(principal) if principal else None),
+        version=__version__, middleware=[_key_view(gate)], **auth
     )
     for family in TOOL_FAMILIES:
         family.register(server, gate)

@@ -140,6 +140,7 @@ async def upload(
     if not pieces:
         raise InvalidArgument("the document has no text to index")
     provider = rt.embedder(collection.embedding_provider, collection.embedding_model, collection.dimension)
+    await rt.limits.reserve_upload(caller.hold, pieces=[p.text for p in pieces], size_bytes=len(data), collection=collection)
     vectors, tokens = await embed_all(provider, [p.text for p in pieces], purpose="document", progress=progress)
     doc = Document(
         id=uuid.uuid4().hex,

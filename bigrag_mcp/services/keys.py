@@ -35,6 +35,7 @@ class ApiKeyInfo(BaseModel):
     scopes: list[str]
     collection: str | None
     tenant: str | None
+    role: str | None = None
     expires_at: datetime | None
     created_by: str | None
     created_at: datetime
@@ -43,7 +44,7 @@ class ApiKeyInfo(BaseModel):
 
     def principal(self) -> Principal:
         """The principal this key acts as (for `policy explain`)."""
-        return Principal(self.id, frozenset(self.scopes), self.collection, self.tenant)
+        return Principal(self.id, frozenset(self.scopes), self.collection, self.tenant, self.role)
 
 
 def _aware(moment: datetime) -> datetime:
@@ -62,6 +63,7 @@ def _info(row: ApiKey) -> ApiKeyInfo:
         scopes=list(row.scopes),
         collection=row.collection,
         tenant=row.tenant,
+        role=row.role,
         expires_at=_utc(row.expires_at),
         created_by=row.created_by,
         created_at=_aware(row.created_at),
@@ -106,12 +108,13 @@ async def create_key(
     expires_at: datetime | None = None,
     creator: Principal | None = None,
     audit: Audit | None = None,
+    role: str | None = None,
 ) -> tuple[ApiKeyInfo, str]:
     """Mint a key; return its description and the secret, which is shown this once and never stored.
 
     `creator` is the key asking (None for the operator on the command line): it cannot grant more than it
     holds, and a pinned creator's key inherits its pins (PermissionDenied otherwise). `audit` writes the
-    audit row in the same transaction.
+    audit row in the same transaction. `role` records the policy role the scopes came from (limits may name it).
     """
     scopes = _validated(name, scopes, tenant, expires_at)
     if creator is not None:
@@ -126,6 +129,7 @@ async def create_key(
         scopes=scopes,
         collection=collection,
         tenant=tenant,
+        role=role,
         expires_at=expires_at,
         created_by=creator.key_id if creator else None,
         created_at=datetime.now(UTC),
@@ -192,4 +196,4 @@ async def authenticate(db: Database, secret: str, *, now: datetime | None = None
         last_used = _utc(row.last_used_at)
         if last_used is None or now - last_used >= LAST_USED_RESOLUTION:
             row.last_used_at = now  # at most one write a minute a key, however many calls it makes
-        return Principal(row.id, frozenset(row.scopes), row.collection, row.tenant)
+        return Principal(row.id, frozenset(row.scopes), row.collection, row.tenant, row.role)

@@ -7,23 +7,30 @@ from typing import Any
 import pluggy
 
 from bigrag_mcp.errors import InvalidArgument
+from bigrag_mcp.limits.engine import Limits
 from bigrag_mcp.plugins import Registry, build_registry, plugin_manager
+from bigrag_mcp.policy import Policy, load_policy
 from bigrag_mcp.services.index import IndexGate
 from bigrag_mcp.services.ledger import Ledger
+from bigrag_mcp.services.prices import load_prices
 from bigrag_mcp.settings import Settings
 from bigrag_mcp.store.db import Database
 from bigrag_mcp.types import ChatProvider, EmbeddingProvider, Reranker
 
 
 class Runtime:
-    def __init__(self, settings: Settings, db: Database, pm: pluggy.PluginManager, registry: Registry) -> None:
+    def __init__(
+        self, settings: Settings, db: Database, pm: pluggy.PluginManager, registry: Registry, policy: Policy | None = None
+    ) -> None:
         self.settings = settings
+        self.policy = policy or load_policy(settings.policy_file)
         self.db = db
         self.pm = pm
         self.registry = registry
         self.backend = registry.vector_backend(settings.vector_backend)()
         self.index = IndexGate(db, self.backend)
-        self.ledger = Ledger(list(settings.billing_exporters))
+        self.limits = Limits(db, self.policy.limits, lambda: load_prices(settings.price_file))
+        self.ledger = Ledger(list(settings.billing_exporters), self.limits)
         self._embedders: dict[tuple[str, str | None, int | None], EmbeddingProvider] = {}
         self._chat_providers: dict[tuple[str, str | None], ChatProvider] = {}
         self._rerankers: dict[str, Reranker] = {}
@@ -31,12 +38,13 @@ class Runtime:
 
     @classmethod
     async def open(cls, settings: Settings | None = None, *, plugins: tuple[Any, ...] = ()) -> Runtime:
-        """Load plugins, migrate the store to the newest schema, and connect the vector backend."""
+        """Load the policy and plugins, migrate the store to the newest schema, and connect the vector backend."""
         settings = settings or Settings()
+        policy = load_policy(settings.policy_file)
         pm = plugin_manager(settings.load_plugins, extra=plugins)
         db = Database(settings.resolved_database_url)
         await db.migrate()
-        return cls(settings, db, pm, build_registry(pm))
+        return cls(settings, db, pm, build_registry(pm), policy)
 
     def embedder(self, provider: str, model: str | None, dimension: int | None) -> EmbeddingProvider:
         key = (provider, model, dimension)
