@@ -9,6 +9,7 @@ import sys
 import tomllib
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from importlib.resources import files
 from pathlib import Path
@@ -22,13 +23,14 @@ from sqlalchemy import func, select
 
 from bigrag_mcp.errors import LimitExceeded, Unavailable
 from bigrag_mcp.hookspecs import hookimpl
-from bigrag_mcp.limits.engine import Scope, counted_against, up_front
+from bigrag_mcp.limits.counters import bump_statement
+from bigrag_mcp.limits.engine import Counter, Scope, counted_against, counter_key, up_front
 from bigrag_mcp.limits.window import window_of
 from bigrag_mcp.policy import PolicyError, Principal, evaluate, load_policy, parse_policy, target_collection
 from bigrag_mcp.policy.engine import CollectionFacts
 from bigrag_mcp.services import collections, documents
 from bigrag_mcp.services.keys import create_key
-from bigrag_mcp.services.ledger import Caller
+from bigrag_mcp.services.ledger import Activity, Caller
 from bigrag_mcp.services.offboarding import offboard
 from bigrag_mcp.services.runtime import Runtime
 from bigrag_mcp.services.webhooks import WebhookSender, create_webhook, verify_signature
@@ -365,20 +367,59 @@ async def test_hard_caps_are_exact_under_concurrency_in_one_process(settings: Se
         assert [s.used for s in await rt.limits.status(None)] == [7]
 
 
+async def test_the_fast_path_never_waits_for_a_lock(settings: Settings, tmp_path: Path, clock: FakeClock) -> None:
+    """While another connection holds the write lock the fast path does nothing and says so; admission then
+    waits for the lock on the async path instead, off the event loop."""
+    async with limited(settings, tmp_path, limit("cap", "queries", 5), clock) as rt:
+        assert rt.limits.fast is not None
+        caller = Caller(Principal("key_a", frozenset({"query:read"})), "r")
+        args = {"query": "x", "search_mode": "keyword"}
+        await rt.limits.admit(caller, "query", args, None, None)
+        rule = rt.limits.rules[0]
+        subject = (None, None, None, None)
+        bump = Counter(rule, subject, counter_key(rule, subject)).bump(window_of("day", clock()), 1)
+        statement, rows = bump_statement("sqlite", enforce=True), [bump.row()]
+        blocker = sqlite3.connect(settings.data_dir / "bigrag.db", isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")
+        try:
+            assert rt.limits.fast.bump(statement, rows, {bump.counter_key}) is None
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+        assert rt.limits.fast.bump(statement, rows, {bump.counter_key}) == {bump.counter_key: 2}
+        assert [s.used for s in await rt.limits.status(None)] == [2]
+
+
+async def test_a_settlement_that_rolls_back_leaves_the_reservation_to_release(settings: Settings, tmp_path: Path, clock: FakeClock) -> None:
+    async with limited(settings, tmp_path, limit("cap", "queries", 5, applies_to='{ collection = "*" }'), clock) as rt:
+        caller = Caller(Principal("key_a", frozenset({"query:read"})), "r")
+        hold = await rt.limits.admit(caller, "query", {"query": "x", "search_mode": "keyword"}, "c", None)
+        assert hold is not None and hold.held
+        with pytest.raises(RuntimeError):
+            async with rt.db.session() as session:
+                await rt.limits.settle(session, replace(caller, hold=hold), Activity("query", "c"))
+                assert not hold.held  # taken by the settlement...
+                raise RuntimeError("the work's transaction fails after its usage was recorded")
+        assert hold.held  # ...and handed back when it rolled back
+        await rt.limits.release(hold)
+        assert [s.used for s in await rt.limits.status(None)] == [0]
+
+
 WORKER = """
 import asyncio, sys
 from bigrag_mcp.errors import LimitExceeded
 from bigrag_mcp.limits.engine import Limits
+from bigrag_mcp.limits.fastpath import SqliteFastPath
 from bigrag_mcp.limits.model import Limit
 from bigrag_mcp.policy import Principal
-from bigrag_mcp.services.ledger import Caller
+from bigrag_mcp.services.ledger import Activity, Caller
 from bigrag_mcp.services.prices import PriceTable
 from bigrag_mcp.store.db import Database
 
 async def main():
     db = Database(sys.argv[1])
     rule = Limit(name="cap", metric="queries", max=40, per="day")
-    limits = Limits(db, [rule], lambda: PriceTable({}))
+    limits = Limits(db, [rule], lambda: PriceTable({}), fast=SqliteFastPath.for_url(db.url))
     caller = Caller(Principal(sys.argv[2], frozenset()), "r")
     print("ready", flush=True)
     sys.stdin.readline()  # the parent starts both processes' calls together
@@ -389,6 +430,7 @@ async def main():
         except LimitExceeded:
             return 0
     print(sum(await asyncio.gather(*(one() for _ in range(30)))), flush=True)
+    limits.close()
     await db.close()
 
 asyncio.run(main())

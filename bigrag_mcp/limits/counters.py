@@ -10,11 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import cast
+from functools import cache
+from typing import Any, cast
 
 from sqlalchemy import Table, and_, case, delete, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.sql.dml import ReturningInsert
 
 from bigrag_mcp.store.models import LimitCounter, LimitWarning
 
@@ -46,13 +48,16 @@ class Bump:
         }
 
 
-def _dialect(session: AsyncSession) -> str:
-    bind = session.bind
+Executor = AsyncSession | AsyncConnection  # a session, or a bare connection on the per-call path
+
+
+def _dialect(executor: Executor) -> str:
+    bind = executor if isinstance(executor, AsyncConnection) else executor.bind
     assert bind is not None
     return bind.dialect.name
 
 
-async def bump(session: AsyncSession, bumps: Sequence[Bump], *, enforce: bool) -> dict[str, int]:
+async def bump(session: Executor, bumps: Sequence[Bump], *, enforce: bool) -> dict[str, int]:
     """Add every bump in one statement; with `enforce`, a hard counter only while it stays within its max.
 
     Returns the new `used` of each counter that changed (a refused hard counter is missing). The caller checks
@@ -60,8 +65,23 @@ async def bump(session: AsyncSession, bumps: Sequence[Bump], *, enforce: bool) -
     """
     if not bumps:
         return {}
-    insert = postgresql.insert if _dialect(session) == "postgresql" else sqlite.insert
-    stmt = insert(COUNTERS).values([b.row() for b in sorted(bumps, key=lambda b: b.counter_key)])
+    result = await session.execute(bump_statement(_dialect(session), enforce=enforce), rows(bumps))
+    return {key: int(used) for key, used in result.all()}
+
+
+def rows(bumps: Sequence[Bump]) -> list[dict[str, object]]:
+    """The parameters of `bump_statement`, in a stable order (so concurrent calls lock rows alike)."""
+    return [b.row() for b in sorted(bumps, key=lambda b: b.counter_key)]
+
+
+@cache
+def bump_statement(dialect: str, *, enforce: bool) -> ReturningInsert[Any]:
+    """INSERT ... ON CONFLICT DO UPDATE [WHERE it fits] RETURNING counter_key, used, for the rows of `rows()`.
+
+    One statement object per dialect, so it is compiled once; several rows go out as one multi-row statement.
+    """
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    stmt = insert(COUNTERS)
     new = stmt.excluded
     same_window = COUNTERS.c.window_start == new.window_start
     upsert = stmt.on_conflict_do_update(
@@ -75,11 +95,11 @@ async def bump(session: AsyncSession, bumps: Sequence[Bump], *, enforce: bool) -
         where=or_(~new.hard, case((same_window, COUNTERS.c.used), else_=0) + new.used <= new.max_value)
         if enforce
         else None,
-    ).returning(COUNTERS.c.counter_key, COUNTERS.c.used)
-    return {key: int(used) for key, used in (await session.execute(upsert)).all()}
+    )
+    return upsert.returning(COUNTERS.c.counter_key, COUNTERS.c.used)
 
 
-async def reduce(session: AsyncSession, counter_key: str, window_start: str, amount: int) -> None:
+async def reduce(session: Executor, counter_key: str, window_start: str, amount: int) -> None:
     """Take `amount` (> 0) off a counter if it is still in `window_start`, never below zero."""
     await session.execute(
         update(COUNTERS)
@@ -88,7 +108,7 @@ async def reduce(session: AsyncSession, counter_key: str, window_start: str, amo
     )
 
 
-async def current(session: AsyncSession, counter_keys: Iterable[str]) -> dict[str, tuple[str, int]]:
+async def current(session: Executor, counter_keys: Iterable[str]) -> dict[str, tuple[str, int]]:
     """(window_start, used) of the given counters that exist."""
     rows = await session.execute(
         select(COUNTERS.c.counter_key, COUNTERS.c.window_start, COUNTERS.c.used).where(

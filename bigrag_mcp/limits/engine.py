@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bigrag_mcp.errors import LimitExceeded
 from bigrag_mcp.limits import counters
 from bigrag_mcp.limits.counters import Bump
+from bigrag_mcp.limits.fastpath import SqliteFastPath
 from bigrag_mcp.limits.model import DIMENSIONS, EACH, MICRO_USD, STANDING, Limit, show
 from bigrag_mcp.limits.window import Window, window_of
 from bigrag_mcp.services.audit import append_audit
@@ -144,7 +145,12 @@ class Hold:
         if held is None or held.window != window:
             return 0
         del self.held[key]
-        event.listen(session.sync_session, "after_rollback", lambda _s: self.held.setdefault(key, held), once=True)
+        sync = session.sync_session
+        taken = sync.info.get(("limits", id(self)))  # what this session took from this hold, one listener for it
+        if taken is None:
+            taken = sync.info[("limits", id(self))] = {}
+            event.listen(sync, "after_rollback", lambda _s: self.held.update(taken), once=True)
+        taken[key] = held
         return held.amount
 
 
@@ -181,18 +187,22 @@ def refusal(limit: Limit, used: int, window: Window, now: datetime, requested: i
 
 
 class Limits:
-    """The limits of one policy over one store."""
+    """The limits of one policy over one store (`fast`: the SQLite fast path for admissions, which `close` closes)."""
 
-    def __init__(self, db: Database, rules: Sequence[Limit], prices: Callable[[], PriceTable], clock: Clock = utc_now) -> None:
+    def __init__(
+        self, db: Database, rules: Sequence[Limit], prices: Callable[[], PriceTable], clock: Clock = utc_now,
+        fast: SqliteFastPath | None = None,
+    ) -> None:
         self.db = db
         self.rules = tuple(rules)
         self.clock = clock
         self._load_prices = prices
         self._prices: PriceTable | None = None
+        self.fast = fast
 
     def with_rules(self, rules: Sequence[Limit]) -> Limits:
         """The same store, prices and clock under other rules (e.g. a policy file being explained)."""
-        return Limits(self.db, rules, self._load_prices, self.clock)
+        return Limits(self.db, rules, self._load_prices, self.clock, self.fast)
 
     def counters(self, scope: Scope, metrics: Mapping[str, int] | None = None) -> list[Counter]:
         """The counters a call in `scope` counts against (only those of `metrics` when given); no I/O."""
@@ -228,17 +238,18 @@ class Limits:
         windows = {c.key: window_of(c.limit.per, now) for c, _ in wanted}
         # A call bigger than a whole cap never fits (and a fresh counter's insert has no old row to compare).
         too_big = next((c for c, n in wanted if c.limit.mode == "hard" and n > c.limit.cap), None)
-        async with self.db.session() as session:
-            after = {} if too_big else await counters.bump(
-                session, [c.bump(windows[c.key], n) for c, n in wanted], enforce=True
-            )
-            refused = too_big or next((c for c, _ in wanted if c.key not in after), None)
-            if refused is not None:
-                used = (await counters.current(session, [refused.key])).get(refused.key)
-                window = windows[refused.key]
-                in_window = used[1] if used and used[0] == window.key else 0
-                raise refusal(refused.limit, in_window, window, now, amounts[refused.limit.metric])
-            await self._warn(session, [(c, n, after[c.key], windows[c.key]) for c, n in wanted], hold)
+        after = {} if too_big else await self._admitting([c.bump(windows[c.key], n) for c, n in wanted])
+        refused = too_big or next((c for c, _ in wanted if c.key not in after), None)
+        if refused is not None:
+            async with self.db.engine.connect() as conn:
+                used = (await counters.current(conn, [refused.key])).get(refused.key)
+            window = windows[refused.key]
+            in_window = used[1] if used and used[0] == window.key else 0
+            raise refusal(refused.limit, in_window, window, now, amounts[refused.limit.metric])
+        crossed = [(c, n, after[c.key], windows[c.key]) for c, n in wanted if _crosses(c.limit, n, after[c.key])]
+        if crossed:  # rare: the announcement is its own transaction, and limit_warnings keeps it to one
+            async with self.db.session() as session:
+                await self._warn(session, crossed, hold)
         for c, amount in wanted:
             if c.limit.metric not in FINAL:
                 entry = hold.held.setdefault(c.key, _Held(windows[c.key].key, 0))
@@ -253,6 +264,26 @@ class Limits:
         await self.reserve(
             hold, {"chunks": len(pieces), "storage_bytes": size_bytes, "embedding_tokens": tokens, "cost_usd": cost}
         )
+
+    async def _admitting(self, bumps: Sequence[Bump]) -> dict[str, int]:
+        """Run the admission statement, committed only when every counter took its amount; the new values.
+
+        On a SQLite file it runs on this thread unless the store is busy, else in a connection of the pool.
+        """
+        wanted = {b.counter_key for b in bumps}
+        if self.fast is not None:
+            after = self.fast.bump(counters.bump_statement("sqlite", enforce=True), counters.rows(bumps), wanted)
+            if after is not None:
+                return after
+        async with self.db.engine.connect() as conn:
+            after = await counters.bump(conn, bumps, enforce=True)
+            await (conn.commit() if wanted <= after.keys() else conn.rollback())
+        return after
+
+    def close(self) -> None:
+        """Let go of the fast path's connection."""
+        if self.fast is not None:
+            self.fast.close()
 
     def figures(self, activity: Activity) -> dict[str, int]:
         """An activity's amounts by metric, as the usage ledger measures them."""
@@ -297,9 +328,9 @@ class Limits:
         if hold is None or not hold.held:
             return
         held, hold.held = hold.held, {}
-        async with self.db.session() as session:
+        async with self.db.engine.begin() as conn:
             for key, entry in held.items():
-                await counters.reduce(session, key, entry.window, entry.amount)
+                await counters.reduce(conn, key, entry.window, entry.amount)
 
     async def forget(self, session: AsyncSession, collection: str, tenant: str | None) -> int:
         """Drop the counters of an offboarded tenant (or of a dropped collection) in the offboarding transaction."""
@@ -311,10 +342,8 @@ class Limits:
     ) -> None:
         """Send quota.warning (a signed webhook through the outbox) and an audit row, once per threshold and window."""
         for c, amount, after, window in bumped:
-            cap = c.limit.cap
             for fraction in c.limit.thresholds:
-                mark = fraction * cap
-                if not after - amount < mark <= after:
+                if not after - amount < fraction * c.limit.cap <= after:
                     continue
                 if not await counters.first_warning(session, c.key, window.key, f"{fraction:g}"):
                     continue
@@ -404,6 +433,11 @@ class Limits:
             f"Limits apply to this key: {'; '.join(names)}; a call over a hard limit fails with limit_exceeded and "
             "retry_after_s, and usage_get shows what is left."
         )
+
+
+def _crosses(limit: Limit, amount: int, after: int) -> bool:
+    """Whether adding `amount` to reach `after` crossed one of the limit's warning thresholds."""
+    return any(after - amount < fraction * limit.cap <= after for fraction in limit.thresholds)
 
 
 def _within(value: str | None, wanted: str | None, strict: bool = False) -> bool:

@@ -8,6 +8,7 @@ import pluggy
 
 from bigrag_mcp.errors import InvalidArgument
 from bigrag_mcp.limits.engine import Limits
+from bigrag_mcp.limits.fastpath import SqliteFastPath
 from bigrag_mcp.plugins import Registry, build_registry, plugin_manager
 from bigrag_mcp.policy import Policy, load_policy
 from bigrag_mcp.services.index import IndexGate
@@ -29,7 +30,9 @@ class Runtime:
         self.registry = registry
         self.backend = registry.vector_backend(settings.vector_backend)()
         self.index = IndexGate(db, self.backend)
-        self.limits = Limits(db, self.policy.limits, lambda: load_prices(settings.price_file))
+        self.limits = Limits(
+            db, self.policy.limits, lambda: load_prices(settings.price_file), fast=SqliteFastPath.for_url(db.url)
+        )
         self.ledger = Ledger(list(settings.billing_exporters), self.limits)
         self._embedders: dict[tuple[str, str | None, int | None], EmbeddingProvider] = {}
         self._chat_providers: dict[tuple[str, str | None], ChatProvider] = {}
@@ -79,4 +82,5 @@ class Runtime:
             if close is not None:
                 await close()
         await self.backend.close()
+        self.limits.close()
         await self.db.close()
