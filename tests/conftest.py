@@ -109,14 +109,14 @@ def server_env(settings: Settings, **extra: str) -> dict[str, str]:
 
 @pytest.fixture
 def http_server(settings: Settings) -> Iterator[Any]:
-    """Start `bigrag-mcp serve` over HTTP in a subprocess; yields a function(transport) -> base URL."""
+    """Start `bigrag-mcp serve` over HTTP in a subprocess; yields a function(transport, **BIGRAG_env) -> base URL."""
     procs: list[subprocess.Popen[bytes]] = []
 
-    def start(transport: str) -> str:
+    def start(transport: str, **extra: str) -> str:
         port = free_port()
         proc = subprocess.Popen(
             [sys.executable, "-m", "bigrag_mcp", "serve", "--transport", transport, "--port", str(port)],
-            env=server_env(settings),
+            env=server_env(settings, **extra),
             stderr=subprocess.PIPE,
         )
         procs.append(proc)

@@ -18,7 +18,7 @@ from typing import Any
 import anyio
 import httpx
 import pytest
-from conftest import call, mcp_session, refused, server_env
+from conftest import call, http_session, mcp_session, refused, server_env
 from sqlalchemy import func, select
 
 from bigrag_mcp.errors import LimitExceeded, Unavailable
@@ -338,14 +338,15 @@ async def test_offboarding_removes_the_tenants_counters(settings: Settings, tmp_
 async def test_limits_survive_a_restart(settings: Settings, tmp_path: Path, clock: FakeClock) -> None:
     limits = limit("per key", "requests", 2, per="minute", applies_to='{ key_id = "*" }')
     async with limited(settings, tmp_path, limits, clock) as rt:
-        key = await tenant_key(rt, "acme", collection="support") if await support(rt) is None else ""
+        await support(rt)
+        key = await tenant_key(rt, "acme")
         async with mcp_session(rt, key) as client:
-            await call(client, "documents_upload", collection="support", text="x", metadata={"tenant_id": "acme"})
-            await refused(client, "query", collection="support", query="x", filters={"tenant_id": "globex"})  # denied by policy: not counted
+            await call(client, "documents_upload", collection="support", text="x")
+            await refused(client, "query", collection="support", query="x", filters={"tenant_id": "globex"})  # policy: not counted
     async with limited(settings, tmp_path, limits, clock) as rt, mcp_session(rt, key) as client:
         await call(client, "query", collection="support", query="x")
         text = await refused(client, "query", collection="support", query="x")
-        assert text.startswith("limit_exceeded: per key: requests 2/2 per minute; resets at 2026-11-27T23:59:00Z"[:58])
+        assert text == "limit_exceeded: per key: requests 2/2 per minute; resets at 2026-11-28T00:00:00Z"
 
 
 async def test_hard_caps_are_exact_under_concurrency_in_one_process(settings: Settings, tmp_path: Path, clock: FakeClock) -> None:
@@ -465,6 +466,24 @@ def test_hard_caps_are_exact_across_two_processes_on_one_store(settings: Setting
     assert sum(admitted) == 40 and all(n > 0 for n in admitted)
     with sqlite3.connect(settings.data_dir / "bigrag.db") as raw:
         assert raw.execute("SELECT used FROM limit_counters").fetchall() == [(40,)]
+
+
+async def test_a_per_key_request_rate_over_http_is_refused_before_any_work(
+    settings: Settings, tmp_path: Path, clock: FakeClock, http_server: Any
+) -> None:
+    # the server runs on the real clock: a day (not a minute) keeps the three calls in one window
+    limits = limit("rate", "requests", 2, per="day", applies_to='{ role = "tenant-app", key_id = "*" }')
+    async with limited(settings, tmp_path, limits, clock) as rt:
+        await support(rt, "acme")
+        key = await tenant_key(rt, "acme")
+    url = http_server("streamable-http", BIGRAG_POLICY_FILE=str(tmp_path / "policy.toml"))
+    async with http_session(url, key) as client:
+        assert "Limits apply to this key: rate (2 requests per day)" in (client.instructions or "")
+        await call(client, "query", collection="support", query="refunds")
+        await call(client, "usage_get")
+        result = await client.call_tool("query", {"collection": "support", "query": "refunds"})
+        assert result.is_error and result.content[0].text.startswith("limit_exceeded: rate: requests 2/2 per day")  # type: ignore[union-attr]
+        assert result.structured_content is not None and 1 <= result.structured_content["retry_after_s"] <= 86_400
 
 
 # --- seeing them ----------------------------------------------------------------------------------------

@@ -105,8 +105,9 @@ def counted_against(rules: Sequence[Limit], scope: Scope, metrics: Mapping[str, 
 
 
 def up_front(operation: str, args: Mapping[str, Any]) -> dict[str, int]:
-    """What a call is known to cost before its work: one request, one query or chat, and probes of one unit for
-    figures known only afterwards (settled to the true figure), so a full counter refuses the call."""
+    """What a call is known to cost before its work: one request, one query or chat, one document, the records of
+    an upsert; the estimated tokens of a query's text; and a probe of one unit of cost and chat tokens, figures
+    known only afterwards. All but requests are settled to the true figure, and a full counter refuses the call."""
     amounts = {"requests": 1}
     if operation in ("query", "query_multi", "chat"):
         amounts["queries" if operation != "chat" else "chats"] = 1
@@ -133,7 +134,6 @@ class _Held:
 class Hold:
     """What one call reserved, by counter; settled in the work's transaction, the rest released when it ends."""
 
-    limits: Limits
     scope: Scope
     actor: str | None = None
     request_id: str | None = None
@@ -161,9 +161,9 @@ class LimitStatus(BaseModel):
     metric: str
     mode: str
     window: str = Field(description="minute, hour, day, month (calendar, UTC) or total (a standing cap).")
-    used: float
-    max: float
-    remaining: float
+    used: int | float = Field(description="Counted in the current window (dollars for cost_usd).")
+    max: int | float
+    remaining: int | float
     resets_at: datetime | None = Field(description="When the window resets (UTC); null for a standing cap.")
     key_id: str | None = None
     role: str | None = None
@@ -180,7 +180,7 @@ def refusal(limit: Limit, used: int, window: Window, now: datetime, requested: i
     )
     error.details = {
         "code": error.code, "limit": limit.name, "metric": limit.metric, "used": show(limit.metric, used),
-        "max": limit.max, "requested": show(limit.metric, requested), "window": limit.per, "resets_at": resets,
+        "max": show(limit.metric, limit.cap), "requested": show(limit.metric, requested), "window": limit.per, "resets_at": resets,
         "retry_after_s": window.retry_after_s(now),
     }
     return error
@@ -223,7 +223,7 @@ class Limits:
         if not self.rules or caller.principal is None:
             return None
         p = caller.principal
-        hold = Hold(self, Scope(p.key_id, p.role, collection, tenant or p.tenant), p.key_id, caller.request_id)
+        hold = Hold(Scope(p.key_id, p.role, collection, tenant or p.tenant), p.key_id, caller.request_id)
         await self.reserve(hold, up_front(operation, args))
         return hold
 
@@ -350,7 +350,7 @@ class Limits:
                 key_id, role, collection, tenant = c.subject
                 data = {
                     "limit": c.limit.name, "metric": c.limit.metric, "mode": c.limit.mode, "threshold": fraction,
-                    "used": show(c.limit.metric, after), "max": c.limit.max, "window": c.limit.per,
+                    "used": show(c.limit.metric, after), "max": show(c.limit.metric, c.limit.cap), "window": c.limit.per,
                     "resets_at": window.resets_at.isoformat() if window.resets_at else None,
                     "key_id": key_id, "role": role, "collection": collection, "tenant": tenant,
                 }
@@ -454,6 +454,6 @@ def _status(limit: Limit, subject: tuple[str | None, ...], window_start: str, us
     key_id, role, collection, tenant = subject
     return LimitStatus(
         name=limit.name, metric=limit.metric, mode=limit.mode, window=limit.per, used=show(limit.metric, in_window),
-        max=limit.max, remaining=show(limit.metric, max(0, cap - in_window)), resets_at=window.resets_at,
+        max=show(limit.metric, cap), remaining=show(limit.metric, max(0, cap - in_window)), resets_at=window.resets_at,
         key_id=key_id, role=role, collection=collection, tenant=tenant,
     )

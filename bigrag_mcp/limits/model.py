@@ -87,4 +87,4 @@ class Limit(BaseModel):
 
 def show(metric: str, units: int) -> float | int:
     """A counter value as people read it: dollars for cost_usd, the count otherwise."""
-    return units / MICRO_USD if metric == "cost_usd" else units
+    return units / MICRO_USD if metric == "cost_usd" else int(units)
