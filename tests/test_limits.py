@@ -203,6 +203,22 @@ async def test_per_tenant_counters_refuse_with_the_reset_and_roll_over(settings:
             assert (await call(client, "usage_get"))["limits"][0]["used"] == 1
 
 
+async def test_chats_count_once_and_settle_after_the_answer(settings: Settings, tmp_path: Path, clock: FakeClock) -> None:
+    limits = limit("chats", "chats", 2, applies_to='{ tenant = "*" }') + limit(
+        "chat tokens", "chat_tokens", 1000, applies_to='{ tenant = "*" }'
+    )
+    async with limited(settings, tmp_path, limits, clock) as rt:
+        await support(rt, "acme")
+        async with mcp_session(rt, await tenant_key(rt, "acme")) as client:
+            for _ in range(2):
+                answer = await call(client, "chat", collection="support", message="how long do refunds take?")
+                assert answer["generation"] == "extractive"
+            text = await refused(client, "chat", collection="support", message="how long do refunds take?")
+            assert text.startswith("limit_exceeded: chats: chats 2/2 per day")
+        used = {s.name: s.used for s in await rt.limits.status(None)}
+        assert used == {"chats": 2, "chat tokens": 0}  # the extractive answer spent no model tokens: probes went back
+
+
 async def test_a_refused_upload_writes_nothing(settings: Settings, tmp_path: Path, clock: FakeClock) -> None:
     limits = limit("docs", "documents", 2, per="total", applies_to='{ tenant = "*" }')
     async with limited(settings, tmp_path, limits, clock) as rt:

@@ -8,12 +8,12 @@ bump in a new window resets it in place.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, case, delete, or_, select, update
+from sqlalchemy import ColumnElement, Table, and_, case, delete, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.sql.dml import ReturningInsert
@@ -118,9 +118,14 @@ async def current(session: Executor, counter_keys: Iterable[str]) -> dict[str, t
     return {key: (window, int(used)) for key, window, used in rows.all()}
 
 
-async def rows_of(session: AsyncSession, names: Iterable[str]) -> list[LimitCounter]:
-    """Every counter of the named limits."""
-    return list(await session.scalars(select(LimitCounter).where(LimitCounter.limit_name.in_(list(names)))))
+async def rows_of(session: AsyncSession, names: Iterable[str], reach: Mapping[str, str | None]) -> list[LimitCounter]:
+    """The counters of the named limits within `reach`: for each subject column it names, counters shared by every
+    value (NULL) or kept for that value; a column named with None takes only shared counters."""
+    where: list[ColumnElement[bool]] = [LimitCounter.limit_name.in_(list(names))]
+    for column, value in reach.items():
+        field = getattr(LimitCounter, column)
+        where.append(field.is_(None) if value is None else or_(field.is_(None), field == value))
+    return list(await session.scalars(select(LimitCounter).where(*where)))
 
 
 async def first_warning(session: AsyncSession, counter_key: str, window_start: str, threshold: str) -> bool:

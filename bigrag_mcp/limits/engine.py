@@ -376,25 +376,22 @@ class Limits:
         pinned = principal is not None and principal.pinned
         collection = collection or (principal.collection if principal else None)
         tenant = tenant or (principal.tenant if principal else None)
-        key_id = key_id or (principal.key_id if pinned and principal else None)
-        role = principal.role if pinned and principal else None
+        reach: dict[str, str | None] = {name: value for name, value in (("collection", collection), ("tenant", tenant),
+                                                                          ("key_id", key_id)) if value is not None}
+        if pinned and principal is not None:  # a pinned key sees its own counters, never another key's or role's
+            reach.update(key_id=principal.key_id, role=principal.role)
         now = self.clock()
+        definitions = {limit.name: limit for limit in self.rules}
         async with self.db.session() as session:
-            rows = await counters.rows_of(session, {limit.name for limit in self.rules})
-        by_key = {row.counter_key: row for row in rows}
+            rows = await counters.rows_of(session, definitions, reach)
         seen: dict[str, LimitStatus] = {}
-        for limit in self.rules:
-            for row in rows:
-                if row.limit_name != limit.name or row.counter_key != counter_key(limit, (row.key_id, row.role, row.collection, row.tenant)):
-                    continue
-                if _within(row.key_id, key_id) and _within(row.role, role, pinned) and _within(row.collection, collection) and _within(row.tenant, tenant):
-                    seen[row.counter_key] = _status(limit, (row.key_id, row.role, row.collection, row.tenant), row.window_start, row.used, now)
-            if principal is not None:
-                subject = subject_of(limit, Scope(principal.key_id, principal.role, collection, tenant))
-                if subject is not None:
-                    key = counter_key(limit, subject)
-                    if key not in seen and key not in by_key:
-                        seen[key] = _status(limit, subject, "", 0, now)
+        for row in rows:
+            limit, subject = definitions[row.limit_name], (row.key_id, row.role, row.collection, row.tenant)
+            if row.counter_key == counter_key(limit, subject):  # not a counter of an earlier definition
+                seen[row.counter_key] = _status(limit, subject, row.window_start, row.used, now)
+        if principal is not None:  # what applies to the key but has counted nothing yet
+            for c in self.counters(Scope(principal.key_id, principal.role, collection, tenant)):
+                seen.setdefault(c.key, _status(c.limit, c.subject, "", 0, now))
         return sorted(seen.values(), key=lambda s: (s.name, s.collection or "", s.tenant or "", s.key_id or "", s.role or ""))
 
     async def preview(self, principal: Principal, operation: str, args: Mapping[str, Any], collection: str | None,
@@ -438,13 +435,6 @@ class Limits:
 def _crosses(limit: Limit, amount: int, after: int) -> bool:
     """Whether adding `amount` to reach `after` crossed one of the limit's warning thresholds."""
     return any(after - amount < fraction * limit.cap <= after for fraction in limit.thresholds)
-
-
-def _within(value: str | None, wanted: str | None, strict: bool = False) -> bool:
-    """A counter's subject part is within reach: no narrowing asked, a shared part (None), or the same value."""
-    if wanted is None:
-        return not strict or value is None
-    return value is None or value == wanted
 
 
 def _status(limit: Limit, subject: tuple[str | None, ...], window_start: str, used: int, now: datetime) -> LimitStatus:
