@@ -14,6 +14,7 @@ from bigrag_mcp.policy import Policy, load_policy
 from bigrag_mcp.services.index import IndexGate
 from bigrag_mcp.services.ledger import Ledger
 from bigrag_mcp.services.prices import load_prices
+from bigrag_mcp.services.slots import WriteSlots
 from bigrag_mcp.settings import Settings
 from bigrag_mcp.store.db import Database
 from bigrag_mcp.types import ChatProvider, EmbeddingProvider, Reranker
@@ -34,6 +35,7 @@ class Runtime:
             db, self.policy.limits, lambda: load_prices(settings.price_file), fast=SqliteFastPath.for_url(db.url)
         )
         self.ledger = Ledger(list(settings.billing_exporters), self.limits)
+        self.writes = WriteSlots(settings.write_concurrency)
         self._embedders: dict[tuple[str, str | None, int | None], EmbeddingProvider] = {}
         self._chat_providers: dict[tuple[str, str | None], ChatProvider] = {}
         self._rerankers: dict[str, Reranker] = {}
