@@ -16,6 +16,7 @@ import anyio
 
 from bigrag_mcp import __version__, logs
 from bigrag_mcp.errors import BigRagError
+from bigrag_mcp.policy import PolicyError
 from bigrag_mcp.services.runtime import Runtime
 from bigrag_mcp.settings import Settings
 
@@ -87,7 +88,7 @@ def with_runtime(work: Callable[[Runtime, argparse.Namespace], Awaitable[Any]]) 
 
         try:
             result = anyio.run(main)
-        except BigRagError as exc:
+        except (BigRagError, PolicyError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
         if isinstance(result, Outcome):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import replace
 from typing import Any, TypeVar
 
 from mcp.server.auth.middleware.auth_context import get_access_token
@@ -29,6 +30,7 @@ def principal_of_token(token: Any) -> Principal:
         scopes=frozenset(token.scopes),
         collection=claims.get("collection"),
         tenant=claims.get("tenant"),
+        role=claims.get("role"),
     )
 
 
@@ -40,7 +42,9 @@ def token_revision() -> int | None:
 
 def tool_error(exc: BigRagError) -> Any:
     """An error result whose text starts with the stable code (the SDK passes CallToolResult through as is)."""
-    return CallToolResult(content=[TextContent(type="text", text=str(exc))], is_error=True)
+    return CallToolResult(
+        content=[TextContent(type="text", text=str(exc))], structured_content=exc.details, is_error=True
+    )
 
 
 class Gate:
@@ -89,16 +93,35 @@ class Gate:
             decision.raise_if_denied()
         return Caller(principal, request_id), decision
 
-    async def run(self, operation: str, args: dict[str, Any], call: Call[T]) -> T:
-        """Authorise `operation` with `args` and run `call` with the decision's arguments; errors become error results."""
+    async def admit(self, operation: str, caller: Caller, decision: Decision) -> Caller:
+        """Count the call against its limits before any work (LimitExceeded when a hard one is full)."""
+        hold = await self.rt.limits.admit(caller, operation, decision.args, decision.collection, decision.tenant)
+        return caller if hold is None else replace(caller, hold=hold)
+
+    async def run(self, operation: str, args: dict[str, Any], call: Call[T], *, settles_later: bool = False) -> T:
+        """Authorise `operation` with `args`, admit it under the limits, and run `call` with the decision's arguments;
+        errors become error results. What the call held and did not settle is released when it ends (only when it
+        fails, with `settles_later`: the caller then calls `finish`)."""
         request_id = uuid.uuid4().hex
 
         async def authorised() -> T:
             async with self.rt.lookups.call(token_revision()):
                 caller, decision = await self.authorize(operation, args, request_id)
-                return await call(caller, dict(decision.args), decision)
+            caller = await self.admit(operation, caller, decision)
+            try:
+                result = await call(caller, dict(decision.args), decision)
+            except BaseException:
+                await self.finish(caller)
+                raise
+            if not settles_later:
+                await self.finish(caller)
+            return result
 
         return await self.answer(operation, request_id, authorised())
+
+    async def finish(self, caller: Caller) -> None:
+        """Release what the call still holds under its limits."""
+        await self.rt.limits.release(caller.hold)
 
     @staticmethod
     async def answer(operation: str, request_id: str, work: Awaitable[T]) -> T:

@@ -36,8 +36,8 @@ MAX_LISTINGS = 256  # distinct (protocol version, visible tools) listings kept s
 TOOL_FAMILIES = (collection_tools, documents, vectors, search, admin, chat)
 
 
-def instructions_for(principal: Principal | None) -> str:
-    """What the server tells an agent about the key it works with."""
+def instructions_for(principal: Principal | None, limits: str | None = None) -> str:
+    """What the server tells an agent about the key it works with (`limits`: one sentence on the key's limits)."""
     text = (
         "bigrag-mcp: retrieval over document collections. Upload documents, then query them; results cite "
         "document ids and chunk offsets. Errors start with a stable code (invalid_argument, not_found, "
@@ -52,6 +52,8 @@ def instructions_for(principal: Principal | None) -> str:
             f" It is pinned to tenant {principal.tenant!r}: tenant filters and tenant metadata are filled in for you; "
             "naming another tenant is refused."
         )
+    if limits:
+        text += " " + limits
     return text
 
 
@@ -71,7 +73,9 @@ class KeyVerifier(TokenVerifier):
             token=token,
             client_id=principal.key_id,
             scopes=sorted(principal.scopes),
-            claims={"collection": principal.collection, "tenant": principal.tenant, "revision": revision},
+            claims={
+                "collection": principal.collection, "tenant": principal.tenant, "role": principal.role, "revision": revision
+            },
         )
 
 
@@ -180,7 +184,8 @@ def _key_view(gate: Gate) -> Any:
             visible = await _visible_collections(gate, principal) if principal is not None else []
             dumped = [r.model_dump(by_alias=True, mode="json", exclude_none=True) for r in visible]
             return {**listed, "resources": [*listed.get("resources", []), *dumped]}
-        return {**_wire(result), "instructions": instructions_for(principal)}
+        limits = gate.rt.limits.describe(principal) if principal is not None else None
+        return {**_wire(result), "instructions": instructions_for(principal, limits)}
 
     return per_key
 
@@ -208,7 +213,7 @@ def build_server(
     gate = Gate(rt, policy, session_key)
     server: MCPServer = MCPServer(
         "bigrag-mcp",
-        instructions=instructions_for(principal),
+        instructions=instructions_for(principal, rt.limits.describe(principal) if principal else None),
         version=__version__,
         middleware=[_access_log(principal), _key_view(gate)],
         **auth,

@@ -14,12 +14,18 @@ from bigrag_mcp.services.audit import list_audit, verify_chain
 from bigrag_mcp.services.background import relay_for
 from bigrag_mcp.services.collections import list_all, load
 from bigrag_mcp.services.fences import list_fences, readmit
+from bigrag_mcp.services.keys import get_key
 from bigrag_mcp.services.offboarding import offboard
 from bigrag_mcp.services.runtime import Runtime
 
 
 async def usage_cmd(rt: Runtime, a: argparse.Namespace) -> Any:
     return await admin.usage(rt, window_days=a.window_days, collection=a.collection, tenant=a.tenant)
+
+
+async def limits_cmd(rt: Runtime, a: argparse.Namespace) -> Any:
+    principal = (await get_key(rt.db, a.key_id)).principal() if a.key_id else None
+    return await rt.limits.status(principal, collection=a.collection, tenant=a.tenant, key_id=a.key_id)
 
 
 async def audit_cmd(rt: Runtime, a: argparse.Namespace) -> Any:
@@ -104,6 +110,12 @@ def add(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--collection", help="only this collection")
     p.add_argument("--tenant", help="only this tenant")
     p.set_defaults(handler=with_runtime(usage_cmd))
+
+    p = sub.add_parser("limits", help="the policy's limits: each counter's used, max, remaining and reset time (JSON)")
+    p.add_argument("--key-id", help="what this key counts against (a pinned key: only its own counters)")
+    p.add_argument("--collection")
+    p.add_argument("--tenant")
+    p.set_defaults(handler=with_runtime(limits_cmd))
 
     p = sub.add_parser("audit", help="list audit rows, or verify the hash chain")
     p.add_argument("action", choices=("list", "verify"), help="list rows, or check the whole hash chain")

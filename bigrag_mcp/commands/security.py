@@ -30,17 +30,18 @@ async def keys_cmd(rt: Runtime, a: argparse.Namespace) -> Any:
         raise UsageError("a key needs something to do: give --admin, --role ROLE or --scope RESOURCE:ACTION")
     scopes = list(ADMIN_SCOPES if a.admin else [])
     if a.role:
-        scopes += load_policy(rt.settings.policy_file).role_scopes(a.role)
+        scopes += rt.policy.role_scopes(a.role)
     scopes += a.scope or []
     info, secret = await admin.mint_key(
-        rt, name=a.name or ("admin" if a.admin else "key"), scopes=scopes, collection=a.collection, tenant=a.tenant, expires_at=a.expires
+        rt, name=a.name or ("admin" if a.admin else "key"), scopes=scopes, collection=a.collection, tenant=a.tenant,
+        expires_at=a.expires, role=a.role,
     )
     print("the secret is shown this once; store it now", file=sys.stderr)
     return {"key": info.model_dump(mode="json"), "secret": secret}
 
 
 async def explain_cmd(rt: Runtime, a: argparse.Namespace) -> Any:
-    policy = load_policy(a.policy or rt.settings.policy_file)
+    policy = load_policy(a.policy) if a.policy else rt.policy
     principal = (await get_key(rt.db, a.key_id)).principal()
     name = target_collection(policy, principal, a.tool, a.args or {})
     facts = None
@@ -51,7 +52,10 @@ async def explain_cmd(rt: Runtime, a: argparse.Namespace) -> Any:
                 facts = CollectionFacts(name, True, found.tenant_field)
             except NotFound:
                 facts = CollectionFacts(name, False, None)
-    return evaluate(policy, principal, a.tool, a.args or {}, facts).to_dict()
+    decision = evaluate(policy, principal, a.tool, a.args or {}, facts)
+    limits = rt.limits if a.policy is None else rt.limits.with_rules(policy.limits)
+    counted = await limits.preview(principal, a.tool, decision.args, decision.collection, decision.tenant) if decision.allowed else []
+    return {**decision.to_dict(), "limits": counted}
 
 
 def check_cmd(a: argparse.Namespace) -> int:

@@ -37,6 +37,7 @@ class ApiKeyInfo(BaseModel):
     scopes: list[str]
     collection: str | None
     tenant: str | None
+    role: str | None = None
     expires_at: datetime | None
     created_by: str | None
     created_at: datetime
@@ -45,7 +46,7 @@ class ApiKeyInfo(BaseModel):
 
     def principal(self) -> Principal:
         """The principal this key acts as (for `policy explain`)."""
-        return Principal(self.id, frozenset(self.scopes), self.collection, self.tenant)
+        return Principal(self.id, frozenset(self.scopes), self.collection, self.tenant, self.role)
 
 
 def _aware(moment: datetime) -> datetime:
@@ -64,6 +65,7 @@ def _info(row: ApiKey) -> ApiKeyInfo:
         scopes=list(row.scopes),
         collection=row.collection,
         tenant=row.tenant,
+        role=row.role,
         expires_at=_utc(row.expires_at),
         created_by=row.created_by,
         created_at=_aware(row.created_at),
@@ -108,12 +110,13 @@ async def create_key(
     expires_at: datetime | None = None,
     creator: Principal | None = None,
     audit: Audit | None = None,
+    role: str | None = None,
 ) -> tuple[ApiKeyInfo, str]:
     """Mint a key; return its description and the secret, which is shown this once and never stored.
 
     `creator` is the key asking (None for the operator on the command line): it cannot grant more than it
     holds, and a pinned creator's key inherits its pins (PermissionDenied otherwise). `audit` writes the
-    audit row in the same transaction.
+    audit row in the same transaction. `role` records the policy role the scopes came from (limits may name it).
     """
     scopes = _validated(name, scopes, tenant, expires_at)
     if creator is not None:
@@ -128,6 +131,7 @@ async def create_key(
         scopes=scopes,
         collection=collection,
         tenant=tenant,
+        role=role,
         expires_at=expires_at,
         created_by=creator.key_id if creator else None,
         created_at=datetime.now(UTC),
@@ -196,7 +200,7 @@ async def key_state(session: AsyncSession, secret: str) -> KeyState | None:
     row = await session.scalar(select(ApiKey).where(ApiKey.secret_hash == presented))
     if row is None or not hmac.compare_digest(row.secret_hash, presented):
         return None
-    principal = Principal(row.id, frozenset(row.scopes), row.collection, row.tenant)
+    principal = Principal(row.id, frozenset(row.scopes), row.collection, row.tenant, row.role)
     return KeyState(principal, _utc(row.expires_at), row.revoked_at is not None, _utc(row.last_used_at))
 
 

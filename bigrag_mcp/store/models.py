@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     Float,
@@ -137,7 +138,7 @@ class TenantFence(Base):
     tenant: Mapped[str] = mapped_column(String(256), primary_key=True)
     offboarded_tenant: Mapped[str] = mapped_column(String(256))
     offboarded_by: Mapped[str | None] = mapped_column(String(32), nullable=True)
-    offboarded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    offboarded_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
 
 
 class ApiKey(Base):
@@ -149,6 +150,7 @@ class ApiKey(Base):
     scopes: Mapped[list[str]] = mapped_column(JSON, default=list)
     collection: Mapped[str | None] = mapped_column(String(64), nullable=True)
     tenant: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    role: Mapped[str | None] = mapped_column(String(64), nullable=True)  # the policy role it was minted with
     expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
     created_by: Mapped[str | None] = mapped_column(String(32), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
@@ -225,4 +227,34 @@ class Webhook(Base):
     events: Mapped[list[str]] = mapped_column(JSON)
     secret: Mapped[str] = mapped_column(String(128))  # signing secret: needed in clear to sign deliveries
     created_by: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+
+
+class LimitCounter(Base):
+    """One counter of a `[[limits]]` entry for one subject, in its current window (reset in place on rollover)."""
+
+    __tablename__ = "limit_counters"
+    __table_args__ = (Index("ix_limit_counters_subject", "collection", "tenant"),)
+
+    counter_key: Mapped[str] = mapped_column(String(64), primary_key=True)  # hash of limit, metric and subject
+    limit_name: Mapped[str] = mapped_column(String(100))
+    metric: Mapped[str] = mapped_column(String(32))
+    key_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    role: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    collection: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    tenant: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    window_start: Mapped[str] = mapped_column(String(40))  # ISO start of the window, or "total"
+    used: Mapped[int] = mapped_column(BigInteger, default=0)
+    max_value: Mapped[int] = mapped_column(BigInteger)
+    hard: Mapped[bool] = mapped_column(Boolean)
+
+
+class LimitWarning(Base):
+    """A threshold already announced in a window, so each quota.warning goes out once."""
+
+    __tablename__ = "limit_warnings"
+
+    counter_key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    window_start: Mapped[str] = mapped_column(String(40), primary_key=True)
+    threshold: Mapped[str] = mapped_column(String(16), primary_key=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)

@@ -1,14 +1,14 @@
 """store revision: one counter bumped with every change to keys or collections (caches compare it)
 
 Revision ID: 0006
-Revises: 0005
+Revises: 0004
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = '0006'
-down_revision = '0002'
+down_revision = '0004'
 branch_labels = None
 depends_on = None
 
