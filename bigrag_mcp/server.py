@@ -64,7 +64,11 @@ class KeyVerifier(TokenVerifier):
             token=token,
             client_id=principal.key_id,
             scopes=sorted(principal.scopes),
-            claims={"collection": principal.collection, "tenant": principal.tenant},
+            claims={
+                "collection": principal.collection,
+                "tenant": principal.tenant,
+                "expires_at": principal.expires_at.isoformat() if principal.expires_at else None,
+            },
         )
 
 

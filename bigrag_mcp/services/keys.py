@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 
 from pydantic import BaseModel
@@ -13,7 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bigrag_mcp.errors import InvalidArgument, NotFound
-from bigrag_mcp.policy import Principal, check_key_grant, scope_error
+from bigrag_mcp.policy import CollectionFacts, Principal, check_key_grant, scope_error
 from bigrag_mcp.store.db import Database
 from bigrag_mcp.store.models import ApiKey, Collection
 
@@ -42,8 +42,8 @@ class ApiKeyInfo(BaseModel):
     revoked_at: datetime | None
 
     def principal(self) -> Principal:
-        """The principal this key acts as (for `policy explain`)."""
-        return Principal(self.id, frozenset(self.scopes), self.collection, self.tenant)
+        """The principal this key acts as (for `policy explain` and key reach)."""
+        return Principal(self.id, frozenset(self.scopes), self.collection, self.tenant, self.expires_at)
 
 
 def _aware(moment: datetime) -> datetime:
@@ -109,37 +109,47 @@ async def create_key(
 ) -> tuple[ApiKeyInfo, str]:
     """Mint a key; return its description and the secret, which is shown this once and never stored.
 
-    `creator` is the key asking (None for the operator on the command line): it cannot grant more than it
-    holds, and a pinned creator's key inherits its pins (PermissionDenied otherwise). `audit` writes the
-    audit row in the same transaction.
+    `creator` is the key asking (None for the operator on the command line): the new key must be within its
+    reach in scopes, pins and expiry (`check_key_grant`; PermissionDenied otherwise), and inherits its pins
+    and expiry when they are omitted. `audit` writes the audit row in the same transaction.
     """
     scopes = _validated(name, scopes, tenant, expires_at)
-    if creator is not None:
-        grant = check_key_grant(creator, scopes, collection, tenant)
-        grant.raise_if_denied()
-        collection, tenant = grant.collection, grant.tenant
     secret = SECRET_PREFIX + secrets.token_urlsafe(32)
-    row = ApiKey(
-        id="key_" + secrets.token_hex(12),
-        name=name,
-        secret_hash=hash_secret(secret),
-        scopes=scopes,
-        collection=collection,
-        tenant=tenant,
-        expires_at=expires_at,
-        created_by=creator.key_id if creator else None,
-        created_at=datetime.now(UTC),
-    )
     async with db.session() as session:
+        if creator is not None:
+            target = creator.collection if collection is None else collection
+            facts = (await collection_facts(session, [target]))[target] if target is not None else None
+            grant = check_key_grant(creator, scopes, collection, tenant, expires_at, facts)
+            grant.raise_if_denied()
+            collection, tenant, expires_at = grant.collection, grant.tenant, grant.args["expires_at"]
         if collection is not None:
             found = await session.scalar(select(Collection.id).where(Collection.name == collection))
             if found is None:
                 raise NotFound(f"collection {collection!r} does not exist; create it before pinning a key to it")
+        row = ApiKey(
+            id="key_" + secrets.token_hex(12),
+            name=name,
+            secret_hash=hash_secret(secret),
+            scopes=scopes,
+            collection=collection,
+            tenant=tenant,
+            expires_at=expires_at,
+            created_by=creator.key_id if creator else None,
+            created_at=datetime.now(UTC),
+        )
         session.add(row)
         if audit is not None:
             await session.flush()
             await audit(session, _info(row))
     return _info(row), secret
+
+
+async def collection_facts(session: AsyncSession, names: Iterable[str]) -> dict[str, CollectionFacts]:
+    """What the store says about each named collection (exists=False for a name no collection has)."""
+    wanted = set(names)
+    rows = (await session.execute(select(Collection.name, Collection.tenant_field).where(Collection.name.in_(wanted)))).all()
+    found = {name: CollectionFacts(name, True, tenant_field) for name, tenant_field in rows}
+    return {name: found.get(name, CollectionFacts(name, False, None)) for name in wanted}
 
 
 async def list_keys(db: Database) -> list[ApiKeyInfo]:
@@ -192,4 +202,4 @@ async def authenticate(db: Database, secret: str, *, now: datetime | None = None
         last_used = _utc(row.last_used_at)
         if last_used is None or now - last_used >= LAST_USED_RESOLUTION:
             row.last_used_at = now  # at most one write a minute a key, however many calls it makes
-        return Principal(row.id, frozenset(row.scopes), row.collection, row.tenant)
+        return Principal(row.id, frozenset(row.scopes), row.collection, row.tenant, expires_at)
