@@ -32,7 +32,7 @@ def register(server: MCPServer, gate: Gate) -> None:
     @server.tool(annotations=WRITE)
     async def api_keys_create(
         name: str,
-        scopes: Annotated[list[str], Field(description="resource:action scopes, e.g. query:read; empty grants nothing.")] = [],
+        scopes: Annotated[tuple[str, ...], Field(description="resource:action scopes, e.g. query:read; empty grants nothing.")] = (),
         role: Annotated[str | None, Field(description="A role of the server's policy (e.g. tenant-app, read-only): its scopes are added to `scopes`.")] = None,
         collection: Annotated[str | None, Field(description="Pin the key to this collection.")] = None,
         tenant: Annotated[str | None, Field(description="Pin the key to this tenant of shared collections.")] = None,
