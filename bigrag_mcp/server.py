@@ -22,6 +22,7 @@ from bigrag_mcp.services.keys import authenticate
 from bigrag_mcp.services.runtime import Runtime
 from bigrag_mcp.tools import admin, chat, documents, search, vectors
 from bigrag_mcp.tools import collections as collection_tools
+from bigrag_mcp.tools.arguments import CheckedServer
 
 log = logging.getLogger(__name__)
 HANDSHAKES: dict[str, type[InitializeResult | DiscoverResult]] = {
@@ -111,7 +112,7 @@ def build_server(
             "auth": AuthSettings(issuer_url=http_url.rsplit("/", 1)[0] or http_url, resource_server_url=http_url),  # type: ignore[arg-type]
         }
     gate = Gate(rt, policy, session_key)
-    server: MCPServer = MCPServer(
+    server: MCPServer = CheckedServer(
         "bigrag-mcp", instructions=instructions_for(principal), version=__version__, middleware=[_key_view(gate)], **auth
     )
     for family in TOOL_FAMILIES:
