@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import call, mcp_session, refused
 from mcp import Client
+from mcp.server.auth.provider import AccessToken
 
-from bigrag_mcp.policy import parse_policy
+from bigrag_mcp.gate import principal_of_token
+from bigrag_mcp.policy import Principal, parse_policy
 from bigrag_mcp.server import build_server
 from bigrag_mcp.services.audit import verify_chain
 from bigrag_mcp.services.keys import authenticate, create_key
@@ -126,3 +129,10 @@ async def test_api_keys_create_takes_a_role_like_the_cli(admin) -> None:
     ]
     text = await refused(admin, "api_keys_create", name="x", role="superuser")
     assert text.startswith("invalid_argument: unknown role 'superuser'")
+
+
+def test_an_http_key_carries_its_expiry_into_the_principal() -> None:
+    expires = datetime(2030, 1, 1, tzinfo=UTC)
+    token = AccessToken(token="t", client_id="key_1", scopes=["*:*"], claims={"collection": None, "tenant": "acme", "expires_at": expires.isoformat()})
+    assert principal_of_token(token) == Principal("key_1", frozenset({"*:*"}), None, "acme", expires)
+    assert principal_of_token(AccessToken(token="t", client_id="key_2", scopes=[], claims={})).expires_at is None
