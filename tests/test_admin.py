@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import call, mcp_session, refused
+from conftest import call, mcp_session, refused, within_as_stated
 from mcp import Client
 from mcp.server.auth.provider import AccessToken
 
+from bigrag_mcp.errors import NotFound
 from bigrag_mcp.gate import principal_of_token
 from bigrag_mcp.policy import Principal, parse_policy
 from bigrag_mcp.server import build_server
+from bigrag_mcp.services import admin as admin_service
+from bigrag_mcp.services import collections
 from bigrag_mcp.services.audit import verify_chain
 from bigrag_mcp.services.keys import authenticate, create_key
+from bigrag_mcp.services.ledger import Caller
 from bigrag_mcp.services.runtime import Runtime
 
 pytestmark = pytest.mark.anyio
@@ -136,3 +141,24 @@ def test_an_http_key_carries_its_expiry_into_the_principal() -> None:
     token = AccessToken(token="t", client_id="key_1", scopes=["*:*"], claims={"collection": None, "tenant": "acme", "expires_at": expires.isoformat()})
     assert principal_of_token(token) == Principal("key_1", frozenset({"*:*"}), None, "acme", expires)
     assert principal_of_token(AccessToken(token="t", client_id="key_2", scopes=[], claims={})).expires_at is None
+
+
+async def test_each_key_lists_and_revokes_exactly_the_keys_within_its_reach(rt: Runtime) -> None:
+    await collections.create(rt, name="shared", tenant_field="tenant_id")
+    await collections.create(rt, name="plain")
+    scope_sets = [["*:*"], ["api_key:admin", "query:read"], ["query:read"], ["document:*"], ["*:read"]]
+    keys = [
+        (await create_key(rt.db, name=f"k{i}", scopes=scopes, collection=collection, tenant=tenant))[0]
+        for i, (scopes, collection, tenant) in enumerate(
+            itertools.product(scope_sets, [None, "shared", "plain"], [None, "acme", "globex"])
+        )
+    ]
+    for key in keys:
+        caller = Caller(key.principal())
+        expected = {k.id for k in keys if within_as_stated(key.principal(), k.principal(), {"shared"})}
+        assert {k.id for k in await admin_service.keys_visible(rt, caller)} == expected, key
+        hidden = next((k for k in keys if k.id not in expected), None)
+        if hidden is not None:
+            with pytest.raises(NotFound):
+                await admin_service.revoke(rt, hidden.id, caller)
+    assert all(k.revoked_at is None for k in await admin_service.keys_visible(rt))
