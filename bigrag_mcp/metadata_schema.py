@@ -27,8 +27,10 @@ from bigrag_mcp.errors import InvalidArgument, LimitExceeded
 MAX_SCHEMA_BYTES = 32 * 1024
 MAX_SCHEMA_DEPTH = 32
 REFERENCES = ("$ref", "$dynamicRef")
-# Keywords whose values are data, not schemas: a "$ref" inside them is not a reference.
+# Keywords whose values are data, not schemas (a "$ref" inside them is not a reference), and keywords whose
+# values map names to schemas (their keys are names, not keywords).
 DATA_KEYWORDS = frozenset({"const", "enum", "default", "examples"})
+NAME_MAPS = frozenset({"properties", "patternProperties", "$defs", "definitions", "dependentSchemas"})
 NO_RETRIEVAL: Registry[Any] = Registry()  # an unknown URI raises Unresolvable: nothing is ever fetched or read
 
 _RE2_OPTIONS = re2.Options()
@@ -96,39 +98,45 @@ SafeValidator = validators.extend(
 )
 
 
-def _walk(schema: Any) -> Iterator[tuple[int, str | None, Any, Any]]:
-    """Every (depth, key, value, parent) of the schema's JSON, without recursion; data keywords are not entered."""
-    stack: list[tuple[int, str | None, Any, Any]] = [(1, None, schema, None)]
+def _walk(schema: Any) -> Iterator[tuple[int, str, Any]]:
+    """Every (depth, role, value) of the schema's JSON, without recursion. The role says how a dict's keys read:
+    "schema" (keywords), "names" (property or definition names, each value a schema) or "data" (const, enum, ...)."""
+    stack: list[tuple[int, str, Any]] = [(1, "schema", schema)]
     while stack:
-        depth, key, value, parent = stack.pop()
-        yield depth, key, value, parent
-        if key in DATA_KEYWORDS:
-            continue
-        if isinstance(value, dict):
-            stack.extend((depth + 1, k, v, value) for k, v in value.items())
-        elif isinstance(value, list):
-            stack.extend((depth + 1, None, v, value) for v in value)
+        depth, role, value = stack.pop()
+        yield depth, role, value
+        if isinstance(value, list):
+            stack.extend((depth + 1, role, v) for v in value)
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                if role != "schema":
+                    stack.append((depth + 1, "schema" if role == "names" else "data", item))
+                else:
+                    stack.append((depth + 1, "data" if key in DATA_KEYWORDS else "names" if key in NAME_MAPS else "schema", item))
 
 
 def _structure(schema: dict[str, Any]) -> list[str]:
     """Check depth, `$id` and references; return the references (all local)."""
     refs: list[str] = []
-    pattern_properties = unevaluated = False
-    for depth, key, value, parent in _walk(schema):
+    keywords: set[str] = set()
+    for depth, role, value in _walk(schema):
         if depth > MAX_SCHEMA_DEPTH:
             raise InvalidArgument(f"metadata_schema is nested deeper than {MAX_SCHEMA_DEPTH} levels")
-        if key == "$id" and isinstance(value, str) and parent is not schema:
+        if role != "schema" or not isinstance(value, dict):
+            continue
+        keywords.update(value)
+        if isinstance(value.get("$id"), str) and value is not schema:
             raise InvalidArgument("metadata_schema may carry $id only at its top level")
-        if key in REFERENCES and isinstance(value, str):
-            if not value.startswith("#"):
+        for key in REFERENCES:
+            ref = value.get(key)
+            if isinstance(ref, str) and not ref.startswith("#"):
                 raise InvalidArgument(
-                    f"metadata_schema {key} {value!r} points outside the schema; only references inside it "
+                    f"metadata_schema {key} {ref!r} points outside the schema; only references inside it "
                     "(starting with '#', e.g. '#/$defs/name') are allowed, and nothing is ever fetched"
                 )
-            refs.append(value)
-        pattern_properties = pattern_properties or key == "patternProperties"
-        unevaluated = unevaluated or key == "unevaluatedProperties"
-    if pattern_properties and unevaluated:
+            if isinstance(ref, str):
+                refs.append(ref)
+    if {"patternProperties", "unevaluatedProperties"} <= keywords:
         raise InvalidArgument("metadata_schema cannot combine unevaluatedProperties with patternProperties")
     return refs
 

@@ -146,6 +146,8 @@ async def test_references_inside_the_schema_work(admin) -> None:
     await call(admin, "collections_create", name="docs", metadata_schema=schema)
     await call(admin, "documents_upload", collection="docs", text="hello", metadata={"code": "ABC"})
     assert (await refused(admin, "documents_upload", collection="docs", text="bye", metadata={"code": "abc"})).startswith("invalid_argument")
+    named_like_keywords = {"type": "object", "properties": {"default": {"$ref": "https://example.test/x.json"}}}
+    assert "points outside the schema" in await refused(admin, "collections_create", name="x", metadata_schema=named_like_keywords)
     dangling = _ref_schema("#/$defs/nope")
     assert "does not point to a part of the schema" in await refused(admin, "collections_create", name="x", metadata_schema=dangling)
 
