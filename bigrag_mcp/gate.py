@@ -6,6 +6,7 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
+from datetime import datetime
 from typing import Any, TypeVar
 
 from mcp.server.auth.middleware.auth_context import get_access_token
@@ -25,12 +26,14 @@ Call = Callable[[Caller, dict[str, Any], Decision], Awaitable[T]]
 def principal_of_token(token: Any) -> Principal:
     """The principal the HTTP token verifier put into the request's access token."""
     claims = token.claims or {}
+    expires_at = claims.get("expires_at")
     return Principal(
         key_id=token.client_id,
         scopes=frozenset(token.scopes),
         collection=claims.get("collection"),
         tenant=claims.get("tenant"),
         role=claims.get("role"),
+        expires_at=datetime.fromisoformat(expires_at) if expires_at else None,
     )
 
 

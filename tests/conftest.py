@@ -20,7 +20,7 @@ from mcp.client.streamable_http import streamable_http_client
 from sqlalchemy import event
 
 from bigrag_mcp.hookspecs import hookimpl
-from bigrag_mcp.policy import load_policy
+from bigrag_mcp.policy import Principal, holds, load_policy
 from bigrag_mcp.server import build_server
 from bigrag_mcp.services.keys import authenticate, create_key
 from bigrag_mcp.services.runtime import Runtime
@@ -208,3 +208,15 @@ async def http_session(url: str, key: str, timeout: float = 5.0) -> AsyncIterato
         Client(streamable_http_client(f"{url}/mcp", http_client=http)) as client,
     ):
         yield client
+
+
+def within_as_stated(outer: Principal, inner: Principal, shared: set[str]) -> bool:
+    """policies/README.md's key-reach rule, restated independently of the engine: scopes held, pins at least as
+    narrow, and a key limited to a tenant reaches only keys that stay in collections shared by tenants (`shared`)."""
+    if not all(holds(outer.scopes, s) for s in inner.scopes):
+        return False
+    if outer.collection is not None and inner.collection != outer.collection:
+        return False
+    if outer.tenant is not None and inner.tenant != outer.tenant:
+        return False
+    return outer.tenant is None or outer.collection is not None or inner.collection is None or inner.collection in shared
