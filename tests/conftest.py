@@ -144,3 +144,12 @@ async def http_session(url: str, key: str) -> AsyncIterator[Client]:
         Client(streamable_http_client(f"{url}/mcp", http_client=http)) as client,
     ):
         yield client
+
+
+@pytest.fixture
+async def two_runtimes(settings: Settings) -> AsyncIterator[tuple[Runtime, Runtime]]:
+    """Two independent runtimes on one store, as a server and the operator's CLI in two processes would be."""
+    server, cli = await Runtime.open(settings), await Runtime.open(settings)
+    yield server, cli
+    await cli.close()
+    await server.close()

@@ -6,6 +6,7 @@ method runs without awaiting, so under asyncio each call is atomic: no other tas
 
 from __future__ import annotations
 
+import asyncio
 import math
 import operator
 import re
@@ -19,7 +20,7 @@ import numpy.typing as npt
 from bigrag_mcp.errors import InvalidArgument
 from bigrag_mcp.filters import And, Compare, FilterNode, Or
 from bigrag_mcp.hookspecs import hookimpl
-from bigrag_mcp.types import Hit, Partition, SearchRequest, VectorBackendFactory, VectorRecord
+from bigrag_mcp.types import Hit, Partition, PartitionRows, SearchRequest, VectorBackendFactory, VectorRecord
 
 Mask = npt.NDArray[np.bool_]
 Key = tuple[str, Any]
@@ -106,21 +107,87 @@ class _FieldColumn:
         return mask
 
 
+class KeywordIndex:
+    """BM25 over the texts of one partition, keyed by record id; it keeps term counts, never the texts."""
+
+    def __init__(self) -> None:
+        self.terms: dict[str, Counter[str]] = {}
+        self.postings: dict[str, dict[str, int]] = {}
+        self.text_lengths: dict[str, int] = {}
+        self.total_length = 0
+
+    def add(self, record_id: str, text: str | None) -> None:
+        """Index `text` as the record's text, replacing what the record had."""
+        self.remove(record_id)
+        if text is None:
+            return
+        tokens = tokenize(text)
+        counts = Counter(tokens)
+        self.terms[record_id] = counts
+        self.text_lengths[record_id] = len(tokens)
+        self.total_length += len(tokens)
+        for term, tf in counts.items():
+            self.postings.setdefault(term, {})[record_id] = tf
+
+    def remove(self, record_id: str) -> None:
+        counts = self.terms.pop(record_id, None)
+        if counts is None:
+            return
+        self.total_length -= self.text_lengths.pop(record_id)
+        for term in counts:
+            posting = self.postings[term]
+            del posting[record_id]
+            if not posting:
+                del self.postings[term]
+
+    def search(self, text: str, depth: int, allowed: Callable[[str], bool] | None) -> list[Hit]:
+        """BM25 ranking of the allowed records that hold a query term, best first, at most `depth` long."""
+        if not self.text_lengths:
+            return []
+        count = len(self.text_lengths)
+        average = self.total_length / count
+        scores: dict[str, float] = {}
+        for term in set(tokenize(text)):
+            posting = self.postings.get(term)
+            if not posting:
+                continue
+            idf = math.log(1 + (count - len(posting) + 0.5) / (len(posting) + 0.5))
+            for record_id, tf in posting.items():
+                norm = BM25_K1 * (1 - BM25_B + BM25_B * self.text_lengths[record_id] / average)
+                scores[record_id] = scores.get(record_id, 0.0) + idf * tf * (BM25_K1 + 1) / (tf + norm)
+        if allowed is not None:
+            scores = {i: s for i, s in scores.items() if allowed(i)}
+        return _best(scores.items(), depth)
+
+
 class _Partition:
-    """The records of one (collection, tenant): L2-normalised float32 rows, texts, metadata and a BM25 index."""
+    """The records of one (collection, tenant): L2-normalised float32 rows, ids, metadata and a keyword index.
+
+    Texts are not kept: the keyword index holds term counts and the store joins texts into results.
+    """
 
     def __init__(self, dimension: int) -> None:
         self.dimension = dimension
         self.matrix = np.empty((16, dimension), dtype=np.float32)
         self.ids: list[str] = []
         self.rows: dict[str, int] = {}
-        self.texts: list[str | None] = []
-        self.metadata: list[dict[str, Any]] = []
-        self.terms: list[Counter[str] | None] = []
-        self.postings: dict[str, dict[str, int]] = {}
-        self.text_lengths: dict[str, int] = {}
-        self.total_length = 0
+        self.metadata: list[Mapping[str, Any]] = []
+        self.keywords = KeywordIndex()
         self.columns: dict[str, _FieldColumn] = {}
+
+    @classmethod
+    def build(cls, data: PartitionRows) -> _Partition:
+        """A partition holding exactly `data`, built in one pass (the matrix is normalised in one operation)."""
+        part = cls(data.vectors.shape[1])
+        part.matrix = _unit_rows(data.vectors, data.ids, part.dimension)
+        part.ids = list(data.ids)
+        part.rows = {record_id: row for row, record_id in enumerate(part.ids)}
+        if len(part.rows) != len(part.ids):
+            raise InvalidArgument("a partition cannot hold the same id twice")
+        part.metadata = list(data.metadata)
+        for record_id, text in zip(part.ids, data.texts):
+            part.keywords.add(record_id, text)
+        return part
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -136,15 +203,10 @@ class _Partition:
                 row = len(self.ids)
                 self.rows[record.id] = row
                 self.ids.append(record.id)
-                self.texts.append(None)
                 self.metadata.append({})
-                self.terms.append(None)
-            else:
-                self._unindex_text(row)
             self.matrix[row] = vector
-            self.texts[row] = record.text
             self.metadata[row] = {k: list(v) if isinstance(v, list) else v for k, v in record.metadata.items()}
-            self._index_text(row)
+            self.keywords.add(record.id, record.text)
         self.columns.clear()
 
     def remove(self, ids: Iterable[str]) -> int:
@@ -154,7 +216,7 @@ class _Partition:
             if row is None:
                 continue
             removed += 1
-            self._unindex_text(row)
+            self.keywords.remove(record_id)
             self._move_last_into(row)
         if removed:
             self.columns.clear()
@@ -165,45 +227,16 @@ class _Partition:
         last = len(self.ids) - 1
         if row != last:
             self.matrix[row] = self.matrix[last]
-            self.ids[row], self.texts[row] = self.ids[last], self.texts[last]
-            self.metadata[row], self.terms[row] = self.metadata[last], self.terms[last]
+            self.ids[row], self.metadata[row] = self.ids[last], self.metadata[last]
             self.rows[self.ids[row]] = row
         self.ids.pop()
-        self.texts.pop()
         self.metadata.pop()
-        self.terms.pop()
 
     def _reserve(self, size: int) -> None:
         if size > len(self.matrix):
             grown = np.empty((max(size, 2 * len(self.matrix)), self.dimension), dtype=np.float32)
             grown[: len(self.ids)] = self.matrix[: len(self.ids)]
             self.matrix = grown
-
-    def _index_text(self, row: int) -> None:
-        text = self.texts[row]
-        if text is None:
-            return
-        tokens = tokenize(text)
-        counts = Counter(tokens)
-        self.terms[row] = counts
-        record_id = self.ids[row]
-        self.text_lengths[record_id] = len(tokens)
-        self.total_length += len(tokens)
-        for term, tf in counts.items():
-            self.postings.setdefault(term, {})[record_id] = tf
-
-    def _unindex_text(self, row: int) -> None:
-        counts = self.terms[row]
-        if counts is None:
-            return
-        record_id = self.ids[row]
-        self.total_length -= self.text_lengths.pop(record_id)
-        for term in counts:
-            posting = self.postings[term]
-            del posting[record_id]
-            if not posting:
-                del self.postings[term]
-        self.terms[row] = None
 
     # --- reads -----------------------------------------------------------------------------------------
 
@@ -238,22 +271,8 @@ class _Partition:
 
     def keyword(self, text: str, allowed: Mask | None, depth: int) -> list[Hit]:
         """BM25 ranking of the allowed rows that hold a query term, best first, at most `depth` long."""
-        if not self.text_lengths:
-            return []
-        count = len(self.text_lengths)
-        average = self.total_length / count
-        scores: dict[str, float] = {}
-        for term in set(tokenize(text)):
-            posting = self.postings.get(term)
-            if not posting:
-                continue
-            idf = math.log(1 + (count - len(posting) + 0.5) / (len(posting) + 0.5))
-            for record_id, tf in posting.items():
-                norm = BM25_K1 * (1 - BM25_B + BM25_B * self.text_lengths[record_id] / average)
-                scores[record_id] = scores.get(record_id, 0.0) + idf * tf * (BM25_K1 + 1) / (tf + norm)
-        if allowed is not None:
-            scores = {i: s for i, s in scores.items() if allowed[self.rows[i]]}
-        return _best(scores.items(), depth)
+        admit = None if allowed is None else (lambda record_id: bool(allowed[self.rows[record_id]]))
+        return self.keywords.search(text, depth, admit)
 
 
 def _best(scored: Iterable[tuple[str, float]], depth: int) -> list[Hit]:
@@ -324,6 +343,13 @@ class MemoryBackend:
         if part is None:
             part = self._partitions[where] = _Partition(vectors.shape[1])
         part.put(records, vectors)
+
+    async def replace(self, where: Partition, rows: PartitionRows) -> None:
+        """Swap in a partition built from `rows` in a worker thread, so the event loop keeps serving meanwhile."""
+        if not rows.ids:
+            self._partitions.pop(where, None)
+            return
+        self._partitions[where] = await asyncio.to_thread(_Partition.build, rows)
 
     async def delete(self, where: Partition, ids: Sequence[str]) -> int:
         part = self._partitions.get(where)

@@ -1,26 +1,39 @@
-"""Keeps the vector backend in step with the store: lazy refill, per-partition write locks, repair on failure."""
+"""Keeps the vector backend in step with the store: a per-partition change log, delta sync, write locks, repair.
+
+Every write to a partition bumps its sequence and logs the record ids it touched, in the write's own transaction.
+A process holding an in-memory copy that is behind re-reads only those records; it refills the whole partition
+only when it never loaded it, when the log was compacted past its position, or when a write reset the partition.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
-from sqlalchemy import ColumnElement, select, update
+from sqlalchemy import ColumnElement, Row, Text, delete, select, type_coerce, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bigrag_mcp.store.db import Database
-from bigrag_mcp.store.models import NO_TENANT, Chunk, Collection, IndexGeneration
-from bigrag_mcp.types import Partition, VectorBackend, VectorRecord
+from bigrag_mcp.store.models import NO_TENANT, Chunk, Collection, IndexChange, IndexGeneration
+from bigrag_mcp.types import Partition, PartitionRows, Refillable, VectorBackend, VectorRecord
 
 log = logging.getLogger(__name__)
 
+KEEP_CHANGES = 1000  # writes per partition the change log keeps; a copy further behind refills
+COMPACT_EVERY = 100  # compact a partition's log on every this-many-th write
+IN_BATCH = 500  # record ids per IN (...) when re-reading changed records
+_COLUMNS = (Chunk.record_id, Chunk.vector, type_coerce(Chunk.metadata_, Text), Chunk.text)
+
 
 def partition_of(collection: Collection, tenant: str | None) -> Partition:
-    """The backend address of a collection's tenant; the id keeps a re-created name from meeting old vectors."""
-    return Partition(f"{collection.name}.{collection.id}", tenant or None)
+    """The backend address of a collection's tenant; the uid keeps a re-created name from meeting old vectors."""
+    return Partition(f"{collection.name}.{collection.uid}", tenant or None)
 
 
 def vector_bytes(vector: Sequence[float]) -> bytes:
@@ -36,68 +49,184 @@ def record_of(chunk: Chunk) -> VectorRecord:
     )
 
 
+def decode(rows: Sequence[Row[str, bytes, str, str | None]], dimension: int) -> PartitionRows:
+    """Store rows (id, vector bytes, metadata JSON, text) as one matrix; each distinct metadata text is parsed once."""
+    vectors = np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4")
+    if vectors.size != len(rows) * dimension:
+        raise ValueError(f"stored vectors do not all have dimension {dimension}")
+    parsed: dict[str | None, dict[str, Any]] = {}
+    metadata: list[Mapping[str, Any]] = []
+    for row in rows:
+        meta = parsed.get(row[2])
+        if meta is None:
+            meta = parsed[row[2]] = json.loads(row[2]) if row[2] else {}
+        metadata.append(meta)
+    return PartitionRows(
+        ids=[r[0] for r in rows],
+        vectors=vectors.reshape(len(rows), dimension),
+        texts=[r[3] for r in rows],
+        metadata=metadata,
+    )
+
+
+@dataclass
+class SyncStats:
+    """What bringing in-memory partitions up to date has cost this process."""
+
+    full_loads: int = 0
+    delta_loads: int = 0
+    rows_read: int = 0  # chunk rows read from the store
+
+
 class IndexGate:
     """The only way services touch the backend."""
 
     def __init__(self, db: Database, backend: VectorBackend) -> None:
         self.db = db
         self.backend = backend
-        self._loaded: dict[Partition, int] = {}  # in-memory partitions and the store generation they reflect
+        self.stats = SyncStats()
+        self._loaded: dict[Partition, int] = {}  # in-memory partitions and the sequence they reflect
         self._locks: dict[Partition, asyncio.Lock] = {}
+        self._identities: dict[str, str] = {}  # collection name -> the uid this process last served it as
 
     def _lock(self, where: Partition) -> asyncio.Lock:
         return self._locks.setdefault(where, asyncio.Lock())
 
     @staticmethod
-    def _generation_row(collection: Collection, where: Partition) -> list[ColumnElement[bool]]:
-        return [IndexGeneration.collection_id == collection.id, IndexGeneration.tenant == (where.tenant or NO_TENANT)]
+    def _row(collection: Collection, tenant: str | None) -> list[ColumnElement[bool]]:
+        return [IndexGeneration.collection_uid == collection.uid, IndexGeneration.tenant == (tenant or NO_TENANT)]
 
-    async def _generation(self, session: AsyncSession, collection: Collection, where: Partition) -> int:
-        found = await session.scalar(select(IndexGeneration.generation).where(*self._generation_row(collection, where)))
-        return int(found or 0)
+    async def _position(self, session: AsyncSession, collection: Collection, tenant: str | None) -> tuple[int, int]:
+        """(sequence, compacted_through) of a partition; (0, 0) before its first write."""
+        found = (
+            await session.execute(
+                select(IndexGeneration.generation, IndexGeneration.compacted_through).where(
+                    *self._row(collection, tenant)
+                )
+            )
+        ).first()
+        return (int(found[0]), int(found[1])) if found else (0, 0)
 
-    async def bump(self, session: AsyncSession, collection: Collection, tenant: str | None) -> int:
-        """Mark a write to the partition in the caller's transaction; returns the new generation."""
-        where = partition_of(collection, tenant)
-        row = self._generation_row(collection, where)
+    async def record(
+        self, session: AsyncSession, collection: Collection, tenant: str | None, record_ids: Iterable[str] | None
+    ) -> int:
+        """Log a write to the partition in the caller's transaction (None: all of it changed); returns its sequence."""
+        row = self._row(collection, tenant)
         changed = await session.execute(
             update(IndexGeneration).where(*row).values(generation=IndexGeneration.generation + 1)
         )
         if not changed.rowcount:  # type: ignore[attr-defined]
-            session.add(IndexGeneration(collection_id=collection.id, tenant=where.tenant or NO_TENANT, generation=1))
+            session.add(
+                IndexGeneration(
+                    collection_uid=collection.uid, tenant=tenant or NO_TENANT, generation=1, compacted_through=0
+                )
+            )
             await session.flush()
-        return await self._generation(session, collection, where)
+        seq = int(await session.scalar(select(IndexGeneration.generation).where(*row)) or 0)
+        ids = None if record_ids is None else sorted(set(record_ids))
+        session.add(IndexChange(collection_uid=collection.uid, tenant=tenant or NO_TENANT, seq=seq, record_ids=ids))
+        if seq % COMPACT_EVERY == 0 and seq > KEEP_CHANGES:
+            await self.compact(session, collection, tenant, seq - KEEP_CHANGES)
+        return seq
+
+    async def compact(self, session: AsyncSession, collection: Collection, tenant: str | None, through: int) -> None:
+        """Remove the partition's change rows up to sequence `through`; copies older than that will refill."""
+        await session.execute(
+            delete(IndexChange).where(
+                IndexChange.collection_uid == collection.uid,
+                IndexChange.tenant == (tenant or NO_TENANT),
+                IndexChange.seq <= through,
+            )
+        )
+        await session.execute(update(IndexGeneration).where(*self._row(collection, tenant)).values(compacted_through=through))
 
     async def _refresh(self, session: AsyncSession, collection: Collection, where: Partition) -> None:
-        """Bring an in-memory partition to the store's generation: refill it when this or another process missed writes."""
+        """Bring an in-memory partition to the store's sequence: the delta when the log has it, else a refill."""
         if self.backend.persistent:
             return
-        current = await self._generation(session, collection, where)
-        if self._loaded.get(where) == current:
+        seq, compacted = await self._position(session, collection, where.tenant)
+        loaded = self._loaded.get(where)
+        if loaded == seq:
             return
-        if where in self._loaded:  # another process wrote since this one loaded the partition
-            await self.backend.drop(where.collection, where.tenant)
-        rows = await session.scalars(
-            select(Chunk)
-            .where(Chunk.collection_id == collection.id, Chunk.tenant == (where.tenant or NO_TENANT))
-            .order_by(Chunk.id)
-        )
-        batch: list[VectorRecord] = []
-        for chunk in rows:
-            batch.append(record_of(chunk))
-            if len(batch) >= 1000:
-                await self.backend.upsert(where, batch)
-                batch = []
-        if batch:
-            await self.backend.upsert(where, batch)
-        self._loaded[where] = current
+        changed = None
+        if loaded is not None and compacted <= loaded < seq:
+            changed = await self._changed_since(session, collection, where, loaded)
+        if changed is None:
+            await self._fill(session, collection, where)
+        else:
+            await self._apply(session, collection, where, sorted(changed))
+        self._loaded[where] = seq
+
+    async def _changed_since(
+        self, session: AsyncSession, collection: Collection, where: Partition, seq: int
+    ) -> set[str] | None:
+        """The record ids written after `seq`, or None when one of those writes reset the whole partition."""
+        changed: set[str] = set()
+        for ids in await session.scalars(
+            select(IndexChange.record_ids).where(
+                IndexChange.collection_uid == collection.uid,
+                IndexChange.tenant == (where.tenant or NO_TENANT),
+                IndexChange.seq > seq,
+            )
+        ):
+            if ids is None:
+                return None
+            changed.update(ids)
+        return changed
+
+    def _chunks(self, collection: Collection, where: Partition) -> list[ColumnElement[bool]]:
+        return [Chunk.collection_id == collection.id, Chunk.tenant == (where.tenant or NO_TENANT)]
+
+    async def _fill(self, session: AsyncSession, collection: Collection, where: Partition) -> None:
+        """Replace the partition with everything the store holds for it; decoding runs off the event loop."""
+        rows = (await session.execute(select(*_COLUMNS).where(*self._chunks(collection, where)).order_by(Chunk.id))).all()
+        self.stats.full_loads += 1
+        self.stats.rows_read += len(rows)
+        data = await asyncio.to_thread(decode, rows, collection.dimension)
+        del rows
+        if isinstance(self.backend, Refillable):
+            await self.backend.replace(where, data)
+            return
+        await self.backend.drop(where.collection, where.tenant)
+        for start in range(0, len(data.ids), IN_BATCH):
+            await self.backend.upsert(where, _records(data, range(start, min(start + IN_BATCH, len(data.ids)))))
+
+    async def _apply(self, session: AsyncSession, collection: Collection, where: Partition, ids: list[str]) -> None:
+        """Re-read the changed records: upsert those the store holds, delete the rest."""
+        self.stats.delta_loads += 1
+        for start in range(0, len(ids), IN_BATCH):
+            batch = ids[start : start + IN_BATCH]
+            rows = (
+                await session.execute(
+                    select(*_COLUMNS).where(*self._chunks(collection, where), Chunk.record_id.in_(batch))
+                )
+            ).all()
+            self.stats.rows_read += len(rows)
+            data = decode(rows, collection.dimension)
+            if rows:
+                await self.backend.upsert(where, _records(data, range(len(rows))))
+            gone = sorted(set(batch) - set(data.ids))
+            if gone:
+                await self.backend.delete(where, gone)
+
+    async def _forget_old_identity(self, collection: Collection) -> None:
+        """Drop what this process holds of an earlier collection that had this name (deleted elsewhere)."""
+        old = self._identities.get(collection.name)
+        if old == collection.uid:
+            return
+        self._identities[collection.name] = collection.uid
+        if old is not None:
+            stale = f"{collection.name}.{old}"
+            self._loaded = {p: s for p, s in self._loaded.items() if p.collection != stale}
+            await self.backend.drop(stale)
 
     async def ready(self, collection: Collection, tenant: str | None) -> Partition:
-        """The partition, refilled from the store first when this process's copy is missing or stale."""
+        """The partition, brought up to the store's sequence first when this process's copy is missing or behind."""
         where = partition_of(collection, tenant)
         if not self.backend.persistent:
+            await self._forget_old_identity(collection)
             async with self.db.session() as session:
-                current = await self._generation(session, collection, where)
+                current, _ = await self._position(session, collection, tenant)
             if self._loaded.get(where) != current:
                 async with self._lock(where), self.db.session() as session:
                     await self._refresh(session, collection, where)
@@ -108,24 +237,27 @@ class IndexGate:
         """A store transaction and the partition, held under the partition's lock.
 
         The backend is changed inside the transaction; if anything fails after that, the touched ids are
-        repaired from the committed store state, so the index never disagrees with the store. Each write
-        bumps the partition's generation, so other processes refill their in-memory copy.
+        repaired from the committed store state, so the index never disagrees with the store. Each write logs
+        the ids it touched under the partition's next sequence, so other processes apply just that.
         """
         where = partition_of(collection, tenant)
+        if not self.backend.persistent:
+            await self._forget_old_identity(collection)
         async with self._lock(where):
             write: IndexWrite | None = None
             try:
+                seq = None
                 async with self.db.session() as session:
                     await self._refresh(session, collection, where)
                     before = self._loaded.get(where)
                     write = IndexWrite(session, where, self.backend)
                     yield write
-                    generation = await self.bump(session, collection, tenant)
-                if not self.backend.persistent:
-                    if before is not None and generation == before + 1:
-                        self._loaded[where] = generation
-                    else:  # another process wrote in between: refill on the next read
-                        self._loaded.pop(where, None)
+                    if write.touched:
+                        seq = await self.record(session, collection, tenant, write.touched)
+                # When another process wrote in between, the copy stays at `before`: the next read applies the
+                # delta since then, this write included.
+                if seq is not None and before is not None and seq == before + 1 and not self.backend.persistent:
+                    self._loaded[where] = seq
             except BaseException:
                 if write is not None and write.touched:
                     await self._repair(collection, where, write.touched)
@@ -134,21 +266,7 @@ class IndexGate:
     async def _repair(self, collection: Collection, where: Partition, ids: set[str]) -> None:
         try:
             async with self.db.session() as session:
-                rows = list(
-                    await session.scalars(
-                        select(Chunk).where(
-                            Chunk.collection_id == collection.id,
-                            Chunk.tenant == (where.tenant or NO_TENANT),
-                            Chunk.record_id.in_(ids),
-                        )
-                    )
-                )
-            kept = {c.record_id for c in rows}
-            if rows:
-                await self.backend.upsert(where, [record_of(c) for c in rows])
-            gone = sorted(ids - kept)
-            if gone:
-                await self.backend.delete(where, gone)
+                await self._apply(session, collection, where, sorted(ids))
         except Exception:  # the index may now hold records the store lacks: force a refill or flag it
             self._loaded.pop(where, None)
             log.exception("could not repair index partition %s after a failed write", where)
@@ -163,6 +281,10 @@ class IndexGate:
             await self.backend.drop(where.collection, tenant)
         except Exception:  # orphans are harmless: results are always joined with store rows
             log.exception("backend could not drop %s; orphaned vectors are ignored by search", where)
+
+
+def _records(data: PartitionRows, rows: Iterable[int]) -> list[VectorRecord]:
+    return [VectorRecord(data.ids[i], data.vectors[i].tolist(), data.texts[i], data.metadata[i]) for i in rows]
 
 
 class IndexWrite:

@@ -46,7 +46,7 @@ async def offboard(rt: Runtime, collection_name: str, tenant: str, *, caller: Ca
             if shared:
                 await session.execute(delete(Chunk).where(*chunk_scope))
                 await session.execute(delete(Document).where(*scope))
-                await rt.index.bump(session, collection, tenant)
+                await rt.index.record(session, collection, tenant, None)
             else:
                 await session.delete(collection)
         pinned = (
@@ -66,6 +66,7 @@ async def offboard(rt: Runtime, collection_name: str, tenant: str, *, caller: Ca
                 Activity(
                     action="tenant.offboarded",
                     collection=collection_name,
+                    collection_uid=collection.uid if collection is not None else None,
                     tenant=tenant,
                     resource_type="tenant",
                     resource_id=tenant,
