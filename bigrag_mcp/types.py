@@ -91,7 +91,11 @@ class VectorBackend(Protocol):
 
 @dataclass(frozen=True)
 class PartitionRows:
-    """A whole partition as the store holds it: record ids, one float32 matrix (a row per id), texts, metadata."""
+    """A whole partition as the store holds it: record ids, one float32 matrix, texts, metadata.
+
+    Row i of `vectors` belongs to `ids[i]`; rows past the ids are spare room. The receiver owns the matrix and
+    may normalise it in place and grow into the spare rows.
+    """
 
     ids: list[str]
     vectors: npt.NDArray[np.float32]

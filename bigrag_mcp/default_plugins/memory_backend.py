@@ -179,7 +179,12 @@ class _Partition:
     def build(cls, data: PartitionRows) -> _Partition:
         """A partition holding exactly `data`, built in one pass (the matrix is normalised in one operation)."""
         part = cls(data.vectors.shape[1])
-        part.matrix = _unit_rows(data.vectors, data.ids, part.dimension)
+        size = len(data.ids)
+        if data.vectors.flags.writeable and data.vectors.dtype == np.float32:  # normalised in place, room kept
+            part.matrix = data.vectors
+        else:
+            part.matrix = np.empty((size + size // 8 + 16, part.dimension), dtype=np.float32)
+        _unit_rows(data.vectors[:size], data.ids, part.dimension, out=part.matrix[:size])
         part.ids = list(data.ids)
         part.rows = {record_id: row for row, record_id in enumerate(part.ids)}
         if len(part.rows) != len(part.ids):
@@ -291,19 +296,24 @@ def _fuse(rankings: Sequence[Sequence[Hit]], depth: int) -> list[Hit]:
 
 
 def _unit_rows(
-    vectors: npt.NDArray[np.float32], ids: Sequence[str | None], dimension: int | None
+    vectors: npt.NDArray[np.float32],
+    ids: Sequence[str | None],
+    dimension: int | None,
+    out: npt.NDArray[np.float32] | None = None,
 ) -> npt.NDArray[np.float32]:
-    """Check shape and values and scale each row to length one; InvalidArgument names the first bad vector."""
+    """Check shape and values and scale each row to length one (into `out` when given); InvalidArgument names the first bad vector."""
     if (dimension is not None and vectors.shape[1] != dimension) or vectors.shape[1] == 0:
         want = dimension if dimension is not None else "of at least 1"
         raise InvalidArgument(f"vectors here must have dimension {want}; got {vectors.shape[1]}")
-    norms = np.linalg.norm(vectors, axis=1)
+    norms = np.sqrt(np.einsum("ij,ij->i", vectors, vectors))  # no temporary matrix, unlike linalg.norm
     bad = ~np.isfinite(norms) | (norms == 0)
     if bad.any():
         which = ids[int(np.flatnonzero(bad)[0])]
         label = f"vector of {which!r}" if which is not None else "query vector"
         raise InvalidArgument(f"{label} must be finite and non-zero")
-    return (vectors / norms[:, None]).astype(np.float32)
+    if out is not None:
+        return np.divide(vectors, norms[:, None], out=out)
+    return (vectors / norms[:, None]).astype(np.float32, copy=False)
 
 
 def _as_matrix(vectors: Sequence[Sequence[float]]) -> npt.NDArray[np.float32]:

@@ -10,13 +10,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
-from sqlalchemy import ColumnElement, Row, Text, delete, select, type_coerce, update
+from sqlalchemy import ColumnElement, Row, Text, delete, func, select, type_coerce, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bigrag_mcp.store.db import Database
@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 KEEP_CHANGES = 1000  # writes per partition the change log keeps; a copy further behind refills
 COMPACT_EVERY = 100  # compact a partition's log on every this-many-th write
 IN_BATCH = 500  # record ids per IN (...) when re-reading changed records
+FILL_BLOCK = 10_000  # rows per block when refilling a whole partition
 _COLUMNS = (Chunk.record_id, Chunk.vector, type_coerce(Chunk.metadata_, Text), Chunk.text)
 
 
@@ -51,22 +52,29 @@ def record_of(chunk: Chunk) -> VectorRecord:
 
 def decode(rows: Sequence[Row[str, bytes, str, str | None]], dimension: int) -> PartitionRows:
     """Store rows (id, vector bytes, metadata JSON, text) as one matrix; each distinct metadata text is parsed once."""
-    vectors = np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4")
-    if vectors.size != len(rows) * dimension:
-        raise ValueError(f"stored vectors do not all have dimension {dimension}")
-    parsed: dict[str | None, dict[str, Any]] = {}
-    metadata: list[Mapping[str, Any]] = []
-    for row in rows:
-        meta = parsed.get(row[2])
+    data = PartitionRows(ids=[], vectors=np.empty((len(rows), dimension), dtype="<f4"), texts=[], metadata=[])
+    _decode_into(data, rows, {})
+    return data
+
+
+def _decode_into(data: PartitionRows, rows: Sequence[Row[str, bytes, str, str | None]], parsed: dict[str, Any]) -> None:
+    """Append `rows` to `data`, copying each vector's bytes straight into the matrix; `parsed` caches metadata."""
+    if not rows:
+        return
+    width = data.vectors.shape[1] * 4
+    target = data.vectors.data.cast("B")
+    offset = len(data.ids) * width
+    for record_id, vector, meta_text, text in rows:
+        if len(vector) != width:
+            raise ValueError(f"stored vector of {record_id!r} does not have dimension {data.vectors.shape[1]}")
+        target[offset : offset + width] = vector
+        offset += width
+        meta = parsed.get(meta_text)
         if meta is None:
-            meta = parsed[row[2]] = json.loads(row[2]) if row[2] else {}
-        metadata.append(meta)
-    return PartitionRows(
-        ids=[r[0] for r in rows],
-        vectors=vectors.reshape(len(rows), dimension),
-        texts=[r[3] for r in rows],
-        metadata=metadata,
-    )
+            meta = parsed[meta_text] = json.loads(meta_text) if meta_text else {}
+        data.ids.append(record_id)
+        data.texts.append(text)
+        data.metadata.append(meta)
 
 
 @dataclass
@@ -178,12 +186,23 @@ class IndexGate:
         return [Chunk.collection_id == collection.id, Chunk.tenant == (where.tenant or NO_TENANT)]
 
     async def _fill(self, session: AsyncSession, collection: Collection, where: Partition) -> None:
-        """Replace the partition with everything the store holds for it; decoding runs off the event loop."""
-        rows = (await session.execute(select(*_COLUMNS).where(*self._chunks(collection, where)).order_by(Chunk.id))).all()
+        """Replace the partition with everything the store holds for it.
+
+        Rows stream in blocks straight into one preallocated matrix, decoded off the event loop, so memory
+        holds one block of row objects at a time beside the matrix.
+        """
+        scope = self._chunks(collection, where)
+        size = int(await session.scalar(select(func.count()).select_from(Chunk).where(*scope)) or 0)
+        room = size + size // 8 + 16  # spare rows, so the next writes need not copy the matrix
+        data = PartitionRows(ids=[], vectors=np.empty((room, collection.dimension), dtype="<f4"), texts=[], metadata=[])
+        parsed: dict[str, Any] = {}
+        stream = await session.stream(select(*_COLUMNS).where(*scope).execution_options(yield_per=FILL_BLOCK))
+        async for block in stream.partitions():
+            if len(data.ids) + len(block) > len(data.vectors):  # rows added since the count (no snapshot reads)
+                data = replace(data, vectors=np.concatenate([data.vectors, np.empty_like(data.vectors[: len(block)])]))
+            await asyncio.to_thread(_decode_into, data, block, parsed)
         self.stats.full_loads += 1
-        self.stats.rows_read += len(rows)
-        data = await asyncio.to_thread(decode, rows, collection.dimension)
-        del rows
+        self.stats.rows_read += len(data.ids)
         if isinstance(self.backend, Refillable):
             await self.backend.replace(where, data)
             return
