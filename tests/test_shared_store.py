@@ -8,6 +8,7 @@ from sqlalchemy import select
 from bigrag_mcp.services import admin, collections, documents, index, offboarding, search, vectors
 from bigrag_mcp.services.index import partition_of
 from bigrag_mcp.services.runtime import Runtime
+from bigrag_mcp.settings import Settings
 from bigrag_mcp.store.models import IndexChange, IndexGeneration
 
 pytestmark = pytest.mark.anyio
@@ -130,3 +131,28 @@ async def test_writes_compact_the_log_and_a_copy_behind_it_still_converges(
         compacted = await session.scalar(select(IndexGeneration.compacted_through))
     assert (logged, compacted) == ([4, 5], 3)
     assert set(await ids(server, "notes", "alpha", {"tenant_id": "acme"})) == set(first + later)
+
+
+@pytest.mark.parametrize("direct", [True, False], ids=["driver_cursor", "result_rows"])
+async def test_a_restart_refills_the_same_answers_either_way_rows_are_read(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, direct: bool
+) -> None:
+    monkeypatch.setattr(index, "FILL_BLOCK", 7)  # several blocks
+    if not direct:
+        monkeypatch.setattr(index, "DIRECT_DRIVERS", frozenset())
+    first = await Runtime.open(settings)
+    await collections.create(first, name="notes", tenant_field="tenant_id", dimension=4)
+    await seed(first, "notes", "acme", 20)
+    await vectors.upsert(first, "notes", [{"id": f"v{i}", "vector": [1.0, i, 0.0, 2.0], "text": f"alpha v{i}", "metadata": {"tenant_id": "acme", "n": i}} for i in range(5)])
+    asked = [("alpha", None), ("alpha note", {"n": {"$gte": 2}}), ("v3", None)]
+    before = [await search.search(first, "notes", q, top_k=8, filters={"tenant_id": "acme", **(f or {})}, search_mode=m)
+              for q, f in asked for m in ("semantic", "keyword", "hybrid")]
+    await first.close()
+    again = await Runtime.open(settings)
+    try:
+        after = [await search.search(again, "notes", q, top_k=8, filters={"tenant_id": "acme", **(f or {})}, search_mode=m)
+                 for q, f in asked for m in ("semantic", "keyword", "hybrid")]
+        assert again.index.stats.full_loads == 1 and again.index.stats.rows_read == 25
+    finally:
+        await again.close()
+    assert [[(r.id, r.score, r.text) for r in b.results] for b in before] == [[(r.id, r.score, r.text) for r in a.results] for a in after]

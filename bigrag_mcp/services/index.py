@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
-from sqlalchemy import ColumnElement, Row, Text, delete, func, select, type_coerce, update
+from sqlalchemy import ColumnElement, Row, Select, Text, delete, func, select, type_coerce, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bigrag_mcp.store.db import Database
@@ -29,6 +29,7 @@ KEEP_CHANGES = 1000  # writes per partition the change log keeps; a copy further
 COMPACT_EVERY = 100  # compact a partition's log on every this-many-th write
 IN_BATCH = 500  # record ids per IN (...) when re-reading changed records
 FILL_BLOCK = 10_000  # rows per block when refilling a whole partition
+DIRECT_DRIVERS = frozenset({"aiosqlite"})  # read refills from the driver's cursor: 2-3x faster than result rows
 _COLUMNS = (Chunk.record_id, Chunk.vector, type_coerce(Chunk.metadata_, Text), Chunk.text)
 
 
@@ -75,6 +76,28 @@ def _decode_into(data: PartitionRows, rows: Sequence[Row[str, bytes, str, str | 
         data.ids.append(record_id)
         data.texts.append(text)
         data.metadata.append(meta)
+
+
+async def _blocks(
+    session: AsyncSession, statement: Select[str, bytes, str, str | None]
+) -> AsyncIterator[Sequence[Any]]:
+    """The statement's rows, FILL_BLOCK at a time; on a DIRECT_DRIVERS store straight from the driver's cursor."""
+    conn = await session.connection()
+    if conn.dialect.driver in DIRECT_DRIVERS:
+        compiled = statement.compile(dialect=conn.dialect)
+        params = tuple(compiled.params[name] for name in compiled.positiontup or ())
+        driver = (await conn.get_raw_connection()).driver_connection
+        assert driver is not None
+        cursor = await driver.execute(str(compiled), params)
+        try:
+            while rows := await cursor.fetchmany(FILL_BLOCK):
+                yield rows
+        finally:
+            await cursor.close()
+        return
+    result = await conn.stream(statement.execution_options(yield_per=FILL_BLOCK))
+    async for block in result.partitions():
+        yield block
 
 
 @dataclass
@@ -196,8 +219,7 @@ class IndexGate:
         room = size + size // 8 + 16  # spare rows, so the next writes need not copy the matrix
         data = PartitionRows(ids=[], vectors=np.empty((room, collection.dimension), dtype="<f4"), texts=[], metadata=[])
         parsed: dict[str, Any] = {}
-        stream = await session.stream(select(*_COLUMNS).where(*scope).execution_options(yield_per=FILL_BLOCK))
-        async for block in stream.partitions():
+        async for block in _blocks(session, select(*_COLUMNS).where(*scope)):
             if len(data.ids) + len(block) > len(data.vectors):  # rows added since the count (no snapshot reads)
                 data = replace(data, vectors=np.concatenate([data.vectors, np.empty_like(data.vectors[: len(block)])]))
             await asyncio.to_thread(_decode_into, data, block, parsed)
