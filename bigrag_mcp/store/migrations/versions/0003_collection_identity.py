@@ -1,16 +1,16 @@
 """collection identity and the index change log
 
-Collections get a random `uid` that is never reused; index generations, the new change log and usage rows are
-keyed on it. Existing collections get a fresh uid; usage rows are matched to the collection that has their name
-now (rows of collections deleted before this revision keep no uid). Generations restart: they only tell a
+Collections get a `uid` that is never reused; index generations, the new change log and usage rows are keyed on
+it. New collections draw 16 random hex digits; existing ones take their row id in decimal, which no random uid can
+equal and which keeps their partition address (`name.id` before, `name.uid` now), so a persistent backend such as
+Weaviate needs no reindex. Usage rows are matched to the collection that has their name now (rows of collections
+deleted before this revision keep no uid). Generations restart: they only tell a
 process with an in-memory index that it must refill, which a process that has just upgraded does anyway.
 
 Revision ID: 0003
 Revises: 0002
 Create Date: 2026-11-27 15:10:00
 """
-
-import secrets
 
 import sqlalchemy as sa
 from alembic import op
@@ -24,10 +24,7 @@ depends_on = None
 def upgrade() -> None:
     with op.batch_alter_table('collections', schema=None) as batch_op:
         batch_op.add_column(sa.Column('uid', sa.String(length=32), nullable=True))
-    bind = op.get_bind()
-    collections = sa.table('collections', sa.column('id', sa.Integer), sa.column('uid', sa.String))
-    for (row_id,) in bind.execute(sa.select(collections.c.id)).all():
-        bind.execute(collections.update().where(collections.c.id == row_id).values(uid=secrets.token_hex(8)))
+    op.execute("UPDATE collections SET uid = CAST(id AS VARCHAR(32))")
     with op.batch_alter_table('collections', schema=None) as batch_op:
         batch_op.alter_column('uid', existing_type=sa.String(length=32), nullable=False)
         batch_op.create_unique_constraint('uq_collections_uid', ['uid'])
