@@ -4,7 +4,8 @@
   (the floor), and that process's resident memory growth vs the float32 matrix plus the ids;
 - cross-process: a server's next query after another process uploads one document vs a steady query.
 
-Run by hand: `python benchmarks/index_sync.py [--chunks N] [--texts]`; prints one JSON object. `--texts` stores a
+Run by hand: `python benchmarks/index_sync.py [--chunks N] [--texts]`; prints one JSON object. The restart is also
+measured with `BIGRAG_INDEX_SNAPSHOTS` on: once writing the snapshot, once loading from it. `--texts` stores a
 short text per chunk, so the restart also builds the keyword index (the default stores vectors only).
 """
 
@@ -33,8 +34,11 @@ NAME = "bench"
 QUERIES = 30
 
 
-def settings(data: Path) -> Settings:
-    return Settings(data_dir=data, embedding_provider="hash", vector_backend="memory", load_plugins="", _env_file=None)  # type: ignore[call-arg]
+def settings(data: Path, snapshots: bool = False) -> Settings:
+    return Settings(  # type: ignore[call-arg]
+        data_dir=data, embedding_provider="hash", vector_backend="memory", load_plugins="", index_snapshots=snapshots,
+        _env_file=None,
+    )
 
 
 def rss_mb() -> float:
@@ -80,16 +84,17 @@ def floor(data: Path) -> float:
     return time.perf_counter() - started
 
 
-async def restart(data: Path) -> dict[str, Any]:
+async def restart(data: Path, snapshots: bool) -> dict[str, Any]:
     """The first query of a fresh runtime, and the memory it grew by (run in its own process)."""
     before = rss_mb()
-    rt = await Runtime.open(settings(data))
+    rt = await Runtime.open(settings(data, snapshots))
     started = time.perf_counter()
     await search.search(rt, NAME, "first query", top_k=10)
     first = time.perf_counter() - started
     grown = rss_mb() - before
+    stats = rt.index.stats
     await rt.close()
-    return {"first_query_s": first, "rss_growth_mb": grown}
+    return {"first_query_s": first, "rss_growth_mb": grown, "from_snapshot": bool(stats.snapshot_loads)}
 
 
 async def cross_process(data: Path) -> dict[str, Any]:
@@ -121,15 +126,22 @@ async def upload_one(data: str) -> None:
     await rt.close()
 
 
+def restart_child(data: Path, snapshots: bool) -> dict[str, Any]:
+    """`restart` in a fresh process, so its memory growth is its own."""
+    command = [sys.executable, __file__, "--phase", "restart", "--data", str(data)] + (["--snapshots"] if snapshots else [])
+    return json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout)  # type: ignore[no-any-return]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--chunks", type=int, default=100_000)
     parser.add_argument("--texts", action="store_true")
     parser.add_argument("--phase", choices=["restart", "upload"], help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
+    parser.add_argument("--snapshots", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.phase == "restart":
-        print(json.dumps(asyncio.run(restart(Path(args.data)))))
+        print(json.dumps(asyncio.run(restart(Path(args.data), args.snapshots))))
         return
     if args.phase == "upload":
         asyncio.run(upload_one(args.data))
@@ -138,10 +150,8 @@ def main() -> None:
         data = Path(tmp)
         asyncio.run(fill(data, args.chunks, args.texts))
         floor_s = min(floor(data) for _ in range(3))
-        child = subprocess.run(
-            [sys.executable, __file__, "--phase", "restart", "--data", str(data)], check=True, capture_output=True, text=True
-        )
-        first = json.loads(child.stdout)
+        first, writing, mapped = (restart_child(data, snapshots) for snapshots in (False, True, True))
+        assert mapped["from_snapshot"] and not writing["from_snapshot"]
         matrix_mb = args.chunks * DIM * 4 / 2**20
         ids_mb = args.chunks * (49 + 8 + 8) / 2**20  # a short str object and its list and dict slots
         report = {
@@ -155,6 +165,12 @@ def main() -> None:
                 "rss_growth_mb": first["rss_growth_mb"],
                 "matrix_plus_ids_mb": matrix_mb + ids_mb,
                 "rss_ratio": first["rss_growth_mb"] / (matrix_mb + ids_mb),
+                "with_snapshots": {
+                    "first_query_writing_the_snapshot_s": writing["first_query_s"],
+                    "first_query_from_the_snapshot_s": mapped["first_query_s"],
+                    "ratio_to_floor": mapped["first_query_s"] / floor_s,
+                    "rss_growth_mb": mapped["rss_growth_mb"],
+                },
             },
             "cross_process": asyncio.run(cross_process(data)),
         }

@@ -32,6 +32,10 @@ class Settings(BaseSettings):
     webhook_allow_private: bool = Field(
         default=False, description="Allow webhook URLs on loopback, private and link-local addresses."
     )
+    index_snapshots: bool = Field(
+        default=False,
+        description="Snapshot big in-memory partitions to data_dir/index-snapshots, so a restart maps them.",
+    )
     price_file: Path | None = Field(default=None, description="TOML price table overriding the built-in one.")
     log_level: str = Field(default="WARNING", description="Logging level (logs go to stderr).")
     public_url: str | None = Field(default=None, description="Public base URL of the HTTP server (auth metadata).")

@@ -19,6 +19,7 @@ import numpy as np
 from sqlalchemy import ColumnElement, Row, Select, Text, delete, func, select, type_coerce, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bigrag_mcp.services.snapshots import SnapshotStore
 from bigrag_mcp.store.db import Database
 from bigrag_mcp.store.models import NO_TENANT, Chunk, Collection, IndexChange, IndexGeneration
 from bigrag_mcp.types import Partition, PartitionRows, Refillable, VectorBackend, VectorRecord
@@ -29,6 +30,7 @@ KEEP_CHANGES = 1000  # writes per partition the change log keeps; a copy further
 COMPACT_EVERY = 100  # compact a partition's log on every this-many-th write
 IN_BATCH = 500  # record ids per IN (...) when re-reading changed records
 FILL_BLOCK = 10_000  # rows per block when refilling a whole partition
+SNAPSHOT_MIN_ROWS = 10_000  # smaller partitions load from the store about as fast as from a snapshot
 DIRECT_DRIVERS = frozenset({"aiosqlite"})  # read refills from the driver's cursor: 2-3x faster than result rows
 _COLUMNS = (Chunk.record_id, Chunk.vector, type_coerce(Chunk.metadata_, Text), Chunk.text)
 
@@ -105,6 +107,7 @@ class SyncStats:
     """What bringing in-memory partitions up to date has cost this process."""
 
     full_loads: int = 0
+    snapshot_loads: int = 0
     delta_loads: int = 0
     rows_read: int = 0  # chunk rows read from the store
 
@@ -112,9 +115,10 @@ class SyncStats:
 class IndexGate:
     """The only way services touch the backend."""
 
-    def __init__(self, db: Database, backend: VectorBackend) -> None:
+    def __init__(self, db: Database, backend: VectorBackend, snapshots: SnapshotStore | None = None) -> None:
         self.db = db
         self.backend = backend
+        self.snapshots = snapshots
         self.stats = SyncStats()
         self._loaded: dict[Partition, int] = {}  # in-memory partitions and the sequence they reflect
         self._locks: dict[Partition, asyncio.Lock] = {}
@@ -183,7 +187,8 @@ class IndexGate:
         if loaded is not None and compacted <= loaded < seq:
             changed = await self._changed_since(session, collection, where, loaded)
         if changed is None:
-            await self._fill(session, collection, where)
+            if not await self._from_snapshot(session, collection, where, seq, compacted):
+                await self._fill(session, collection, where, seq)
         else:
             await self._apply(session, collection, where, sorted(changed))
         self._loaded[where] = seq
@@ -208,8 +213,29 @@ class IndexGate:
     def _chunks(self, collection: Collection, where: Partition) -> list[ColumnElement[bool]]:
         return [Chunk.collection_id == collection.id, Chunk.tenant == (where.tenant or NO_TENANT)]
 
-    async def _fill(self, session: AsyncSession, collection: Collection, where: Partition) -> None:
-        """Replace the partition with everything the store holds for it.
+    async def _from_snapshot(
+        self, session: AsyncSession, collection: Collection, where: Partition, seq: int, compacted: int
+    ) -> bool:
+        """Load the partition from its snapshot plus the changes since; False (and the snapshot removed) if unusable."""
+        if self.snapshots is None:
+            return False
+        snapshot = await asyncio.to_thread(self.snapshots.load, collection.uid, where.tenant, collection.dimension)
+        if snapshot is None:
+            return False
+        changed = None
+        if compacted <= snapshot.seq <= seq:  # older than the log, newer than the store or reset since: stale
+            changed = await self._changed_since(session, collection, where, snapshot.seq)
+        if changed is None:
+            await asyncio.to_thread(self.snapshots.remove, collection.uid, where.tenant)
+            return False
+        await self._install(where, snapshot.rows)
+        self.stats.snapshot_loads += 1
+        if changed:
+            await self._apply(session, collection, where, sorted(changed))
+        return True
+
+    async def _fill(self, session: AsyncSession, collection: Collection, where: Partition, seq: int) -> None:
+        """Replace the partition with everything the store holds for it, and snapshot it when it is big.
 
         Rows stream in blocks straight into one preallocated matrix, decoded off the event loop, so memory
         holds one block of row objects at a time beside the matrix.
@@ -225,6 +251,15 @@ class IndexGate:
             await asyncio.to_thread(_decode_into, data, block, parsed)
         self.stats.full_loads += 1
         self.stats.rows_read += len(data.ids)
+        if self.snapshots is not None:  # rows newer than `seq` are fine: a restore re-reads what changed after it
+            if len(data.ids) >= SNAPSHOT_MIN_ROWS:
+                await asyncio.to_thread(self.snapshots.save, collection.uid, where.tenant, seq, data)
+            else:
+                await asyncio.to_thread(self.snapshots.remove, collection.uid, where.tenant)
+        await self._install(where, data)
+
+    async def _install(self, where: Partition, data: PartitionRows) -> None:
+        """Make the backend partition hold exactly `data`."""
         if isinstance(self.backend, Refillable):
             await self.backend.replace(where, data)
             return
@@ -260,6 +295,7 @@ class IndexGate:
             stale = f"{collection.name}.{old}"
             self._loaded = {p: s for p, s in self._loaded.items() if p.collection != stale}
             await self.backend.drop(stale)
+            await self._forget_snapshots(old, None)
 
     async def ready(self, collection: Collection, tenant: str | None) -> Partition:
         """The partition, brought up to the store's sequence first when this process's copy is missing or behind."""
@@ -318,10 +354,20 @@ class IndexGate:
         self._loaded = {
             p: g for p, g in self._loaded.items() if p.collection != where.collection or (tenant and p != where)
         }
+        await self._forget_snapshots(collection.uid, tenant)
         try:
             await self.backend.drop(where.collection, tenant)
         except Exception:  # orphans are harmless: results are always joined with store rows
             log.exception("backend could not drop %s; orphaned vectors are ignored by search", where)
+
+    async def _forget_snapshots(self, uid: str, tenant: str | None) -> None:
+        """Remove the snapshots of a dropped collection (tenant None) or of one tenant of it."""
+        if self.snapshots is None:
+            return
+        if tenant is None:
+            await asyncio.to_thread(self.snapshots.remove_collection, uid)
+        else:
+            await asyncio.to_thread(self.snapshots.remove, uid, tenant)
 
 
 def _records(data: PartitionRows, rows: Iterable[int]) -> list[VectorRecord]:

@@ -10,6 +10,7 @@ from bigrag_mcp.errors import InvalidArgument
 from bigrag_mcp.plugins import Registry, build_registry, plugin_manager
 from bigrag_mcp.services.index import IndexGate
 from bigrag_mcp.services.ledger import Ledger
+from bigrag_mcp.services.snapshots import SnapshotStore
 from bigrag_mcp.settings import Settings
 from bigrag_mcp.store.db import Database
 from bigrag_mcp.types import ChatProvider, EmbeddingProvider, Reranker
@@ -22,7 +23,8 @@ class Runtime:
         self.pm = pm
         self.registry = registry
         self.backend = registry.vector_backend(settings.vector_backend)()
-        self.index = IndexGate(db, self.backend)
+        snapshots = SnapshotStore(settings.data_dir / "index-snapshots") if settings.index_snapshots else None
+        self.index = IndexGate(db, self.backend, snapshots)
         self.ledger = Ledger(list(settings.billing_exporters))
         self._embedders: dict[tuple[str, str | None, int | None], EmbeddingProvider] = {}
         self._chat_providers: dict[tuple[str, str | None], ChatProvider] = {}
