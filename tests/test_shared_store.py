@@ -5,11 +5,13 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
+from bigrag_mcp.errors import InvalidArgument
 from bigrag_mcp.services import admin, collections, documents, index, offboarding, search, vectors
 from bigrag_mcp.services.index import partition_of
 from bigrag_mcp.services.runtime import Runtime
 from bigrag_mcp.settings import Settings
 from bigrag_mcp.store.models import IndexChange, IndexGeneration
+from bigrag_mcp.types import VectorRecord
 
 pytestmark = pytest.mark.anyio
 VEC = [1.0, 0.0, 0.0, 0.0]
@@ -156,3 +158,17 @@ async def test_a_restart_refills_the_same_answers_either_way_rows_are_read(
     finally:
         await again.close()
     assert [[(r.id, r.score, r.text) for r in b.results] for b in before] == [[(r.id, r.score, r.text) for r in a.results] for a in after]
+
+
+async def test_a_process_without_a_copy_writes_without_loading_the_partition(two_runtimes: tuple[Runtime, Runtime]) -> None:
+    server, cli = two_runtimes
+    await collections.create(server, name="notes", tenant_field="tenant_id", dimension=4)
+    first = await seed(server, "notes", "acme", 5)
+    assert set(await ids(server, "notes", "alpha", {"tenant_id": "acme"})) == set(first)
+    more = await seed(cli, "notes", "acme", 2, "cli")
+    await vectors.upsert(cli, "notes", [{"id": "raw", "vector": VEC, "metadata": {"tenant_id": "acme"}}])
+    with pytest.raises(InvalidArgument):  # still refused, though no copy of the partition checks it
+        async with cli.index.writing(await collections.load(cli, "notes"), "acme") as write:
+            await write.upsert([VectorRecord("zero", [0.0] * 4)])
+    assert (cli.index.stats.full_loads, cli.index.stats.rows_read) == (0, 0)
+    assert set(await ids(server, "notes", "alpha", {"tenant_id": "acme"})) == set(first + more + ["raw"])

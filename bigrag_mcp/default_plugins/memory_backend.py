@@ -200,7 +200,7 @@ class _Partition:
     # --- writes ----------------------------------------------------------------------------------------
 
     def put(self, records: Sequence[VectorRecord], vectors: npt.NDArray[np.float32]) -> None:
-        fresh = len({r.id for r in records} - self.rows.keys())
+        fresh = sum(1 for record_id in {r.id for r in records} if record_id not in self.rows)  # O(records), not O(rows)
         self._reserve(len(self.ids) + fresh)
         for record, vector in zip(records, vectors):
             row = self.rows.get(record.id)

@@ -19,6 +19,7 @@ import numpy as np
 from sqlalchemy import ColumnElement, Row, Select, Text, delete, func, select, type_coerce, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bigrag_mcp.errors import InvalidArgument
 from bigrag_mcp.services.snapshots import SnapshotStore
 from bigrag_mcp.store.db import Database
 from bigrag_mcp.store.models import NO_TENANT, Chunk, Collection, IndexChange, IndexGeneration
@@ -315,9 +316,12 @@ class IndexGate:
 
         The backend is changed inside the transaction; if anything fails after that, the touched ids are
         repaired from the committed store state, so the index never disagrees with the store. Each write logs
-        the ids it touched under the partition's next sequence, so other processes apply just that.
+        the ids it touched under the partition's next sequence, so other processes apply just that. A process
+        that holds no copy of an in-memory partition (a CLI ingest beside a server) writes the store and the log
+        only: it never loads the partition to write to it.
         """
         where = partition_of(collection, tenant)
+        held = self.backend.persistent or where in self._loaded
         if not self.backend.persistent:
             await self._forget_old_identity(collection)
         async with self._lock(where):
@@ -325,9 +329,10 @@ class IndexGate:
             try:
                 seq = None
                 async with self.db.session() as session:
-                    await self._refresh(session, collection, where)
+                    if held:
+                        await self._refresh(session, collection, where)
                     before = self._loaded.get(where)
-                    write = IndexWrite(session, where, self.backend)
+                    write = IndexWrite(session, where, self.backend if held else None)
                     yield write
                     if write.touched:
                         seq = await self.record(session, collection, tenant, write.touched)
@@ -336,7 +341,7 @@ class IndexGate:
                 if seq is not None and before is not None and seq == before + 1 and not self.backend.persistent:
                     self._loaded[where] = seq
             except BaseException:
-                if write is not None and write.touched:
+                if write is not None and write.touched and held:
                     await self._repair(collection, where, write.touched)
                 raise
 
@@ -377,16 +382,24 @@ def _records(data: PartitionRows, rows: Iterable[int]) -> list[VectorRecord]:
 class IndexWrite:
     """One transaction's view: the store session and the backend partition it writes to."""
 
-    def __init__(self, session: AsyncSession, where: Partition, backend: VectorBackend) -> None:
+    def __init__(self, session: AsyncSession, where: Partition, backend: VectorBackend | None) -> None:
         self.session = session
         self.where = where
-        self._backend = backend
+        self._backend = backend  # None: this process holds no copy of the partition, only the log is written
         self.touched: set[str] = set()
 
     async def upsert(self, records: Sequence[VectorRecord]) -> None:
+        """Index the records; without a copy, still refuse what would make every later load of the partition fail."""
         self.touched.update(r.id for r in records)
-        await self._backend.upsert(self.where, records)
+        if self._backend is not None:
+            await self._backend.upsert(self.where, records)
+        elif records:
+            lengths = np.linalg.norm(np.asarray([r.vector for r in records], dtype=np.float64), axis=1)
+            bad = np.flatnonzero(~np.isfinite(lengths) | (lengths == 0))
+            if len(bad):
+                raise InvalidArgument(f"vector of {records[int(bad[0])].id!r} must be finite and non-zero")
 
-    async def delete(self, ids: Sequence[str]) -> int:
+    async def delete(self, ids: Sequence[str]) -> None:
         self.touched.update(ids)
-        return await self._backend.delete(self.where, ids)
+        if self._backend is not None:
+            await self._backend.delete(self.where, ids)
