@@ -119,11 +119,11 @@ async def test_offboarding_and_deleting_remove_the_snapshots(snapshotting: Setti
     await offboarding.offboard(rt, "notes", "acme")
     assert files(snapshotting) == []
     for i in range(6):
-        await documents.upload(rt, "notes", text=f"beta {i}", metadata={"tenant_id": "acme"})
+        await documents.upload(rt, "notes", text=f"beta {i}", metadata={"tenant_id": "globex"})
     await rt.close()
     rt = await Runtime.open(snapshotting)
     try:
-        await search.search(rt, "notes", "beta", filters={"tenant_id": "acme"})
+        await search.search(rt, "notes", "beta", filters={"tenant_id": "globex"})
         assert len(files(snapshotting)) == 2
         await collections.delete(rt, "notes")
         assert files(snapshotting) == []

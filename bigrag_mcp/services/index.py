@@ -20,6 +20,7 @@ from sqlalchemy import ColumnElement, Row, Select, Text, delete, func, select, t
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bigrag_mcp.errors import InvalidArgument
+from bigrag_mcp.services.fences import check_admitted
 from bigrag_mcp.services.snapshots import SnapshotStore
 from bigrag_mcp.store.db import Database
 from bigrag_mcp.store.models import NO_TENANT, Chunk, Collection, IndexChange, IndexGeneration
@@ -318,7 +319,9 @@ class IndexGate:
         repaired from the committed store state, so the index never disagrees with the store. Each write logs
         the ids it touched under the partition's next sequence, so other processes apply just that. A process
         that holds no copy of an in-memory partition (a CLI ingest beside a server) writes the store and the log
-        only: it never loads the partition to write to it.
+        only: it never loads the partition to write to it. A fenced (offboarded) tenant is refused up front, and
+        again after the log entry, when the transaction holds the write lock (SQLite) or the generation row's lock
+        (other databases), so an offboarding that committed meanwhile wins.
         """
         where = partition_of(collection, tenant)
         held = self.backend.persistent or where in self._loaded
@@ -327,18 +330,18 @@ class IndexGate:
         async with self._lock(where):
             write: IndexWrite | None = None
             try:
-                seq = None
                 async with self.db.session() as session:
+                    await check_admitted(session, collection.name, tenant)
                     if held:
                         await self._refresh(session, collection, where)
                     before = self._loaded.get(where)
                     write = IndexWrite(session, where, self.backend if held else None)
                     yield write
-                    if write.touched:
-                        seq = await self.record(session, collection, tenant, write.touched)
+                    seq = await self.record(session, collection, tenant, write.touched)
+                    await check_admitted(session, collection.name, tenant)
                 # When another process wrote in between, the copy stays at `before`: the next read applies the
                 # delta since then, this write included.
-                if seq is not None and before is not None and seq == before + 1 and not self.backend.persistent:
+                if before is not None and seq == before + 1 and not self.backend.persistent:
                     self._loaded[where] = seq
             except BaseException:
                 if write is not None and write.touched and held:

@@ -6,10 +6,12 @@ from typing import Any
 
 import pluggy
 
+from bigrag_mcp.default_plugins.local_embedder import local_model_available
 from bigrag_mcp.errors import InvalidArgument
 from bigrag_mcp.plugins import Registry, build_registry, plugin_manager
 from bigrag_mcp.services.index import IndexGate
 from bigrag_mcp.services.ledger import Ledger
+from bigrag_mcp.services.slots import WriteSlots
 from bigrag_mcp.services.snapshots import SnapshotStore
 from bigrag_mcp.settings import Settings
 from bigrag_mcp.store.db import Database
@@ -26,6 +28,7 @@ class Runtime:
         snapshots = SnapshotStore(settings.data_dir / "index-snapshots") if settings.index_snapshots else None
         self.index = IndexGate(db, self.backend, snapshots)
         self.ledger = Ledger(list(settings.billing_exporters))
+        self.writes = WriteSlots(settings.write_concurrency)
         self._embedders: dict[tuple[str, str | None, int | None], EmbeddingProvider] = {}
         self._chat_providers: dict[tuple[str, str | None], ChatProvider] = {}
         self._rerankers: dict[str, Reranker] = {}
@@ -39,6 +42,14 @@ class Runtime:
         db = Database(settings.resolved_database_url)
         await db.migrate()
         return cls(settings, db, pm, build_registry(pm))
+
+    def default_embedding_provider(self) -> str:
+        """BIGRAG_EMBEDDING_PROVIDER, else the offline local model when it is installed, else the `hash` embedder."""
+        if self.settings.embedding_provider:
+            return self.settings.embedding_provider
+        if "local" in self.registry.embedding_providers and local_model_available() is None:
+            return "local"
+        return "hash"
 
     def embedder(self, provider: str, model: str | None, dimension: int | None) -> EmbeddingProvider:
         key = (provider, model, dimension)

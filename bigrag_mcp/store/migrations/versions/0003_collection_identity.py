@@ -8,7 +8,7 @@ deleted before this revision keep no uid). Generations restart: they only tell a
 process with an in-memory index that it must refill, which a process that has just upgraded does anyway.
 
 Revision ID: 0003
-Revises: 0002
+Revises: 0005
 Create Date: 2026-11-27 15:10:00
 """
 
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = '0003'
-down_revision = '0002'
+down_revision = '0005'
 branch_labels = None
 depends_on = None
 
