@@ -220,3 +220,12 @@ def within_as_stated(outer: Principal, inner: Principal, shared: set[str]) -> bo
     if outer.tenant is not None and inner.tenant != outer.tenant:
         return False
     return outer.tenant is None or outer.collection is not None or inner.collection is None or inner.collection in shared
+
+
+@pytest.fixture
+async def two_runtimes(settings: Settings) -> AsyncIterator[tuple[Runtime, Runtime]]:
+    """Two independent runtimes on one store, as a server and the operator's CLI in two processes would be."""
+    server, cli = await Runtime.open(settings), await Runtime.open(settings)
+    yield server, cli
+    await cli.close()
+    await server.close()
