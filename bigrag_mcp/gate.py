@@ -68,9 +68,14 @@ class Gate:
             tenant_field = (await session.execute(select(Collection.tenant_field).where(Collection.name == name))).first()
         return CollectionFacts(name=name, exists=tenant_field is not None, tenant_field=tenant_field[0] if tenant_field else None)
 
-    async def authorize(self, operation: str, args: dict[str, Any], request_id: str) -> tuple[Caller, Decision]:
-        """The caller and the allowing decision, or the denial as an error (counted and audited)."""
-        principal = await self.principal()
+    async def authorize(
+        self, operation: str, args: dict[str, Any], request_id: str, principal: Principal | None = None
+    ) -> tuple[Caller, Decision]:
+        """The caller and the allowing decision, or the denial as an error (counted and audited).
+
+        `principal` is the session's (the dashboard's signed-in key); by default the call's own key.
+        """
+        principal = principal or await self.principal()
         decision = evaluate(self.policy, principal, operation, args, await self.facts(operation, args, principal))
         if not decision.allowed:
             await audit_safely(
