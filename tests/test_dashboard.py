@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
+import time
+from typing import Any
 
+import httpx
 import pytest
-from conftest import XSS_TENANT, DashboardWorld, call, dashboard_client, mcp_session, sign_in
+from conftest import XSS_TENANT, DashboardWorld, call, dashboard_client, free_port, mcp_session, server_env, sign_in
 from markupsafe import escape
 
 from bigrag_mcp.dashboard.app import COOKIE
 from bigrag_mcp.policy import load_policy
 from bigrag_mcp.server import build_server
 from bigrag_mcp.services.keys import revoke_key
+from bigrag_mcp.settings import Settings
 
 pytestmark = pytest.mark.anyio
 
@@ -70,7 +76,7 @@ async def test_overview_totals_are_usage_get_for_the_same_key_and_window(dashboa
             page = (await client.get("/dashboard/?days=7")).text
         assert f'<div class="label">Queries</div><div class="value">{report["queries_total"]:,}</div>' in page
         assert f'<div class="value">{report["embedding_tokens_total"]:,}</div>' in page
-        assert f"${report['embedding_cost_usd_estimate']:,.4f}" in page
+        assert f"${report['embedding_cost_usd_estimate']:,.6f}" in page
         assert f'<div class="value">{report["chat_calls_total"]:,}</div>' in page
     # the tenant key's view is its tenant: 3 queries a day for 7 days
     assert report["queries_total"] == 21 and "globex" not in page
@@ -167,3 +173,27 @@ async def test_mounted_on_the_http_transport(dashboard_world: DashboardWorld) ->
         assert (await client.get("/dashboard/")).status_code == 303
         assert (await sign_in(client, w.admin_key)).status_code == 303
         assert "Usage: all collections" in (await client.get("/dashboard/")).text
+
+
+def test_serve_and_the_dashboard_command_serve_the_dashboard(settings: Settings, http_server: Any) -> None:
+    base = http_server("streamable-http")
+    with httpx.Client(base_url=base) as client:
+        assert client.get("/dashboard/").headers["location"] == "/dashboard/login"
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "bigrag_mcp", "dashboard", "--port", str(port)],
+                            env=server_env(settings), stderr=subprocess.PIPE)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    response = client.get("/dashboard/login")
+                    break
+                except httpx.ConnectError:
+                    assert proc.poll() is None and time.monotonic() < deadline, "dashboard did not start"
+                    time.sleep(0.05)  # polling for the port to open, not timing anything
+            assert response.status_code == 200 and 'name="api_key"' in response.text
+            assert client.get("/").headers["location"] == "/dashboard/"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

@@ -94,7 +94,7 @@ def _url(path: str, **query: Any) -> str:
 
 
 def _money(value: float | None) -> str:
-    return "unknown (a model missing from the price table)" if value is None else f"${value:,.4f}"
+    return "unknown (a model missing from the price table)" if value is None else f"${value:,.6f}"
 
 
 def _csv_cell(value: Cell | Link) -> str:
@@ -299,7 +299,7 @@ class Dashboard:
 
         def numbers(r: CollectionUsage) -> list[Cell]:
             cost = r.embedding_cost_usd_estimate
-            return [r.queries, r.chat_calls, r.embedding_tokens, None if cost is None else round(cost, 6), r.documents,
+            return [r.queries, r.chat_calls, r.embedding_tokens, None if cost is None else f"{cost:.6f}", r.documents,
                     r.storage_bytes]
 
         by_collection = _ranked(report.by_collection)
