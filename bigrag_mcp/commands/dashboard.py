@@ -8,6 +8,7 @@ import sys
 import anyio
 import uvicorn
 
+from bigrag_mcp.cli import settings_for
 from bigrag_mcp.dashboard import Dashboard
 from bigrag_mcp.dashboard.sessions import SessionStore
 from bigrag_mcp.policy import PolicyError, load_policy
@@ -15,8 +16,7 @@ from bigrag_mcp.services.runtime import Runtime
 from bigrag_mcp.settings import Settings
 
 
-async def dashboard(host: str, port: int, idle_minutes: float) -> int:
-    settings = Settings()
+async def dashboard(settings: Settings, host: str, port: int, idle_minutes: float) -> int:
     try:
         policy = load_policy(settings.policy_file)
     except PolicyError as exc:
@@ -37,4 +37,4 @@ def add(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument("--idle-minutes", type=float, default=30.0, help="sign a browser out after this idle time")
-    parser.set_defaults(handler=lambda a: anyio.run(dashboard, a.host, a.port, a.idle_minutes))
+    parser.set_defaults(handler=lambda a: anyio.run(dashboard, settings_for(a), a.host, a.port, a.idle_minutes))

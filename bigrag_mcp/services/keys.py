@@ -171,6 +171,22 @@ async def revoke_key(db: Database, key_id: str, *, audit: Audit | None = None) -
     return _info(row)
 
 
+async def refusal_reason(db: Database, secret: str, *, now: datetime | None = None) -> str:
+    """Why `authenticate` refuses a secret, in words for the operator (never sent to an MCP client)."""
+    if not secret.startswith(SECRET_PREFIX):
+        return f"not a bigrag-mcp key (keys start with {SECRET_PREFIX!r})"
+    async with db.session() as session:
+        row = await session.scalar(select(ApiKey).where(ApiKey.secret_hash == hash_secret(secret)))
+    if row is None:
+        return "unknown in this data folder"
+    if row.revoked_at is not None:
+        return f"revoked (key {row.id}, at {_aware(row.revoked_at).isoformat()})"
+    expires_at = _utc(row.expires_at)
+    if expires_at is not None and expires_at <= (now or datetime.now(UTC)):
+        return f"expired (key {row.id}, at {expires_at.isoformat()})"
+    return "valid"
+
+
 async def authenticate(db: Database, secret: str, *, now: datetime | None = None) -> Principal | None:
     """The principal of a presented secret, or None when it is unknown, revoked or expired.
 

@@ -6,10 +6,12 @@ from typing import Any
 
 import pluggy
 
+from bigrag_mcp.default_plugins.local_embedder import local_model_available
 from bigrag_mcp.errors import InvalidArgument
 from bigrag_mcp.plugins import Registry, build_registry, plugin_manager
 from bigrag_mcp.services.index import IndexGate
 from bigrag_mcp.services.ledger import Ledger
+from bigrag_mcp.services.slots import WriteSlots
 from bigrag_mcp.settings import Settings
 from bigrag_mcp.store.db import Database
 from bigrag_mcp.types import ChatProvider, EmbeddingProvider, Reranker
@@ -24,6 +26,7 @@ class Runtime:
         self.backend = registry.vector_backend(settings.vector_backend)()
         self.index = IndexGate(db, self.backend)
         self.ledger = Ledger(list(settings.billing_exporters))
+        self.writes = WriteSlots(settings.write_concurrency)
         self._embedders: dict[tuple[str, str | None, int | None], EmbeddingProvider] = {}
         self._chat_providers: dict[tuple[str, str | None], ChatProvider] = {}
         self._rerankers: dict[str, Reranker] = {}
@@ -37,6 +40,14 @@ class Runtime:
         db = Database(settings.resolved_database_url)
         await db.migrate()
         return cls(settings, db, pm, build_registry(pm))
+
+    def default_embedding_provider(self) -> str:
+        """BIGRAG_EMBEDDING_PROVIDER, else the offline local model when it is installed, else the `hash` embedder."""
+        if self.settings.embedding_provider:
+            return self.settings.embedding_provider
+        if "local" in self.registry.embedding_providers and local_model_available() is None:
+            return "local"
+        return "hash"
 
     def embedder(self, provider: str, model: str | None, dimension: int | None) -> EmbeddingProvider:
         key = (provider, model, dimension)

@@ -9,6 +9,8 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import event
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
@@ -53,6 +55,12 @@ class Database:
         """Bring the schema to the newest revision; never drops data."""
         async with self.engine.begin() as conn:
             await conn.run_sync(_upgrade)
+
+    async def schema_is_current(self) -> bool:
+        """True when the store answers and its schema is at the newest migration (for readiness checks)."""
+        async with self.engine.connect() as conn:
+            current = await conn.run_sync(lambda sync: MigrationContext.configure(sync).get_current_heads())
+        return set(current) == set(ScriptDirectory.from_config(alembic_config()).get_heads())
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:
