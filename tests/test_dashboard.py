@@ -176,6 +176,7 @@ async def test_mounted_on_the_http_transport(dashboard_world: DashboardWorld) ->
 
 
 def test_serve_and_the_dashboard_command_serve_the_dashboard(settings: Settings, http_server: Any) -> None:
+    settings.data_dir.mkdir(parents=True)
     base = http_server("streamable-http")
     with httpx.Client(base_url=base) as client:
         assert client.get("/dashboard/").headers["location"] == "/dashboard/login"
