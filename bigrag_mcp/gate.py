@@ -77,9 +77,14 @@ class Gate:
         found = await self.rt.lookups.collection(name)
         return CollectionFacts(name=name, exists=found is not None, tenant_field=found.tenant_field if found else None)
 
-    async def authorize(self, operation: str, args: dict[str, Any], request_id: str) -> tuple[Caller, Decision]:
-        """The caller and the allowing decision, or the denial as an error (counted and audited)."""
-        principal = await self.principal()
+    async def authorize(
+        self, operation: str, args: dict[str, Any], request_id: str, principal: Principal | None = None
+    ) -> tuple[Caller, Decision]:
+        """The caller and the allowing decision, or the denial as an error (counted and audited).
+
+        `principal` is the session's (the dashboard's signed-in key); by default the call's own key.
+        """
+        principal = principal or await self.principal()
         decision = evaluate(self.policy, principal, operation, args, await self.facts(operation, args, principal))
         if not decision.allowed:
             await audit_safely(
