@@ -21,7 +21,7 @@ import httpx2
 import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
-from sqlalchemy import event
+from sqlalchemy import event, select
 
 from bigrag_mcp.dashboard import Dashboard
 from bigrag_mcp.dashboard.sessions import SessionStore
@@ -33,6 +33,7 @@ from bigrag_mcp.services.runtime import Runtime
 from bigrag_mcp.services.usage import record_usage
 from bigrag_mcp.settings import Settings
 from bigrag_mcp.store.db import Database
+from bigrag_mcp.store.models import Collection
 from bigrag_mcp.testing.relay import temporary_database
 from bigrag_mcp.types import EmbeddingProviderFactory, Embeddings, Purpose
 
@@ -258,17 +259,22 @@ class DashboardWorld:
 @pytest.fixture
 async def dashboard_world(rt: Runtime, admin_key: str) -> DashboardWorld:
     async with mcp_session(rt, admin_key) as client:
-        await call(client, "collections_create", name="shared", tenant_field="tenant_id")
-        await call(client, "collections_create", name="docs")
+        shared = (await call(client, "collections_create", name="shared", tenant_field="tenant_id"))
+        docs = (await call(client, "collections_create", name="docs"))
+    uids = {}
+    async with rt.db.session() as session:
+        for name in (shared["name"], docs["name"]):
+            uids[name] = await session.scalar(select(Collection.uid).where(Collection.name == name))
     now = datetime.now(UTC)
     async with rt.db.session() as session:
         for day in range(10):
             for tenant, queries in (("acme", 3), ("globex", 5), (XSS_TENANT, 1)):
                 for _ in range(queries):
-                    record_usage(session, operation="query", collection="shared", tenant=tenant, embedding_tokens=7 + day,
-                                 provider="openai", model="text-embedding-3-small", latency_ms=5, created_at=now - timedelta(days=day))
-            record_usage(session, operation="chat", collection="docs", embedding_tokens=11, chat_input_tokens=100,
-                         chat_output_tokens=20, provider="openai", model="text-embedding-3-small",
+                    record_usage(session, operation="query", collection="shared", collection_uid=uids["shared"], tenant=tenant,
+                                 embedding_tokens=7 + day, provider="openai", model="text-embedding-3-small", latency_ms=5,
+                                 created_at=now - timedelta(days=day))
+            record_usage(session, operation="chat", collection="docs", collection_uid=uids["docs"], embedding_tokens=11,
+                         chat_input_tokens=100, chat_output_tokens=20, provider="openai", model="text-embedding-3-small",
                          created_at=now - timedelta(days=day, minutes=1))
     info, tenant_key = await create_key(rt.db, name="acme app", scopes=["usage:read", "collection:read"],
                                         collection="shared", tenant="acme")
