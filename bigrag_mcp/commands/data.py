@@ -34,6 +34,7 @@ async def collections_cmd(rt: Runtime, a: argparse.Namespace) -> Any:
         chunk_size=a.chunk_size,
         chunk_overlap=a.chunk_overlap,
         chunk_strategy=a.chunk_strategy,
+        language=a.language,
     )
 
 
@@ -74,6 +75,7 @@ def add(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--chunk-size", type=int, default=512)
     p.add_argument("--chunk-overlap", type=int, default=50)
     p.add_argument("--chunk-strategy", choices=("paragraph", "recursive"), default="recursive")
+    p.add_argument("--language", default="english", help="keyword search language: a Snowball stemmer name")
     p.set_defaults(handler=with_runtime(collections_cmd))
 
     p = sub.add_parser("ingest", help="upload text files (or folders of them) into a collection")

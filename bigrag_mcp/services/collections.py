@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bigrag_mcp.errors import Conflict, InvalidArgument, NotFound
 from bigrag_mcp.filters import FIELD_NAME
+from bigrag_mcp.lexical.analyzer import DEFAULT_LANGUAGE, check_language
 from bigrag_mcp.schemas import CollectionInfo
 from bigrag_mcp.services.ledger import OPERATOR, Activity, Caller
 from bigrag_mcp.services.runtime import Runtime
@@ -54,6 +55,7 @@ def info(collection: Collection, documents: int | None = None, vectors: int | No
         chunk_size=collection.chunk_size,
         chunk_overlap=collection.chunk_overlap,
         chunk_strategy=collection.chunk_strategy,  # type: ignore[arg-type]
+        language=collection.language,
         created_at=collection.created_at,
         updated_at=collection.updated_at,
         document_count=documents,
@@ -86,6 +88,7 @@ async def create(
     chunk_size: int = 512,
     chunk_overlap: int = 50,
     chunk_strategy: str = "recursive",
+    language: str = DEFAULT_LANGUAGE,
     caller: Caller = OPERATOR,
 ) -> CollectionInfo:
     if not COLLECTION_NAME.match(name):
@@ -94,6 +97,10 @@ async def create(
         raise InvalidArgument(f"tenant_field {tenant_field!r} must match {FIELD_NAME.pattern}")
     check_schema(metadata_schema)
     check_chunking(chunk_size, chunk_overlap, chunk_strategy)
+    try:
+        check_language(language)
+    except ValueError as exc:
+        raise InvalidArgument(str(exc)) from None
     provider_name = embedding_provider or rt.settings.embedding_provider
     if embedding_provider is None and embedding_model is None:
         embedding_model = rt.settings.embedding_model
@@ -111,6 +118,7 @@ async def create(
         chunk_size=chunk_size,
         chunk_overlap=chunk_overlap,
         chunk_strategy=chunk_strategy,
+        language=language,
     )
     try:
         async with rt.db.session() as session:

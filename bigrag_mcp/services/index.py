@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 
 def partition_of(collection: Collection, tenant: str | None) -> Partition:
     """The backend address of a collection's tenant; the id keeps a re-created name from meeting old vectors."""
-    return Partition(f"{collection.name}.{collection.id}", tenant or None)
+    return Partition(f"{collection.name}.{collection.id}", tenant or None, collection.language)
 
 
 def vector_bytes(vector: Sequence[float]) -> bytes:

@@ -47,6 +47,7 @@ class Collection(Base):
     chunk_size: Mapped[int] = mapped_column(Integer)
     chunk_overlap: Mapped[int] = mapped_column(Integer)
     chunk_strategy: Mapped[str] = mapped_column(String(16))
+    language: Mapped[str] = mapped_column(String(32), default="english", server_default="english")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
 
