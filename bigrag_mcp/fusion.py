@@ -1,7 +1,9 @@
 """Fusing a semantic and a keyword ranking into one hybrid ranking.
 
 `rrf` (reciprocal rank fusion) adds 1 / (RRF_K + rank) per ranking; `weighted` rescales each ranking's scores
-to [0, 1] by its own minimum and maximum and adds them with weights (semantic `alpha`, keyword 1 - alpha).
+to [0, 1] and adds them with weights (semantic `alpha`, keyword 1 - alpha): cosines by the candidates' own
+minimum and maximum, BM25 scores by their maximum only (BM25 has a true zero: no query term), so a chunk that
+both sides found always gains from its keyword match.
 Which one the memory backend uses, and how deep each side is read, were chosen by `benchmarks/retrieval.py`.
 """
 
@@ -33,13 +35,14 @@ def rrf(rankings: Sequence[Sequence[Hit]], depth: int, k: int = RRF_K) -> list[H
 
 
 def weighted(semantic: Sequence[Hit], keyword: Sequence[Hit], depth: int, alpha: float = ALPHA) -> list[Hit]:
-    """Min-max normalised scores of both rankings, summed with weights alpha (semantic) and 1 - alpha (keyword)."""
+    """Normalised scores of both rankings (see the module docstring), summed with weights alpha and 1 - alpha."""
     scores: dict[str, float] = {}
-    for ranking, weight in ((semantic, alpha), (keyword, 1.0 - alpha)):
+    for ranking, weight, floor in ((semantic, alpha, None), (keyword, 1.0 - alpha, 0.0)):
         if not ranking:
             continue
         values = [hit.score for hit in ranking]
-        low, span = min(values), max(values) - min(values)
+        low = min(values) if floor is None else floor
+        span = max(values) - low
         for hit in ranking:
             share = (hit.score - low) / span if span > 0 else 1.0
             scores[hit.id] = scores.get(hit.id, 0.0) + weight * share

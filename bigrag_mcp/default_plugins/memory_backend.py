@@ -25,8 +25,8 @@ from bigrag_mcp.types import Hit, Partition, SearchRequest, VectorBackendFactory
 Mask = npt.NDArray[np.bool_]
 Key = tuple[str, Any]
 
-HYBRID_FUSION: FusionMethod = "rrf"
-HYBRID_MIN_DEPTH = 50
+HYBRID_FUSION: FusionMethod = "weighted"
+HYBRID_MIN_DEPTH = 100
 _RANGE: dict[str, Callable[[Any, Any], Any]] = {
     "$gt": operator.gt,
     "$gte": operator.ge,
