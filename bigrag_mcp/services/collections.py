@@ -21,6 +21,7 @@ from bigrag_mcp.store.models import NO_TENANT, Chunk, Collection, Document
 
 COLLECTION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 CHUNK_SIZE_RANGE = (64, 10_000)
+DEFAULT_CHUNK_SIZE, DEFAULT_CHUNK_OVERLAP = 1000, 100  # chosen by benchmarks/retrieval.py (README)
 
 
 def check_schema(schema: dict[str, Any] | None) -> None:
@@ -85,8 +86,8 @@ async def create(
     dimension: int | None = None,
     metadata_schema: dict[str, Any] | None = None,
     tenant_field: str | None = None,
-    chunk_size: int = 512,
-    chunk_overlap: int = 50,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    chunk_overlap: int = DEFAULT_CHUNK_OVERLAP,
     chunk_strategy: str = "recursive",
     language: str = DEFAULT_LANGUAGE,
     caller: Caller = OPERATOR,
