@@ -32,6 +32,12 @@ class Settings(BaseSettings):
     webhook_allow_private: bool = Field(
         default=False, description="Allow webhook URLs on loopback, private and link-local addresses."
     )
+    max_chunks_per_document: int = Field(
+        default=100_000, ge=1, description="Uploads whose text needs more chunks are refused with limit_exceeded."
+    )
+    write_concurrency: int = Field(
+        default=2, ge=1, description="Writes in flight at a time per API key and per tenant; one more is refused (limit_exceeded)."
+    )
     price_file: Path | None = Field(default=None, description="TOML price table overriding the built-in one.")
     log_level: str = Field(default="WARNING", description="Logging level (logs go to stderr).")
     public_url: str | None = Field(default=None, description="Public base URL of the HTTP server (auth metadata).")

@@ -7,16 +7,18 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx2
 import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
+from bigrag_mcp.hookspecs import hookimpl
 from bigrag_mcp.policy import load_policy
 from bigrag_mcp.server import build_server
 from bigrag_mcp.services.keys import authenticate, create_key
@@ -24,8 +26,44 @@ from bigrag_mcp.services.runtime import Runtime
 from bigrag_mcp.settings import Settings
 from bigrag_mcp.store.db import Database
 from bigrag_mcp.testing.relay import temporary_database
+from bigrag_mcp.types import EmbeddingProviderFactory, Embeddings, Purpose
 
 ALL = ["*:*"]
+VEC = [1.0, 0.0, 0.0, 1.0]
+
+
+class GatedEmbedder:
+    """Embeds every text as VEC; while its gate is armed, a call announces itself and waits to be released."""
+
+    name = "gated"
+    model = "gated-1"
+    dimension = 4
+    max_batch = 16
+
+    def __init__(self, gate: Gate) -> None:
+        self.gate = gate
+
+    async def embed(self, texts: Sequence[str], *, purpose: Purpose) -> Embeddings:
+        self.gate.calls += 1
+        if self.gate.armed and any(self.gate.marker in t for t in texts):
+            self.gate.entered.set()
+            await self.gate.release.wait()
+        return Embeddings([VEC for _ in texts])
+
+
+class Gate:
+    """A plugin registering the "gated" embedder: arm it to hold uploads whose text holds `marker` mid-embedding."""
+
+    def __init__(self) -> None:
+        self.armed = False
+        self.marker = ""
+        self.calls = 0
+        self.entered = anyio.Event()
+        self.release = anyio.Event()
+
+    @hookimpl
+    def register_embedding_providers(self, register: Callable[[str, EmbeddingProviderFactory], None]) -> None:
+        register("gated", lambda *, model, dimension: GatedEmbedder(self))
 
 
 @pytest.fixture
@@ -50,6 +88,15 @@ def settings(tmp_path: Path) -> Settings:
 async def rt(settings: Settings) -> AsyncIterator[Runtime]:
     runtime = await Runtime.open(settings)
     yield runtime
+    await runtime.close()
+
+
+@pytest.fixture
+async def gated(settings: Settings) -> AsyncIterator[tuple[Runtime, Gate]]:
+    """A runtime with the "gated" embedder, and its gate."""
+    gate = Gate()
+    runtime = await Runtime.open(settings, plugins=(gate,))
+    yield runtime, gate
     await runtime.close()
 
 
@@ -138,9 +185,9 @@ def http_server(settings: Settings) -> Iterator[Any]:
 
 
 @asynccontextmanager
-async def http_session(url: str, key: str) -> AsyncIterator[Client]:
+async def http_session(url: str, key: str, timeout: float = 5.0) -> AsyncIterator[Client]:
     async with (
-        httpx2.AsyncClient(headers={"Authorization": f"Bearer {key}"}) as http,
+        httpx2.AsyncClient(headers={"Authorization": f"Bearer {key}"}, timeout=timeout) as http,
         Client(streamable_http_client(f"{url}/mcp", http_client=http)) as client,
     ):
         yield client

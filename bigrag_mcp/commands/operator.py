@@ -9,10 +9,12 @@ from pathlib import Path
 from typing import Any
 
 from bigrag_mcp.cli import Outcome, when, with_runtime
+from bigrag_mcp.errors import InvalidArgument
 from bigrag_mcp.services import admin
 from bigrag_mcp.services.audit import list_audit, verify_chain
 from bigrag_mcp.services.background import relay_for
 from bigrag_mcp.services.collections import list_all, load
+from bigrag_mcp.services.fences import list_fences, readmit
 from bigrag_mcp.services.offboarding import offboard
 from bigrag_mcp.services.runtime import Runtime
 
@@ -67,6 +69,12 @@ async def webhooks_cmd(rt: Runtime, a: argparse.Namespace) -> Any:
 
 
 async def tenants_cmd(rt: Runtime, a: argparse.Namespace) -> Any:
+    if a.action == "fences":
+        return await list_fences(rt)
+    if a.collection is None or a.tenant is None:
+        raise InvalidArgument(f"tenants {a.action} needs COLLECTION and TENANT")
+    if a.action == "readmit":
+        return await readmit(rt, a.collection, a.tenant)
     return await offboard(rt, a.collection, a.tenant)
 
 
@@ -120,10 +128,10 @@ def add(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--event", dest="events", action="append")
     p.set_defaults(handler=with_runtime(webhooks_cmd))
 
-    p = sub.add_parser("tenants", help="offboard a tenant")
-    p.add_argument("action", choices=("offboard",))
-    p.add_argument("collection")
-    p.add_argument("tenant")
+    p = sub.add_parser("tenants", help="offboard a tenant (and fence its writes), re-admit it, or list the fenced ones")
+    p.add_argument("action", choices=("offboard", "readmit", "fences"))
+    p.add_argument("collection", nargs="?")
+    p.add_argument("tenant", nargs="?")
     p.set_defaults(handler=with_runtime(tenants_cmd))
 
     p = sub.add_parser("reindex", help="rebuild collections' vectors in another backend from the store (resumable)")

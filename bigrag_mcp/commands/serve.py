@@ -10,6 +10,7 @@ import anyio
 from bigrag_mcp.policy import PolicyError, load_policy
 from bigrag_mcp.server import build_server
 from bigrag_mcp.services.background import background_work
+from bigrag_mcp.services.documents import MAX_REQUEST_BODY_BYTES
 from bigrag_mcp.services.keys import authenticate
 from bigrag_mcp.services.runtime import Runtime
 from bigrag_mcp.settings import Settings
@@ -43,9 +44,9 @@ async def serve(transport: str, host: str, port: int) -> int:
             if transport == "stdio":
                 await server.run_stdio_async()
             elif transport == "sse":
-                await server.run_sse_async(host=host, port=port)
+                await server.run_sse_async(host=host, port=port, max_request_body_size=MAX_REQUEST_BODY_BYTES)
             else:
-                await server.run_streamable_http_async(host=host, port=port)
+                await server.run_streamable_http_async(host=host, port=port, max_request_body_size=MAX_REQUEST_BODY_BYTES)
             tasks.cancel_scope.cancel()
     finally:
         await rt.close()

@@ -7,7 +7,7 @@ from typing import Any
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -17,7 +17,7 @@ from bigrag_mcp.lexical.analyzer import DEFAULT_LANGUAGE, check_language
 from bigrag_mcp.schemas import CollectionInfo
 from bigrag_mcp.services.ledger import OPERATOR, Activity, Caller
 from bigrag_mcp.services.runtime import Runtime
-from bigrag_mcp.store.models import NO_TENANT, Chunk, Collection, Document
+from bigrag_mcp.store.models import NO_TENANT, ApiKey, Chunk, Collection, Document, utcnow
 
 COLLECTION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 CHUNK_SIZE_RANGE = (64, 10_000)
@@ -38,8 +38,10 @@ def check_schema(schema: dict[str, Any] | None) -> None:
 def check_chunking(size: int, overlap: int, strategy: str) -> None:
     if not CHUNK_SIZE_RANGE[0] <= size <= CHUNK_SIZE_RANGE[1]:
         raise InvalidArgument(f"chunk_size must be between {CHUNK_SIZE_RANGE[0]} and {CHUNK_SIZE_RANGE[1]}")
-    if not 0 <= overlap < size:
-        raise InvalidArgument("chunk_overlap must be at least 0 and smaller than chunk_size")
+    if not 0 <= overlap <= size // 2:
+        raise InvalidArgument(
+            f"chunk_overlap must be between 0 and half of chunk_size ({size // 2} for chunk_size {size}), got {overlap}"
+        )
     if strategy not in ("paragraph", "recursive"):
         raise InvalidArgument("chunk_strategy must be 'paragraph' or 'recursive'")
 
@@ -185,17 +187,34 @@ async def update(
         return info(collection)
 
 
+async def revoke_keys(session: AsyncSession, *pinned: ColumnElement[bool]) -> int:
+    """Revoke the live keys matching `pinned` in the caller's transaction; how many."""
+    keys = list(await session.scalars(select(ApiKey).where(*pinned, ApiKey.revoked_at.is_(None))))
+    for key in keys:
+        key.revoked_at = utcnow()
+    return len(keys)
+
+
 async def delete(rt: Runtime, name: str, *, caller: Caller = OPERATOR) -> CollectionInfo:
-    """Remove the collection with every document, chunk and vector it holds."""
+    """Remove the collection with every document, chunk and vector it holds, and revoke the keys pinned to it
+    (so they never reach a collection created later under the same name)."""
     async with rt.db.session() as session:
         collection = await find(session, name)
         documents, vectors = await counts(session, collection, None)
         stored = await session.scalar(select(func.coalesce(func.sum(Document.size_bytes), 0)).where(Document.collection_id == collection.id))
         await session.delete(collection)
+        revoked = await revoke_keys(session, ApiKey.collection == name)
         await rt.ledger.record(
             session,
             caller,
-            Activity.of("collection.deleted", collection, documents=-documents, chunks=-vectors, storage_bytes=-int(stored or 0)),
+            Activity.of(
+                "collection.deleted",
+                collection,
+                documents=-documents,
+                chunks=-vectors,
+                storage_bytes=-int(stored or 0),
+                details={"keys_revoked": revoked},
+            ),
         )
     await rt.index.drop(collection)
     return info(collection, documents, vectors)

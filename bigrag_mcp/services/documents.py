@@ -4,30 +4,40 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import json
 import mimetypes
 import uuid
 from typing import Any
 
+import anyio
+import anyio.lowlevel
+import numpy as np
+import numpy.typing as npt
 from jsonschema import Draft202012Validator
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bigrag_mcp.chunking import chunk_text
+from bigrag_mcp.chunking import TextChunk, chunk_text
 from bigrag_mcp.errors import InvalidArgument, LimitExceeded, NotFound, TenantRequired
 from bigrag_mcp.schemas import ChunkInfo, DeleteResult, DocumentDetail, DocumentInfo, DocumentPage, UploadResult
 from bigrag_mcp.services.collections import find, load, tenant_of_row
-from bigrag_mcp.services.embedding import Progress, embed_all
-from bigrag_mcp.services.index import vector_bytes
+from bigrag_mcp.services.embedding import Progress, embed_matrix
+from bigrag_mcp.services.fences import check_admitted
+from bigrag_mcp.services.index import IndexWrite
 from bigrag_mcp.services.ledger import OPERATOR, Activity, Caller
 from bigrag_mcp.services.runtime import Runtime
+from bigrag_mcp.services.usage import estimate_tokens
 from bigrag_mcp.store.models import NO_TENANT, Chunk, Collection, Document
 from bigrag_mcp.types import VectorRecord
 
 MAX_DOCUMENT_BYTES = 20 * 1024 * 1024
 MAX_METADATA_BYTES = 64 * 1024
+# An HTTP request must fit a maximal document as base64 (4 bytes per 3) plus 1 MiB for metadata and the JSON-RPC envelope.
+MAX_REQUEST_BODY_BYTES = 4 * -(-MAX_DOCUMENT_BYTES // 3) + 1024 * 1024
 MAX_BATCH_DELETE = 100
+WRITE_SLICE = 128  # chunk rows inserted and indexed per step of a big upload
 
 
 def check_metadata(collection: Collection, metadata: Any, where: str = "metadata") -> dict[str, Any]:
@@ -113,6 +123,14 @@ def _content(rt: Runtime, text: str | None, content_base64: str | None, filename
     return data, mime, loader(data, filename=filename, mime_type=mime)
 
 
+def _read(
+    rt: Runtime, text: str | None, content_base64: str | None, filename: str | None, mime: str | None
+) -> tuple[int, str, str, str]:
+    """The size, SHA-256, mime type and text of an upload (run in a worker thread; the bytes are not kept)."""
+    data, mime, body = _content(rt, text, content_base64, filename, mime)
+    return len(data), hashlib.sha256(data).hexdigest(), mime or "text/plain", body
+
+
 async def upload(
     rt: Runtime,
     collection_name: str,
@@ -125,80 +143,107 @@ async def upload(
     progress: Progress | None = None,
     caller: Caller = OPERATOR,
 ) -> UploadResult:
+    """Load, chunk and embed in worker threads, then store and index in one transaction.
+
+    At most `write_concurrency` writes run at a time per key and per tenant; the CPU-bound steps never run on the
+    event loop, and the vectors are kept as one float32 matrix, so other tenants' calls keep flowing.
+    """
     collection = await load(rt, collection_name)
-    meta = check_metadata(collection, metadata)
+    meta = await anyio.to_thread.run_sync(check_metadata, collection, metadata)
     tenant = tenant_from_metadata(collection, meta)
-    data, mime, body = _content(rt, text, content_base64, filename, mime_type)
-    content_hash = hashlib.sha256(data).hexdigest()
-    async with rt.db.session() as session:
-        existing = await _same_content(session, collection, tenant, content_hash)
-    if existing is not None:
-        return UploadResult(document=document_info(collection, existing), deduplicated=True, embedding_tokens=0)
-    pieces = chunk_text(
-        body, size=collection.chunk_size, overlap=collection.chunk_overlap, strategy=collection.chunk_strategy  # type: ignore[arg-type]
-    )
-    if not pieces:
-        raise InvalidArgument("the document has no text to index")
-    provider = rt.embedder(collection.embedding_provider, collection.embedding_model, collection.dimension)
-    vectors, tokens = await embed_all(provider, [p.text for p in pieces], purpose="document", progress=progress)
-    doc = Document(
-        id=uuid.uuid4().hex,
-        collection_id=collection.id,
-        tenant=tenant or NO_TENANT,
-        filename=filename,
-        mime_type=mime,
-        content_hash=content_hash,
-        metadata_=meta,
-        size_bytes=len(data),
-        char_count=len(body),
-        chunk_count=len(pieces),
-        embedding_tokens=tokens or 0,
-    )
-    chunks = [
-        Chunk(
-            collection_id=collection.id,
-            tenant=doc.tenant,
-            record_id=f"{doc.id}#{i}",
-            document_id=doc.id,
-            chunk_index=i,
-            text=piece.text,
-            metadata_=meta,
-            char_start=piece.start,
-            char_end=piece.end,
-            vector=vector_bytes(vector),
-        )
-        for i, (piece, vector) in enumerate(zip(pieces, vectors))
-    ]
-    async with rt.index.writing(collection, tenant) as write:
-        existing = await _same_content(write.session, collection, tenant, content_hash)
-        if existing is not None:  # the same content landed while this one was being embedded
+    async with rt.writes.hold(caller, collection.name, tenant):
+        size, content_hash, mime, body = await anyio.to_thread.run_sync(_read, rt, text, content_base64, filename, mime_type)
+        async with rt.db.session() as session:
+            await check_admitted(session, collection.name, tenant)  # before the work; the write checks again
+            existing = await _same_content(session, collection, tenant, content_hash)
+        if existing is not None:
             return UploadResult(document=document_info(collection, existing), deduplicated=True, embedding_tokens=0)
-        write.session.add(doc)
-        await write.session.flush()
-        write.session.add_all(chunks)
-        await write.session.flush()
-        await write.upsert(
-            [VectorRecord(c.record_id, v, c.text, meta) for c, v in zip(chunks, vectors)]
+        pieces = await anyio.to_thread.run_sync(
+            functools.partial(
+                chunk_text,
+                body,
+                size=collection.chunk_size,
+                overlap=collection.chunk_overlap,
+                strategy=collection.chunk_strategy,  # type: ignore[arg-type]
+                max_chunks=rt.settings.max_chunks_per_document,
+            )
         )
-        await rt.ledger.record(
-            write.session,
-            caller,
-            Activity.of(
-                "document.uploaded",
-                collection,
-                tenant=tenant,
-                resource_type="document",
-                resource_id=doc.id,
-                documents=1,
-                chunks=len(chunks),
-                storage_bytes=doc.size_bytes,
-                embedding_tokens=tokens,
-                provider=collection.embedding_provider,
-                model=collection.embedding_model,
-                texts=[p.text for p in pieces],
-            ),
+        if not pieces:
+            raise InvalidArgument("the document has no text to index")
+        char_count, texts = len(body), [p.text for p in pieces]
+        del body
+        provider = rt.embedder(collection.embedding_provider, collection.embedding_model, collection.dimension)
+        vectors, tokens = await embed_matrix(provider, texts, purpose="document", progress=progress)
+        estimate = await anyio.to_thread.run_sync(estimate_tokens, texts) if tokens is None else None
+        doc = Document(
+            id=uuid.uuid4().hex,
+            collection_id=collection.id,
+            tenant=tenant or NO_TENANT,
+            filename=filename,
+            mime_type=mime,
+            content_hash=content_hash,
+            metadata_=meta,
+            size_bytes=size,
+            char_count=char_count,
+            chunk_count=len(pieces),
+            embedding_tokens=tokens or 0,
         )
+        async with rt.index.writing(collection, tenant) as write:
+            existing = await _same_content(write.session, collection, tenant, content_hash)
+            if existing is not None:  # the same content landed while this one was being embedded
+                return UploadResult(document=document_info(collection, existing), deduplicated=True, embedding_tokens=0)
+            write.session.add(doc)
+            await write.session.flush()
+            await _store_chunks(write, doc, pieces, vectors, meta)
+            await rt.ledger.record(
+                write.session,
+                caller,
+                Activity.of(
+                    "document.uploaded",
+                    collection,
+                    tenant=tenant,
+                    resource_type="document",
+                    resource_id=doc.id,
+                    documents=1,
+                    chunks=len(pieces),
+                    storage_bytes=doc.size_bytes,
+                    embedding_tokens=tokens,
+                    estimated_tokens=estimate,
+                    provider=collection.embedding_provider,
+                    model=collection.embedding_model,
+                ),
+            )
     return UploadResult(document=document_info(collection, doc), deduplicated=False, embedding_tokens=tokens)
+
+
+async def _store_chunks(
+    write: IndexWrite, doc: Document, pieces: list[TextChunk], vectors: npt.NDArray[np.float32], meta: dict[str, Any]
+) -> None:
+    """Insert the chunk rows and index their vectors a slice at a time, so the event loop breathes in between."""
+    for start in range(0, len(pieces), WRITE_SLICE):
+        part = pieces[start : start + WRITE_SLICE]
+        ids = [f"{doc.id}#{start + i}" for i in range(len(part))]
+        await write.session.execute(
+            insert(Chunk),
+            [
+                {
+                    "collection_id": doc.collection_id,
+                    "tenant": doc.tenant,
+                    "record_id": record_id,
+                    "document_id": doc.id,
+                    "chunk_index": start + i,
+                    "text": piece.text,
+                    "metadata_": meta,
+                    "char_start": piece.start,
+                    "char_end": piece.end,
+                    "vector": vectors[start + i].tobytes(),
+                }
+                for i, (record_id, piece) in enumerate(zip(ids, part))
+            ],
+        )
+        rows = vectors[start : start + len(part)].tolist()  # plain floats, as the backend contract says, one slice at a time
+        await write.upsert([VectorRecord(record_id, row, piece.text, meta) for record_id, row, piece in zip(ids, rows, part)])
+        await anyio.lowlevel.checkpoint()
 
 
 async def _same_content(

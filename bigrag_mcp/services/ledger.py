@@ -69,6 +69,7 @@ class Activity:
     model: str | None = None
     latency_ms: float = 0.0
     texts: Sequence[str] = ()  # what was embedded, to estimate tokens when the provider reported none
+    estimated_tokens: int | None = None  # or that estimate, made already (off the event loop) by the caller
     details: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -86,7 +87,10 @@ class Ledger:
         self.billing_exporters = tuple(billing_exporters)
 
     async def record(self, session: AsyncSession, caller: Caller, activity: Activity) -> None:
-        tokens, estimated = resolve_tokens(activity.embedding_tokens, activity.texts)
+        if activity.embedding_tokens is None and activity.estimated_tokens is not None:
+            tokens, estimated = activity.estimated_tokens, True
+        else:
+            tokens, estimated = resolve_tokens(activity.embedding_tokens, activity.texts)
         operation = USAGE_OPERATIONS.get(activity.action)
         if operation is not None:
             record_usage(

@@ -10,6 +10,7 @@ from bigrag_mcp.errors import InvalidArgument
 from bigrag_mcp.plugins import Registry, build_registry, plugin_manager
 from bigrag_mcp.services.index import IndexGate
 from bigrag_mcp.services.ledger import Ledger
+from bigrag_mcp.services.slots import WriteSlots
 from bigrag_mcp.settings import Settings
 from bigrag_mcp.store.db import Database
 from bigrag_mcp.types import ChatProvider, EmbeddingProvider, Reranker
@@ -24,6 +25,7 @@ class Runtime:
         self.backend = registry.vector_backend(settings.vector_backend)()
         self.index = IndexGate(db, self.backend)
         self.ledger = Ledger(list(settings.billing_exporters))
+        self.writes = WriteSlots(settings.write_concurrency)
         self._embedders: dict[tuple[str, str | None, int | None], EmbeddingProvider] = {}
         self._chat_providers: dict[tuple[str, str | None], ChatProvider] = {}
         self._rerankers: dict[str, Reranker] = {}

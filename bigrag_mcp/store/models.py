@@ -106,6 +106,22 @@ class IndexGeneration(Base):
     generation: Mapped[int] = mapped_column(Integer, default=0)
 
 
+class TenantFence(Base):
+    """An offboarded tenant: no write to (collection name, tenant) commits until an operator re-admits it.
+
+    `tenant` is the partition's tenant column value ("" fences a whole collection-per-tenant collection);
+    `offboarded_tenant` is the tenant name the operator offboarded.
+    """
+
+    __tablename__ = "tenant_fences"
+
+    collection: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(256), primary_key=True)
+    offboarded_tenant: Mapped[str] = mapped_column(String(256))
+    offboarded_by: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    offboarded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
 class ApiKey(Base):
     __tablename__ = "api_keys"
 
