@@ -18,10 +18,15 @@ Purpose = Literal["document", "query"]
 
 @dataclass(frozen=True)
 class Partition:
-    """The address of every backend call: a collection and, in tenant collections, one tenant."""
+    """The address of every backend call: a collection and, in tenant collections, one tenant.
+
+    `language` is the collection's keyword analyzer (a Snowball stemmer name); it is a setting of the
+    collection, not part of the address, so it takes no part in equality.
+    """
 
     collection: str
     tenant: str | None = None
+    language: str = field(default="english", compare=False)
 
 
 @dataclass(frozen=True)

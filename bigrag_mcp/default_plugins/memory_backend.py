@@ -1,4 +1,5 @@
-"""The built-in in-memory vector backend: exact cosine search, BM25 keyword search and their RRF fusion.
+"""The built-in in-memory vector backend: exact cosine search, BM25 keyword search (`bigrag_mcp.lexical`) and
+their fusion (`bigrag_mcp.fusion`).
 
 Each (collection, tenant) partition is its own index, so a query costs what that partition holds. Every call
 runs in a worker thread (`bigrag_mcp.compute`), searches side by side, a write alone: no call sees a half-applied
@@ -7,10 +8,7 @@ write, and the event loop keeps answering while numpy works.
 
 from __future__ import annotations
 
-import math
 import operator
-import re
-from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -21,29 +19,24 @@ from bigrag_mcp import compute
 from bigrag_mcp.compute import ReadWriteLock
 from bigrag_mcp.errors import InvalidArgument
 from bigrag_mcp.filters import And, Compare, FilterNode, Or
+from bigrag_mcp.fusion import FusionMethod, fuse
+from bigrag_mcp.fusion import best as _best
 from bigrag_mcp.hookspecs import hookimpl
+from bigrag_mcp.lexical.index import KeywordIndex
 from bigrag_mcp.types import Hit, Partition, PartitionRows, SearchRequest, VectorBackendFactory, VectorRecord
 
 T = TypeVar("T")
 Mask = npt.NDArray[np.bool_]
 Key = tuple[str, Any]
 
-BM25_K1 = 1.2
-BM25_B = 0.75
-RRF_K = 60
-HYBRID_MIN_DEPTH = 50
-_TOKEN = re.compile(r"\w+")
+HYBRID_FUSION: FusionMethod = "weighted"
+HYBRID_MIN_DEPTH = 100
 _RANGE: dict[str, Callable[[Any, Any], Any]] = {
     "$gt": operator.gt,
     "$gte": operator.ge,
     "$lt": operator.lt,
     "$lte": operator.le,
 }
-
-
-def tokenize(text: str) -> list[str]:
-    """Lowercase word tokens."""
-    return _TOKEN.findall(text.lower())
 
 
 def _key(value: Any) -> Key | None:
@@ -110,78 +103,26 @@ class _FieldColumn:
         return mask
 
 
-class KeywordIndex:
-    """BM25 over the texts of one partition, keyed by record id; it keeps term counts, never the texts."""
-
-    def __init__(self) -> None:
-        self.terms: dict[str, Counter[str]] = {}
-        self.postings: dict[str, dict[str, int]] = {}
-        self.text_lengths: dict[str, int] = {}
-        self.total_length = 0
-
-    def add(self, record_id: str, text: str | None) -> None:
-        """Index `text` as the record's text, replacing what the record had."""
-        self.remove(record_id)
-        if text is None:
-            return
-        tokens = tokenize(text)
-        counts = Counter(tokens)
-        self.terms[record_id] = counts
-        self.text_lengths[record_id] = len(tokens)
-        self.total_length += len(tokens)
-        for term, tf in counts.items():
-            self.postings.setdefault(term, {})[record_id] = tf
-
-    def remove(self, record_id: str) -> None:
-        counts = self.terms.pop(record_id, None)
-        if counts is None:
-            return
-        self.total_length -= self.text_lengths.pop(record_id)
-        for term in counts:
-            posting = self.postings[term]
-            del posting[record_id]
-            if not posting:
-                del self.postings[term]
-
-    def search(self, text: str, depth: int, allowed: Callable[[str], bool] | None) -> list[Hit]:
-        """BM25 ranking of the allowed records that hold a query term, best first, at most `depth` long."""
-        if not self.text_lengths:
-            return []
-        count = len(self.text_lengths)
-        average = self.total_length / count
-        scores: dict[str, float] = {}
-        for term in set(tokenize(text)):
-            posting = self.postings.get(term)
-            if not posting:
-                continue
-            idf = math.log(1 + (count - len(posting) + 0.5) / (len(posting) + 0.5))
-            for record_id, tf in posting.items():
-                norm = BM25_K1 * (1 - BM25_B + BM25_B * self.text_lengths[record_id] / average)
-                scores[record_id] = scores.get(record_id, 0.0) + idf * tf * (BM25_K1 + 1) / (tf + norm)
-        if allowed is not None:
-            scores = {i: s for i, s in scores.items() if allowed(i)}
-        return _best(scores.items(), depth)
-
-
 class _Partition:
     """The records of one (collection, tenant): L2-normalised float32 rows, ids, metadata and a keyword index.
 
     Texts are not kept: the keyword index holds term counts and the store joins texts into results.
     """
 
-    def __init__(self, dimension: int) -> None:
+    def __init__(self, dimension: int, language: str) -> None:
         self.dimension = dimension
         self.matrix = np.empty((16, dimension), dtype=np.float32)
         self.ids: list[str] = []
         self.rows: dict[str, int] = {}
         self.metadata: list[Mapping[str, Any]] = []
-        self.keywords = KeywordIndex()
+        self.keywords = KeywordIndex(language)
+        self._keyword_rows: npt.NDArray[np.intp] | None = None  # row of each keyword slot (-1: none), for filters
         self.columns: dict[str, _FieldColumn] = {}
 
     @classmethod
-    def build(cls, data: PartitionRows) -> _Partition:
+    def build(cls, data: PartitionRows, language: str) -> _Partition:
         """A partition holding exactly `data`, built in one pass (the matrix is normalised in one operation)."""
-        part = cls(data.vectors.shape[1])
+        part = cls(data.vectors.shape[1], language)
         size = len(data.ids)
         if data.vectors.flags.writeable and data.vectors.dtype == np.float32:  # normalised in place, room kept
             part.matrix = data.vectors
@@ -193,8 +134,7 @@ class _Partition:
         if len(part.rows) != len(part.ids):
             raise InvalidArgument("a partition cannot hold the same id twice")
         part.metadata = list(data.metadata)
-        for record_id, text in zip(part.ids, data.texts):
-            part.keywords.add(record_id, text)
+        part.keywords.add(part.ids, list(data.texts))
         return part
 
     def __len__(self) -> int:
@@ -214,19 +154,22 @@ class _Partition:
                 self.metadata.append({})
             self.matrix[row] = vector
             self.metadata[row] = {k: list(v) if isinstance(v, list) else v for k, v in record.metadata.items()}
-            self.keywords.add(record.id, record.text)
+        self.keywords.add([r.id for r in records], [r.text for r in records])
+        self._keyword_rows = None
         self.columns.clear()
 
     def remove(self, ids: Iterable[str]) -> int:
         removed = 0
-        for record_id in set(ids):
+        wanted = set(ids)
+        for record_id in wanted:
             row = self.rows.pop(record_id, None)
             if row is None:
                 continue
             removed += 1
-            self.keywords.remove(record_id)
             self._move_last_into(row)
         if removed:
+            self.keywords.remove(list(wanted))
+            self._keyword_rows = None
             self.columns.clear()
         return removed
 
@@ -279,23 +222,15 @@ class _Partition:
 
     def keyword(self, text: str, allowed: Mask | None, depth: int) -> list[Hit]:
         """BM25 ranking of the allowed rows that hold a query term, best first, at most `depth` long."""
-        admit = None if allowed is None else (lambda record_id: bool(allowed[self.rows[record_id]]))
-        return self.keywords.search(text, depth, admit)
-
-
-def _best(scored: Iterable[tuple[str, float]], depth: int) -> list[Hit]:
-    """Hits sorted by score, ties broken by id, at most `depth` long."""
-    ordered = sorted(scored, key=lambda pair: (-pair[1], pair[0]))
-    return [Hit(record_id, score) for record_id, score in ordered[:depth]]
-
-
-def _fuse(rankings: Sequence[Sequence[Hit]], depth: int) -> list[Hit]:
-    """Reciprocal rank fusion: each ranking adds 1 / (RRF_K + rank) to a record's score."""
-    scores: dict[str, float] = {}
-    for ranking in rankings:
-        for rank, hit in enumerate(ranking, start=1):
-            scores[hit.id] = scores.get(hit.id, 0.0) + 1.0 / (RRF_K + rank)
-    return _best(scores.items(), depth)
+        slots = None
+        if allowed is not None:
+            if self._keyword_rows is None:
+                self._keyword_rows = np.asarray(
+                    [-1 if i is None else self.rows.get(i, -1) for i in self.keywords.ids], dtype=np.intp
+                )
+            rows = self._keyword_rows
+            slots = (rows >= 0) & allowed[np.maximum(rows, 0)] if len(rows) else np.zeros(0, dtype=bool)
+        return [Hit(record_id, score) for record_id, score in self.keywords.search(text, depth, slots)]
 
 
 def _unit_rows(
@@ -375,12 +310,12 @@ class MemoryBackend:
             _as_matrix([r.vector for r in records]), [r.id for r in records], part.dimension if part else None
         )
         if part is None:
-            part = self._partitions[where] = _Partition(vectors.shape[1])
+            part = self._partitions[where] = _Partition(vectors.shape[1], where.language)
         part.put(records, vectors)
 
     async def replace(self, where: Partition, rows: PartitionRows) -> None:
         """Swap in a partition built from `rows`: built in a worker thread, swapped in under the write lock."""
-        built = await compute.run(_Partition.build, rows) if rows.ids else None
+        built = await compute.run(_Partition.build, rows, where.language) if rows.ids else None
         await compute.run(self._write, self._swap, where, built)
 
     def _swap(self, where: Partition, part: _Partition | None) -> None:
@@ -413,7 +348,7 @@ class MemoryBackend:
             assert request.vector is not None and request.text is not None
             depth = max(request.top_k * 4, HYBRID_MIN_DEPTH)
             rankings = [part.nearest(request.vector, allowed, depth), part.keyword(request.text, allowed, depth)]
-            hits = _fuse(rankings, request.top_k)
+            hits = fuse(HYBRID_FUSION, rankings[0], rankings[1], request.top_k)
         if request.min_score is not None:
             hits = [h for h in hits if h.score >= request.min_score]
         return hits

@@ -39,7 +39,7 @@ _COLUMNS = (Chunk.record_id, Chunk.vector, type_coerce(Chunk.metadata_, Text), C
 
 def partition_of(collection: Collection, tenant: str | None) -> Partition:
     """The backend address of a collection's tenant; the uid keeps a re-created name from meeting old vectors."""
-    return Partition(f"{collection.name}.{collection.uid}", tenant or None)
+    return Partition(f"{collection.name}.{collection.uid}", tenant or None, collection.language)
 
 
 def vector_bytes(vector: Sequence[float]) -> bytes:

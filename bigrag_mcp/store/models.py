@@ -75,6 +75,7 @@ class Collection(Base):
     chunk_size: Mapped[int] = mapped_column(Integer)
     chunk_overlap: Mapped[int] = mapped_column(Integer)
     chunk_strategy: Mapped[str] = mapped_column(String(16))
+    language: Mapped[str] = mapped_column(String(32), default="english", server_default="english")
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow, onupdate=utcnow)
 

@@ -7,16 +7,16 @@ Weaviate needs no reindex. Usage rows are matched to the collection that has the
 deleted before this revision keep no uid). Generations restart: they only tell a
 process with an in-memory index that it must refill, which a process that has just upgraded does anyway.
 
-Revision ID: 0003
-Revises: 0006
+Revision ID: 0006
+Revises: 0005
 Create Date: 2026-11-27 15:10:00
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = '0003'
-down_revision = '0006'
+revision = '0006'
+down_revision = '0005'
 branch_labels = None
 depends_on = None
 
