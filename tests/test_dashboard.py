@@ -6,6 +6,7 @@ import logging
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -13,12 +14,15 @@ import pytest
 from conftest import XSS_TENANT, DashboardWorld, call, dashboard_client, free_port, mcp_session, server_env, sign_in
 from markupsafe import escape
 
-from bigrag_mcp.dashboard.app import COOKIE
+from bigrag_mcp.dashboard.app import COOKIE, Dashboard
+from bigrag_mcp.dashboard.sessions import SessionStore
 from bigrag_mcp.policy import load_policy
 from bigrag_mcp.server import build_server
-from bigrag_mcp.services.keys import revoke_key
+from bigrag_mcp.services.keys import create_key, revoke_key
+from bigrag_mcp.services.runtime import Runtime
 from bigrag_mcp.settings import Settings
 
+REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.anyio
 
 PAGES = ["/dashboard/", "/dashboard/collection?name=shared", "/dashboard/tenant?collection=shared&tenant=acme",
@@ -198,3 +202,35 @@ def test_serve_and_the_dashboard_command_serve_the_dashboard(settings: Settings,
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+async def test_the_limits_panel_shows_each_limit_within_reach_as_usage_get_does(settings: Settings, tmp_path: Path) -> None:
+    policy = tmp_path / "limited.toml"
+    policy.write_text(
+        (REPO / "bigrag_mcp" / "policy" / "default.toml").read_text(encoding="utf-8")
+        + '\n[[limits]]\nname = "tenant queries"\napplies_to = { collection = "*", tenant = "*" }\n'
+        'metric = "queries"\nmax = 5\nper = "day"\n',
+        encoding="utf-8",
+    )
+    rt = await Runtime.open(settings.model_copy(update={"policy_file": policy}))
+    try:
+        _, admin_key = await create_key(rt.db, name="admin", scopes=["*:*"])
+        async with mcp_session(rt, admin_key) as mcp:
+            await call(mcp, "collections_create", name="shared", tenant_field="tenant_id")
+            await call(mcp, "documents_upload", collection="shared", text="Refunds take five days.", metadata={"tenant_id": "acme"})
+        _, tenant_key = await create_key(rt.db, name="acme", scopes=["query:read", "usage:read"], collection="shared", tenant="acme")
+        async with mcp_session(rt, tenant_key) as mcp:
+            for _ in range(2):
+                await call(mcp, "query", collection="shared", query="refunds")
+            limits = (await call(mcp, "usage_get", window_days=7))["limits"]
+        assert [(x["name"], x["used"], x["max"], x["remaining"]) for x in limits] == [("tenant queries", 2, 5, 3)]
+        dashboard = Dashboard(rt, load_policy(policy), SessionStore())
+        async with dashboard_client(dashboard.app()) as client:
+            await sign_in(client, tenant_key)
+            page = (await client.get("/dashboard/?days=7")).text
+        panel = page.split('id="table-limits"', 1)[1].split("</table>", 1)[0]
+        cells = [c.split("<", 1)[0] for c in panel.split("<td>")[1:]]
+        assert cells[:8] == ["tenant queries", "queries", "hard", "shared", "acme", "2", "5", "3"]
+        assert cells[9] == limits[0]["resets_at"].replace("Z", "+00:00")
+    finally:
+        await rt.close()

@@ -27,12 +27,13 @@ from bigrag_mcp.errors import BigRagError, InvalidArgument, NotFound, Permission
 from bigrag_mcp.gate import Gate
 from bigrag_mcp.policy import Policy, Principal
 from bigrag_mcp.services import admin, collections
+from bigrag_mcp.services.admin import UsageView
 from bigrag_mcp.services.audit import list_audit, verify_chain
 from bigrag_mcp.services.keys import authenticate, get_key
 from bigrag_mcp.services.ledger import Caller
 from bigrag_mcp.services.outbox import OutboxRelay
 from bigrag_mcp.services.runtime import Runtime
-from bigrag_mcp.services.usage import CollectionUsage, UsageReport
+from bigrag_mcp.services.usage import CollectionUsage
 
 log = logging.getLogger(__name__)
 PREFIX = "/dashboard"
@@ -266,17 +267,17 @@ class Dashboard:
             raise InvalidArgument(f"days must be one of {', '.join(map(str, WINDOWS))}, not {raw!r}")
         return int(raw)
 
-    async def _usage(self, request: Request, principal: Principal, collection: str | None, tenant: str | None) -> UsageReport:
-        """Exactly `usage_get(window_days, collection, tenant)` for this key."""
+    async def _usage(self, request: Request, principal: Principal, collection: str | None, tenant: str | None) -> UsageView:
+        """Exactly `usage_get(window_days, collection, tenant)` for this key, limits included."""
         args = {"window_days": self._days(request), "collection": collection, "tenant": tenant}
         _, a = await self._allow(principal, "usage_get", args)
         return await admin.usage(self.rt, window_days=a["window_days"], collection=a.get("collection"),
-                                 tenant=a.get("tenant"))
+                                 tenant=a.get("tenant"), principal=principal)
 
     # --- pages --------------------------------------------------------------------------------------
 
     @staticmethod
-    def _usage_page(title: str, report: UsageReport) -> Page:
+    def _usage_page(title: str, report: UsageView) -> Page:
         days = [d.date for d in report.timeline]
         page = Page(title)
         page.stats = [
@@ -312,6 +313,13 @@ class Dashboard:
                   [[r.collection, Link(r.tenant, _url("/tenant", collection=r.collection, tenant=r.tenant)), *numbers(r)]
                    for r in by_tenant]),
         ]
+        if report.limits:  # each limit within the key's reach: its use against its cap and when it resets
+            page.tables.insert(0, Table(
+                "limits", "Limits", ("Limit", "Metric", "Mode", "Collection", "Tenant", "Used", "Max", "Remaining",
+                                     "Window", "Resets at (UTC)"),
+                [[x.name, x.metric, x.mode, x.collection, x.tenant, x.used, x.max, x.remaining, x.window,
+                  x.resets_at.isoformat() if x.resets_at else "standing cap"] for x in report.limits],
+            ))
         return page
 
     async def overview(self, request: Request, principal: Principal) -> Page:
