@@ -71,7 +71,7 @@ def test_cli_basics_a_newcomer_meets(settings: Settings, tmp_path: Path) -> None
     nameless = run(settings, "collections", "create")
     assert nameless.returncode == 2 and "needs the collection's name" in nameless.stderr and "Traceback" not in nameless.stderr
     helped = run(settings, "collections", "--help").stdout
-    assert "(default: 512)" in helped and "(default: recursive)" in helped and "(default: None)" not in helped
+    assert "(default: 1000)" in helped and "(default: recursive)" in helped and "(default: None)" not in helped
 
 
 def test_destructive_commands_ask_at_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:

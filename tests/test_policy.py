@@ -30,7 +30,10 @@ EXPECT_KEYS = {"allowed", "code", "reason", "reason_contains", "tenant", "collec
 
 
 def _principal(spec: Mapping[str, Any], key_id: str) -> Principal:
-    return Principal(key_id, frozenset(spec["scopes"]), spec.get("collection"), spec.get("tenant"), spec.get("expires_at"))
+    return Principal(
+        key_id, frozenset(spec["scopes"]), spec.get("collection"), spec.get("tenant"), role=spec.get("role"),
+        expires_at=spec.get("expires_at"),
+    )
 
 
 def _policy(data: Mapping[str, Any], case_file: Path) -> Policy:

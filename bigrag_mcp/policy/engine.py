@@ -7,7 +7,7 @@ tenant the service must scope to, or denied with a stable code and a sentence sa
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from datetime import datetime
 from functools import partial
 from typing import Any, Literal
@@ -34,6 +34,7 @@ class Principal:
     scopes: frozenset[str]
     collection: str | None = None
     tenant: str | None = None
+    _: KW_ONLY  # what follows is named at every call, so a new field cannot shift another's meaning
     role: str | None = None  # the policy role the key was minted with, which limits may name
     expires_at: datetime | None = None
 
