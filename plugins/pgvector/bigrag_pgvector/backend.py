@@ -238,25 +238,30 @@ class PgvectorBackend:
     def _query_sql(
         mode: str, table: str, base: str, params: Params, request: SearchRequest, tsquery: str | None
     ) -> str:
-        """The ranking statement of one search mode; binds the query vector and text into `params`."""
-        distance = ""
-        if request.vector is not None and mode != "keyword":
-            distance = f"(embedding <=> CAST(CAST({params.bind(_vector_literal(request.vector))} AS text) AS vector))"
-        query = f"to_tsquery('simple', {params.bind(tsquery or '')})"
-        rank = f"ts_rank_cd(tsv, {query}, 1)"
+        """The ranking statement of one search mode; binds the query vector and text into `params`.
+
+        The query vector and tsquery are parsed once, in the one-row `q`, not once per scanned row.
+        """
+        vector = _vector_literal(request.vector) if request.vector is not None and mode != "keyword" else None
+        q = (
+            f"WITH q AS MATERIALIZED (SELECT CAST(CAST({params.bind(vector)} AS text) AS vector) AS v, "
+            f"to_tsquery('simple', {params.bind(tsquery or '')}) AS tq)"
+        )
+        rank = "ts_rank_cd(tsv, q.tq, 1)"
         if mode == "semantic":
-            return f"SELECT id, 1 - {distance} AS score FROM {table} WHERE {base} ORDER BY {distance}, id LIMIT :k"
-        if mode == "keyword":
             return (
-                f"SELECT id, {rank} AS score FROM {table} WHERE {base} AND tsv @@ {query} ORDER BY 2 DESC, id LIMIT :k"
+                f"{q} SELECT id, 1 - (embedding <=> q.v) AS score FROM {table}, q WHERE {base} "
+                "ORDER BY embedding <=> q.v, id LIMIT :k"
             )
+        if mode == "keyword":
+            return f"{q} SELECT id, {rank} AS score FROM {table}, q WHERE {base} AND tsv @@ q.tq ORDER BY 2 DESC, id LIMIT :k"
         params.values["depth"] = max(request.top_k * 4, HYBRID_MIN_DEPTH)
         params.values["rrf"] = RRF_K
         return (
-            f"WITH sem AS (SELECT id, row_number() OVER (ORDER BY {distance}, id) AS r FROM {table} "
-            f"WHERE {base} ORDER BY {distance}, id LIMIT :depth), "
-            f"kw AS (SELECT id, row_number() OVER (ORDER BY {rank} DESC, id) AS r FROM {table} "
-            f"WHERE {base} AND tsv @@ {query} ORDER BY {rank} DESC, id LIMIT :depth) "
+            f"{q}, sem AS (SELECT id, row_number() OVER (ORDER BY embedding <=> q.v, id) AS r FROM {table}, q "
+            f"WHERE {base} ORDER BY embedding <=> q.v, id LIMIT :depth), "
+            f"kw AS (SELECT id, row_number() OVER (ORDER BY {rank} DESC, id) AS r FROM {table}, q "
+            f"WHERE {base} AND tsv @@ q.tq ORDER BY {rank} DESC, id LIMIT :depth) "
             "SELECT id, SUM(1.0 / (:rrf + r))::float8 AS score FROM (SELECT * FROM sem UNION ALL SELECT * FROM kw) u "
             "GROUP BY id ORDER BY score DESC, id LIMIT :k"
         )
