@@ -17,6 +17,7 @@ import httpx2
 import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
+from sqlalchemy import event
 
 from bigrag_mcp.hookspecs import hookimpl
 from bigrag_mcp.policy import load_policy
@@ -101,6 +102,19 @@ async def gated(settings: Settings) -> AsyncIterator[tuple[Runtime, Gate]]:
 
 
 @pytest.fixture
+def statements(rt: Runtime) -> Iterator[list[str]]:
+    """Every SQL statement the runtime's store executes while the test runs (clear it to start counting)."""
+    seen: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        seen.append(statement)
+
+    event.listen(rt.db.engine.sync_engine, "before_cursor_execute", record)
+    yield seen
+    event.remove(rt.db.engine.sync_engine, "before_cursor_execute", record)
+
+
+@pytest.fixture
 async def admin_key(rt: Runtime) -> str:
     _, secret = await create_key(rt.db, name="admin", scopes=ALL)
     return secret
@@ -146,24 +160,26 @@ def server_env(settings: Settings, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("BIGRAG_")}
     env.update(
         BIGRAG_DATA_DIR=str(settings.data_dir),
-        BIGRAG_EMBEDDING_PROVIDER=settings.embedding_provider,
+        BIGRAG_EMBEDDING_PROVIDER=settings.embedding_provider or "hash",
         BIGRAG_VECTOR_BACKEND=settings.vector_backend,
         BIGRAG_LOAD_PLUGINS=settings.load_plugins or "",
-        **extra,
     )
+    env.update(extra)
     return env
 
 
 @pytest.fixture
 def http_server(settings: Settings) -> Iterator[Any]:
-    """Start `bigrag-mcp serve` over HTTP in a subprocess; yields a function(transport) -> base URL."""
+    """Start `bigrag-mcp serve` over HTTP in a subprocess; yields a function(transport, **env) -> base URL.
+
+    The processes are in `start.procs`, for tests that read a server's stderr after stopping it."""
     procs: list[subprocess.Popen[bytes]] = []
 
-    def start(transport: str) -> str:
+    def start(transport: str, **env: str) -> str:
         port = free_port()
         proc = subprocess.Popen(
             [sys.executable, "-m", "bigrag_mcp", "serve", "--transport", transport, "--port", str(port)],
-            env=server_env(settings),
+            env=server_env(settings, **env),
             stderr=subprocess.PIPE,
         )
         procs.append(proc)
@@ -178,6 +194,7 @@ def http_server(settings: Settings) -> Iterator[Any]:
                 time.sleep(0.05)  # polling for the port to open, not timing anything
         raise RuntimeError("server did not open its port within 60 s")
 
+    start.procs = procs  # type: ignore[attr-defined]
     yield start
     for proc in procs:
         proc.terminate()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 from typing import Any
 
@@ -13,13 +15,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bigrag_mcp.errors import Conflict, InvalidArgument, NotFound
 from bigrag_mcp.filters import FIELD_NAME
-from bigrag_mcp.schemas import CollectionInfo
+from bigrag_mcp.schemas import CollectionInfo, CollectionList
 from bigrag_mcp.services.ledger import OPERATOR, Activity, Caller
 from bigrag_mcp.services.runtime import Runtime
 from bigrag_mcp.store.models import NO_TENANT, ApiKey, Chunk, Collection, Document, utcnow
 
 COLLECTION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 CHUNK_SIZE_RANGE = (64, 10_000)
+MAX_PAGE = 1000
 
 
 def check_schema(schema: dict[str, Any] | None) -> None:
@@ -71,8 +74,11 @@ async def find(session: AsyncSession, name: str) -> Collection:
 
 
 async def load(rt: Runtime, name: str) -> Collection:
-    async with rt.db.session() as session:
-        return await find(session, name)
+    """The collection named `name`, from the runtime's revision-checked cache (read-only: change it through `find`)."""
+    collection = await rt.lookups.collection(name)
+    if collection is None:
+        raise NotFound(f"collection {name!r} does not exist; collections_list shows the ones you can use")
+    return collection
 
 
 async def create(
@@ -96,7 +102,7 @@ async def create(
         raise InvalidArgument(f"tenant_field {tenant_field!r} must match {FIELD_NAME.pattern}")
     check_schema(metadata_schema)
     check_chunking(chunk_size, chunk_overlap, chunk_strategy)
-    provider_name = embedding_provider or rt.settings.embedding_provider
+    provider_name = embedding_provider or rt.default_embedding_provider()
     if embedding_provider is None and embedding_model is None:
         embedding_model = rt.settings.embedding_model
     if dimension is None and embedding_provider is None:
@@ -147,6 +153,27 @@ async def list_all(rt: Runtime) -> list[CollectionInfo]:
     async with rt.db.session() as session:
         rows = await session.scalars(select(Collection).order_by(Collection.name))
         return [info(c) for c in rows]
+
+
+async def list_page(rt: Runtime, *, limit: int = 100, cursor: str | None = None) -> CollectionList:
+    """Collections by name, `limit` at a time; `cursor` is the opaque next_cursor of the previous page."""
+    if not 1 <= limit <= MAX_PAGE:
+        raise InvalidArgument(f"limit must be between 1 and {MAX_PAGE}")
+    query = select(Collection).order_by(Collection.name).limit(limit + 1)
+    if cursor:
+        try:
+            after = base64.urlsafe_b64decode(cursor.encode("ascii")).decode("utf-8")
+        except (ValueError, binascii.Error, UnicodeError):
+            raise InvalidArgument("cursor is not one this server returned") from None
+        if not COLLECTION_NAME.match(after):
+            raise InvalidArgument("cursor is not one this server returned")
+        query = query.where(Collection.name > after)
+    async with rt.db.session() as session:
+        rows = list(await session.scalars(query))
+    page = rows[:limit]
+    more = len(rows) > limit
+    next_cursor = base64.urlsafe_b64encode(page[-1].name.encode()).decode() if more else None
+    return CollectionList(collections=[info(c) for c in page], next_cursor=next_cursor)
 
 
 async def update(

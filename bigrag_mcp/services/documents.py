@@ -173,6 +173,7 @@ async def upload(
         char_count, texts = len(body), [p.text for p in pieces]
         del body
         provider = rt.embedder(collection.embedding_provider, collection.embedding_model, collection.dimension)
+        await rt.limits.reserve_upload(caller.hold, pieces=texts, size_bytes=size, collection=collection)
         vectors, tokens = await embed_matrix(provider, texts, purpose="document", progress=progress)
         estimate = await anyio.to_thread.run_sync(estimate_tokens, texts) if tokens is None else None
         doc = Document(

@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bigrag_mcp.limits.engine import Hold, Limits
 from bigrag_mcp.policy import Principal
 from bigrag_mcp.services.audit import append_audit
 from bigrag_mcp.services.outbox import enqueue_billing, new_event_id
@@ -24,6 +25,7 @@ class Caller:
 
     principal: Principal | None = None
     request_id: str | None = None
+    hold: Hold | None = None  # what the limits admitted for this call, settled by the ledger
 
     @property
     def key_id(self) -> str | None:
@@ -83,8 +85,9 @@ class Activity:
 class Ledger:
     """Writes an activity's traces inside the caller's transaction, so they commit or roll back with the work."""
 
-    def __init__(self, billing_exporters: Sequence[str] = ()) -> None:
+    def __init__(self, billing_exporters: Sequence[str] = (), limits: Limits | None = None) -> None:
         self.billing_exporters = tuple(billing_exporters)
+        self.limits = limits
 
     async def record(self, session: AsyncSession, caller: Caller, activity: Activity) -> None:
         if activity.embedding_tokens is None and activity.estimated_tokens is not None:
@@ -92,6 +95,8 @@ class Ledger:
         else:
             tokens, estimated = resolve_tokens(activity.embedding_tokens, activity.texts)
         operation = USAGE_OPERATIONS.get(activity.action)
+        if operation is not None and self.limits is not None:
+            await self.limits.settle(session, caller, activity)
         if operation is not None:
             record_usage(
                 session,

@@ -79,6 +79,7 @@ async def offboard(rt: Runtime, collection_name: str, tenant: str, *, caller: Ca
                     details={"keys_revoked": revoked, "collection_dropped": not shared and collection is not None},
                 ),
             )
+        await rt.limits.forget(session, collection_name, tenant if shared else None)
     if collection is not None:
         await rt.index.drop(collection, tenant if shared else None)
     return OffboardResult(
