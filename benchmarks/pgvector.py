@@ -26,7 +26,7 @@ from bigrag_mcp.types import Partition, SearchRequest, VectorBackend, VectorReco
 DIM = 384
 TOP_K = 10
 SIZES = {"big": 5_000, **{f"small_{i}": 1_000 for i in range(5)}}
-WORDS = ["falcon", "river", "stone", "meadow", "report", "memo", "refund", "invoice", "policy", "tenant", "search", "index", "vector", "chunk"]
+WORDS = ["falcon", "river", "stone", "meadow", "report", "memo", "refund", "invoice", "policy", "tenant", "index"]
 BATCH = 500
 
 
