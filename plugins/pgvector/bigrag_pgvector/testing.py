@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterator
+import uuid
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pgserver
+from sqlalchemy import text
+
+from bigrag_pgvector.backend import PgvectorBackend
+from bigrag_pgvector.settings import PgvectorSettings
 
 
 @contextmanager
@@ -19,3 +24,12 @@ def postgres_server() -> Iterator[str]:
             yield server.get_uri()
         finally:
             server.cleanup()
+
+
+async def fresh_backend(url: str) -> AsyncIterator[PgvectorBackend]:
+    """A backend whose tables live in a schema of their own, dropped afterwards."""
+    backend = PgvectorBackend(PgvectorSettings(url=url, schema_name=f"t_{uuid.uuid4().hex[:12]}"))
+    yield backend
+    async with backend._engine.begin() as conn:
+        await conn.execute(text(f"DROP SCHEMA IF EXISTS {backend._schema} CASCADE"))
+    await backend.close()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
-from conftest import fresh_backend
+from bigrag_pgvector.testing import fresh_backend
 
 from bigrag_mcp.testing.backends import VectorBackendConformance
 from bigrag_mcp.types import VectorBackend
