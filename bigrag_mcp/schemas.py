@@ -22,6 +22,7 @@ class CollectionInfo(BaseModel):
     chunk_size: int
     chunk_overlap: int
     chunk_strategy: ChunkStrategyName
+    language: str = Field(default="english", description="Keyword search analyzer: a Snowball stemmer language.")
     created_at: datetime
     updated_at: datetime
     document_count: int | None = Field(default=None, description="Documents (of the caller's tenant, if any).")

@@ -7,6 +7,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Protocol, runtime_checkable
 
+import numpy as np
+import numpy.typing as npt
+
 from bigrag_mcp.filters import FilterNode
 
 SearchMode = Literal["semantic", "keyword", "hybrid"]
@@ -15,10 +18,15 @@ Purpose = Literal["document", "query"]
 
 @dataclass(frozen=True)
 class Partition:
-    """The address of every backend call: a collection and, in tenant collections, one tenant."""
+    """The address of every backend call: a collection and, in tenant collections, one tenant.
+
+    `language` is the collection's keyword analyzer (a Snowball stemmer name); it is a setting of the
+    collection, not part of the address, so it takes no part in equality.
+    """
 
     collection: str
     tenant: str | None = None
+    language: str = field(default="english", compare=False)
 
 
 @dataclass(frozen=True)
@@ -84,6 +92,28 @@ class VectorBackend(Protocol):
     async def search(self, where: Partition, request: SearchRequest) -> list[Hit]: ...
     async def drop(self, collection: str, tenant: str | None = None) -> None: ...
     async def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class PartitionRows:
+    """A whole partition as the store holds it: record ids, one float32 matrix, texts, metadata.
+
+    Row i of `vectors` belongs to `ids[i]`; rows past the ids are spare room. The receiver owns the matrix and
+    may normalise it in place and grow into the spare rows.
+    """
+
+    ids: list[str]
+    vectors: npt.NDArray[np.float32]
+    texts: list[str | None]
+    metadata: list[Mapping[str, Any]]
+
+
+@runtime_checkable
+class Refillable(Protocol):
+    """A non-persistent backend that can take a whole partition at once (instead of upserts in batches)."""
+
+    async def replace(self, where: Partition, rows: PartitionRows) -> None:
+        """Make the partition hold exactly `rows`, atomically for every other caller."""
 
 
 class VectorBackendFactory(Protocol):

@@ -10,12 +10,13 @@ from typing import Any
 import numpy as np
 import pytest
 
-from bigrag_mcp.default_plugins.memory_backend import RRF_K, MemoryBackend
+from bigrag_mcp.default_plugins.memory_backend import HYBRID_MIN_DEPTH, MemoryBackend
 from bigrag_mcp.errors import InvalidArgument
 from bigrag_mcp.filters import FilterNode, matches, parse_filter
+from bigrag_mcp.fusion import RRF_K, rrf, weighted
 from bigrag_mcp.plugins import build_registry, plugin_manager
 from bigrag_mcp.testing.backends import HYBRID_RECORDS, QUERY, VectorBackendConformance, basis, semantic
-from bigrag_mcp.types import Partition, SearchRequest, VectorBackend, VectorRecord
+from bigrag_mcp.types import Hit, Partition, PartitionRows, SearchRequest, VectorBackend, VectorRecord
 
 pytestmark = pytest.mark.anyio
 WHERE = Partition("docs", "acme")
@@ -170,7 +171,7 @@ async def test_keyword_scores_are_bm25() -> None:
     texts = {"p": "Solar panels, solar power", "q": "wind power and water power", "r": "solar"}
     await backend.upsert(WHERE, [VectorRecord(i, basis((0, 1.0)), text=t) for i, t in texts.items()])
     hits = await backend.search(WHERE, SearchRequest(top_k=5, mode="keyword", text="SOLAR"))
-    lengths = {"p": 4, "q": 5, "r": 1}
+    lengths = {"p": 4, "q": 4, "r": 1}  # "and" is a stop word
     average = sum(lengths.values()) / 3
     idf = math.log(1 + (3 - 2 + 0.5) / (2 + 0.5))
 
@@ -181,19 +182,26 @@ async def test_keyword_scores_are_bm25() -> None:
     assert [(h.id, pytest.approx(h.score)) for h in hits] == expected
 
 
-async def test_hybrid_scores_are_reciprocal_rank_fusion_and_min_score_applies_to_them() -> None:
+async def test_hybrid_is_the_weighted_fusion_of_both_rankings_and_min_score_applies_to_it() -> None:
     backend = MemoryBackend()
     await backend.upsert(WHERE, HYBRID_RECORDS)
+    both = await backend.search(WHERE, semantic(QUERY, top_k=HYBRID_MIN_DEPTH))
+    words = await backend.search(WHERE, SearchRequest(top_k=HYBRID_MIN_DEPTH, mode="keyword", text="falcon"))
     request = SearchRequest(top_k=3, mode="hybrid", vector=QUERY, text="falcon")
     hits = await backend.search(WHERE, request)
-    # semantic ranks: y, x, w1, w2, w3, z; keyword ranks: z, x
-    assert [(h.id, pytest.approx(h.score)) for h in hits] == [
-        ("x", 2 / (RRF_K + 2)),
-        ("z", 1 / (RRF_K + 1) + 1 / (RRF_K + 6)),
-        ("y", 1 / (RRF_K + 1)),
-    ]
-    strict = SearchRequest(top_k=3, mode="hybrid", vector=QUERY, text="falcon", min_score=0.02)
-    assert [h.id for h in await backend.search(WHERE, strict)] == ["x", "z"]
+    assert hits == weighted(both, words, 3) and hits[0].id == "x"  # x: near the query and holds "falcon"
+    between = (hits[0].score + hits[1].score) / 2
+    strict = SearchRequest(top_k=3, mode="hybrid", vector=QUERY, text="falcon", min_score=between)
+    assert [h.id for h in await backend.search(WHERE, strict)] == ["x"]
+
+
+def test_fusion_functions_by_hand() -> None:
+    cosines = [Hit("a", 0.9), Hit("b", 0.5), Hit("c", 0.1)]
+    bm25 = [Hit("c", 10.0), Hit("d", 5.0)]
+    # cosines min-max: a 1, b 0.5, c 0; BM25 over its maximum: c 1, d 0.5; each weighted 0.5
+    assert weighted(cosines, bm25, 3) == [Hit("a", 0.5), Hit("c", 0.5), Hit("b", 0.25)]
+    assert weighted([], [Hit("d", 2.0)], 3) == [Hit("d", 0.5)]
+    assert rrf([cosines, bm25], 2) == [Hit("c", 1 / (RRF_K + 3) + 1 / (RRF_K + 1)), Hit("a", 1 / (RRF_K + 1))]
 
 
 async def test_a_partition_emptied_by_deletes_forgets_its_dimension() -> None:
@@ -244,3 +252,33 @@ async def test_bad_searches_are_refused(request_: SearchRequest, message: str) -
     await backend.upsert(WHERE, [VectorRecord("a", basis((0, 1.0)))])
     with pytest.raises(InvalidArgument, match=message):
         await backend.search(WHERE, request_)
+
+
+async def test_a_replaced_partition_answers_like_one_built_by_upserts() -> None:
+    rng, np_rng = random.Random(3), np.random.default_rng(3)
+    records = random_records(rng, np_rng, [f"doc{i}#0" for i in range(300)], 8)
+    records = [VectorRecord(r.id, r.vector, f"word{i % 7} common", r.metadata) for i, r in enumerate(records)]
+    upserted, replaced = MemoryBackend(), MemoryBackend()
+    await upserted.upsert(WHERE, records)
+    await upserted.upsert(WHERE, [VectorRecord("stale", [1.0] + [0.0] * 7)])  # replace drops what it lacks
+    await replaced.upsert(WHERE, [VectorRecord("stale", [1.0] + [0.0] * 7)])
+    await upserted.delete(WHERE, ["stale"])
+    await replaced.replace(
+        WHERE,
+        PartitionRows(
+            ids=[r.id for r in records],
+            vectors=np.asarray([r.vector for r in records], dtype=np.float32),
+            texts=[r.text for r in records],
+            metadata=[r.metadata for r in records],
+        ),
+    )
+    for _ in range(20):
+        tree = parse_filter(random_filter(rng))
+        query = np_rng.standard_normal(8).tolist()
+        for request in (
+            SearchRequest(top_k=10, vector=query, filter=tree),
+            SearchRequest(top_k=10, mode="hybrid", vector=query, text="word3 common", filter=tree),
+        ):
+            assert await replaced.search(WHERE, request) == await upserted.search(WHERE, request)
+    await replaced.replace(WHERE, PartitionRows(ids=[], vectors=np.empty((0, 8), np.float32), texts=[], metadata=[]))
+    assert await replaced.search(WHERE, SearchRequest(top_k=10, vector=[1.0] * 8)) == []

@@ -36,6 +36,7 @@ async def collections_cmd(rt: Runtime, a: argparse.Namespace) -> Any:
         chunk_size=a.chunk_size,
         chunk_overlap=a.chunk_overlap,
         chunk_strategy=a.chunk_strategy,
+        language=a.language,
     )
 
 
@@ -73,9 +74,10 @@ def add(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--dimension", type=int, help="vector dimension (default: the model's)")
     p.add_argument("--tenant-field", help="metadata field naming the tenant: makes a shared collection")
     p.add_argument("--metadata-schema", type=json_arg, help="JSON Schema every document's metadata must satisfy")
-    p.add_argument("--chunk-size", type=int, default=512, help="characters per chunk (64-10,000)")
-    p.add_argument("--chunk-overlap", type=int, default=50, help="characters shared by neighbouring chunks")
+    p.add_argument("--chunk-size", type=int, default=collections.DEFAULT_CHUNK_SIZE, help="characters per chunk (64-10,000)")
+    p.add_argument("--chunk-overlap", type=int, default=collections.DEFAULT_CHUNK_OVERLAP, help="characters shared by neighbouring chunks (at most half the size)")
     p.add_argument("--chunk-strategy", choices=("paragraph", "recursive"), default="recursive", help="how text is split")
+    p.add_argument("--language", default="english", help="keyword search language: a Snowball stemmer name")
     p.add_argument("--yes", action="store_true", help="delete without asking")
     p.set_defaults(handler=with_runtime(collections_cmd))
 

@@ -7,14 +7,14 @@ import binascii
 import re
 from typing import Any
 
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import SchemaError
 from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bigrag_mcp.errors import Conflict, InvalidArgument, NotFound
 from bigrag_mcp.filters import FIELD_NAME
+from bigrag_mcp.lexical.analyzer import DEFAULT_LANGUAGE, check_language
+from bigrag_mcp.metadata_schema import check_schema
 from bigrag_mcp.schemas import CollectionInfo, CollectionList
 from bigrag_mcp.services.ledger import OPERATOR, Activity, Caller
 from bigrag_mcp.services.runtime import Runtime
@@ -23,17 +23,7 @@ from bigrag_mcp.store.models import NO_TENANT, ApiKey, Chunk, Collection, Docume
 COLLECTION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 CHUNK_SIZE_RANGE = (64, 10_000)
 MAX_PAGE = 1000
-
-
-def check_schema(schema: dict[str, Any] | None) -> None:
-    if schema is None:
-        return
-    if not isinstance(schema, dict):
-        raise InvalidArgument("metadata_schema must be a JSON Schema object")
-    try:
-        Draft202012Validator.check_schema(schema)
-    except SchemaError as exc:
-        raise InvalidArgument(f"metadata_schema is not a valid JSON Schema: {exc.message}") from None
+DEFAULT_CHUNK_SIZE, DEFAULT_CHUNK_OVERLAP = 1000, 100  # chosen by benchmarks/retrieval.py (README)
 
 
 def check_chunking(size: int, overlap: int, strategy: str) -> None:
@@ -59,6 +49,7 @@ def info(collection: Collection, documents: int | None = None, vectors: int | No
         chunk_size=collection.chunk_size,
         chunk_overlap=collection.chunk_overlap,
         chunk_strategy=collection.chunk_strategy,  # type: ignore[arg-type]
+        language=collection.language,
         created_at=collection.created_at,
         updated_at=collection.updated_at,
         document_count=documents,
@@ -91,9 +82,10 @@ async def create(
     dimension: int | None = None,
     metadata_schema: dict[str, Any] | None = None,
     tenant_field: str | None = None,
-    chunk_size: int = 512,
-    chunk_overlap: int = 50,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    chunk_overlap: int = DEFAULT_CHUNK_OVERLAP,
     chunk_strategy: str = "recursive",
+    language: str = DEFAULT_LANGUAGE,
     caller: Caller = OPERATOR,
 ) -> CollectionInfo:
     if not COLLECTION_NAME.match(name):
@@ -102,6 +94,10 @@ async def create(
         raise InvalidArgument(f"tenant_field {tenant_field!r} must match {FIELD_NAME.pattern}")
     check_schema(metadata_schema)
     check_chunking(chunk_size, chunk_overlap, chunk_strategy)
+    try:
+        check_language(language)
+    except ValueError as exc:
+        raise InvalidArgument(str(exc)) from None
     provider_name = embedding_provider or rt.default_embedding_provider()
     if embedding_provider is None and embedding_model is None:
         embedding_model = rt.settings.embedding_model
@@ -119,6 +115,7 @@ async def create(
         chunk_size=chunk_size,
         chunk_overlap=chunk_overlap,
         chunk_strategy=chunk_strategy,
+        language=language,
     )
     try:
         async with rt.db.session() as session:

@@ -15,12 +15,12 @@ import anyio
 import anyio.lowlevel
 import numpy as np
 import numpy.typing as npt
-from jsonschema import Draft202012Validator
 from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bigrag_mcp.chunking import TextChunk, chunk_text
 from bigrag_mcp.errors import InvalidArgument, LimitExceeded, NotFound, TenantRequired
+from bigrag_mcp.metadata_schema import metadata_errors
 from bigrag_mcp.schemas import ChunkInfo, DeleteResult, DocumentDetail, DocumentInfo, DocumentPage, UploadResult
 from bigrag_mcp.services.collections import find, load, tenant_of_row
 from bigrag_mcp.services.embedding import Progress, embed_matrix
@@ -53,7 +53,7 @@ def check_metadata(collection: Collection, metadata: Any, where: str = "metadata
     if len(encoded.encode()) > MAX_METADATA_BYTES:
         raise LimitExceeded(f"{where} is larger than {MAX_METADATA_BYTES // 1024} KB")
     if collection.metadata_schema:
-        errors = sorted(Draft202012Validator(collection.metadata_schema).iter_errors(metadata), key=str)
+        errors = metadata_errors(collection.metadata_schema, metadata)
         if errors:
             first = errors[0]
             path = "/".join(str(p) for p in first.absolute_path) or "(root)"

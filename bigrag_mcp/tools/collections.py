@@ -27,11 +27,12 @@ def register(server: MCPServer, gate: Gate) -> None:
         dimension: Annotated[int | None, Field(ge=1, le=8192)] = None,
         metadata_schema: Annotated[dict[str, Any] | None, Field(description="JSON Schema every document's and vector's metadata must match.")] = None,
         tenant_field: Annotated[str | None, Field(description="Metadata field naming the tenant: makes this a shared, tenant-guarded collection.")] = None,
-        chunk_size: Annotated[int, Field(ge=64, le=10_000)] = 512,
-        chunk_overlap: Annotated[int, Field(ge=0)] = 50,
+        chunk_size: Annotated[int, Field(ge=64, le=10_000)] = collections.DEFAULT_CHUNK_SIZE,
+        chunk_overlap: Annotated[int, Field(ge=0)] = collections.DEFAULT_CHUNK_OVERLAP,
         chunk_strategy: ChunkStrategyName = "recursive",
+        language: Annotated[str, Field(max_length=32, description="Keyword search language (Snowball stemmer and stop words), fixed at creation.")] = "english",
     ) -> CollectionInfo:
-        """Create a collection with its embedding, metadata schema, tenant field and chunking settings."""
+        """Create a collection with its embedding, metadata schema, tenant field, chunking and keyword language."""
         args = {
             "name": name,
             "description": description,
@@ -43,6 +44,7 @@ def register(server: MCPServer, gate: Gate) -> None:
             "chunk_size": chunk_size,
             "chunk_overlap": chunk_overlap,
             "chunk_strategy": chunk_strategy,
+            "language": language,
         }
         return await gate.run(
             "collections_create", args, lambda caller, a, d: collections.create(rt, caller=caller, **a)

@@ -1,6 +1,6 @@
 """tenant fences: offboarded tenants whose writes are refused until re-admitted
 
-Revision ID: 0005
+Revision ID: 0003
 Revises: 0002
 Create Date: 2026-11-27 15:20:00.000000
 """
@@ -8,7 +8,7 @@ Create Date: 2026-11-27 15:20:00.000000
 import sqlalchemy as sa
 from alembic import op
 
-revision = '0005'
+revision = '0003'
 down_revision = '0002'
 branch_labels = None
 depends_on = None

@@ -1,0 +1,1 @@
+"""Keyword search: the analyzer and the sparse BM25 index of a partition."""
