@@ -1,0 +1,282 @@
+"""The pgvector backend: one table per vector shape, keyed by (collection, tenant, id), on one Postgres server.
+
+A partition row in `bigrag_pgvector_partitions` holds each (collection, tenant)'s dimension, so a partition's
+records live in exactly one table (`bigrag_pgvector_cosine_<dimension>`) and a write with another dimension
+is refused. Every statement binds its values; the SQL text holds only fixed fragments, the operator's schema
+name and the integer dimension.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
+
+from bigrag_mcp.errors import InvalidArgument, Unavailable
+from bigrag_mcp.types import Hit, Partition, SearchRequest, VectorRecord
+from bigrag_pgvector.settings import PgvectorSettings
+from bigrag_pgvector.translate import Params, condition
+
+MAX_DIMENSION = 16000  # pgvector's limit for the `vector` type
+RRF_K = 60
+HYBRID_MIN_DEPTH = 50
+NO_TENANT = ""  # the tenant column of collections without tenants; real tenant names are never empty
+_TOKEN = re.compile(r"\w+")
+_SETUP_LOCK = 0x6269677261670001  # pg_advisory_xact_lock key serialising DDL across processes
+
+
+def _tenant(where: Partition) -> str:
+    return NO_TENANT if where.tenant is None else where.tenant
+
+
+def _vector_literal(vector: Sequence[float]) -> str:
+    return "[" + ",".join(repr(float(x)) for x in vector) + "]"
+
+
+def _check_vector(vector: Sequence[float], label: str) -> None:
+    try:
+        values = [float(x) for x in vector]
+    except (TypeError, ValueError) as exc:
+        raise InvalidArgument(f"{label} must be a list of numbers") from exc
+    if not values or not all(math.isfinite(x) for x in values) or not any(values):
+        raise InvalidArgument(f"{label} must be finite and non-zero")
+
+
+def _check_text(value: str, label: str) -> None:
+    if "\x00" in value or "\\u0000" in value:
+        raise InvalidArgument(f"{label} may not contain NUL characters")
+
+
+def _tsquery(text_: str) -> str | None:
+    """A tsquery matching any word of the text (as the memory backend's BM25 does), or None for no words."""
+    words = sorted(set(_TOKEN.findall(text_.lower())))
+    return " | ".join(f"'{w}'" for w in words) if words else None
+
+
+class PgvectorBackend:
+    """Vectors, texts and metadata in Postgres tables; exact cosine search, full-text search and RRF hybrid."""
+
+    name = "pgvector"
+    persistent = True
+    search_modes: frozenset[str] = frozenset({"semantic", "keyword", "hybrid"})
+
+    def __init__(self, settings: PgvectorSettings | None = None) -> None:
+        self.settings = settings or PgvectorSettings()
+        self._engine = create_async_engine(self.settings.async_url(), pool_size=self.settings.pool_size)
+        self._schema = f'"{self.settings.schema_name}"'
+        self._partitions = f"{self._schema}.bigrag_pgvector_partitions"
+        self._tables: set[int] = set()
+        self._ready = False
+
+    def _table(self, dimension: int) -> str:
+        return f"{self._schema}.bigrag_pgvector_cosine_{int(dimension)}"
+
+    @asynccontextmanager
+    async def _tx(self, dimension: int | None = None) -> AsyncIterator[AsyncConnection]:
+        """One transaction, after the schema (and the table of `dimension`) exist; lost connections -> unavailable."""
+        try:
+            if not self._ready or (dimension is not None and dimension not in self._tables):
+                await self._setup(dimension)
+            async with self._engine.begin() as conn:
+                yield conn
+        except (OperationalError, InterfaceError, OSError) as exc:
+            raise Unavailable(f"the pgvector database cannot be reached: {type(exc).__name__}") from exc
+        except DBAPIError as exc:
+            if exc.connection_invalidated:
+                raise Unavailable("the pgvector database connection was lost") from exc
+            raise
+
+    async def _setup(self, dimension: int | None) -> None:
+        """Create the extension, schema, partition table and the table of one dimension, in their own transaction."""
+        async with self._engine.begin() as conn:
+            await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _SETUP_LOCK})
+            await conn.execute(text("CREATE EXTENSION IF NOT EXISTS vector"))
+            await conn.execute(text(f"CREATE SCHEMA IF NOT EXISTS {self._schema}"))
+            await conn.execute(
+                text(
+                    f"CREATE TABLE IF NOT EXISTS {self._partitions} (collection text NOT NULL, tenant text NOT NULL, "
+                    "dimension integer NOT NULL, PRIMARY KEY (collection, tenant))"
+                )
+            )
+            if dimension is not None:
+                await conn.execute(
+                    text(
+                        f"CREATE TABLE IF NOT EXISTS {self._table(dimension)} (collection text NOT NULL, "
+                        f"tenant text NOT NULL, id text NOT NULL, embedding vector({int(dimension)}) NOT NULL, "
+                        "text text, metadata jsonb NOT NULL DEFAULT '{}', tsv tsvector GENERATED ALWAYS AS "
+                        "(to_tsvector('simple', coalesce(text, ''))) STORED, PRIMARY KEY (collection, tenant, id))"
+                    )
+                )
+        self._ready = True
+        if dimension is not None:
+            self._tables.add(dimension)
+
+    # --- writes ----------------------------------------------------------------------------------------
+
+    async def upsert(self, where: Partition, records: Sequence[VectorRecord]) -> None:
+        if not records:
+            return
+        rows = [self._row(where, r) for r in records]
+        dimensions = {len(r.vector) for r in records}
+        if len(dimensions) > 1:
+            raise InvalidArgument(f"every vector in one call must have the same dimension; got {sorted(dimensions)}")
+        dimension = dimensions.pop()
+        if not 1 <= dimension <= MAX_DIMENSION:
+            raise InvalidArgument(f"vectors must have between 1 and {MAX_DIMENSION} dimensions; got {dimension}")
+        async with self._tx(dimension) as conn:
+            stored = await conn.scalar(
+                text(
+                    f"INSERT INTO {self._partitions} AS p (collection, tenant, dimension) VALUES (:c, :t, :d) "
+                    "ON CONFLICT (collection, tenant) DO UPDATE SET dimension = p.dimension RETURNING p.dimension"
+                ),
+                {"c": where.collection, "t": _tenant(where), "d": dimension},
+            )
+            if stored != dimension:
+                raise InvalidArgument(f"vectors here must have dimension {stored}; got {dimension}")
+            await conn.execute(
+                text(
+                    f"INSERT INTO {self._table(dimension)} (collection, tenant, id, embedding, text, metadata) "
+                    "VALUES (:c, :t, :id, CAST(CAST(:v AS text) AS vector), :x, CAST(:m AS jsonb)) "
+                    "ON CONFLICT (collection, tenant, id) DO UPDATE SET embedding = excluded.embedding, "
+                    "text = excluded.text, metadata = excluded.metadata"
+                ),
+                rows,
+            )
+
+    def _row(self, where: Partition, record: VectorRecord) -> dict[str, Any]:
+        if not isinstance(record.id, str) or not record.id:
+            raise InvalidArgument("every record needs a non-empty string id")
+        _check_vector(record.vector, f"vector of {record.id!r}")
+        metadata = json.dumps(dict(record.metadata), allow_nan=False)
+        for value, label in ((record.id, "record ids"), (record.text or "", "texts"), (metadata, "metadata")):
+            _check_text(value, label)
+        return {
+            "c": where.collection,
+            "t": _tenant(where),
+            "id": record.id,
+            "v": _vector_literal(record.vector),
+            "x": record.text,
+            "m": metadata,
+        }
+
+    async def _locked_dimension(self, conn: AsyncConnection, where: Partition) -> int | None:
+        return await conn.scalar(
+            text(f"SELECT dimension FROM {self._partitions} WHERE collection = :c AND tenant = :t FOR UPDATE"),
+            {"c": where.collection, "t": _tenant(where)},
+        )
+
+    async def delete(self, where: Partition, ids: Sequence[str]) -> int:
+        if not ids:
+            return 0
+        async with self._tx() as conn:
+            dimension = await self._locked_dimension(conn, where)
+            if dimension is None:
+                return 0
+            key = {"c": where.collection, "t": _tenant(where)}
+            result = await conn.execute(
+                text(
+                    f"DELETE FROM {self._table(dimension)} WHERE collection = :c AND tenant = :t "
+                    "AND id = ANY(CAST(:ids AS text[]))"
+                ),
+                {**key, "ids": list(ids)},
+            )
+            await conn.execute(
+                text(
+                    f"DELETE FROM {self._partitions} WHERE collection = :c AND tenant = :t AND NOT EXISTS "
+                    f"(SELECT 1 FROM {self._table(dimension)} WHERE collection = :c AND tenant = :t)"
+                ),
+                key,
+            )
+            return int(result.rowcount)
+
+    async def drop(self, collection: str, tenant: str | None = None) -> None:
+        match = "collection = :c" + ("" if tenant is None else " AND tenant = :t")
+        key = {"c": collection} if tenant is None else {"c": collection, "t": tenant}
+        async with self._tx() as conn:
+            found = await conn.execute(text(f"SELECT dimension FROM {self._partitions} WHERE {match} FOR UPDATE"), key)
+            for dimension in sorted({row[0] for row in found}):
+                await conn.execute(text(f"DELETE FROM {self._table(dimension)} WHERE {match}"), key)
+            await conn.execute(text(f"DELETE FROM {self._partitions} WHERE {match}"), key)
+
+    # --- reads -----------------------------------------------------------------------------------------
+
+    async def search(self, where: Partition, request: SearchRequest) -> list[Hit]:
+        _check(request)
+        if request.vector is not None and request.mode != "keyword":
+            _check_vector(request.vector, "query vector")
+        params = Params()
+        filter_sql = condition(request.filter, params)
+        tsquery = _tsquery(request.text) if request.text is not None else None
+        if request.mode == "keyword" and tsquery is None:
+            return []
+        async with self._tx() as conn:
+            dimension = await conn.scalar(
+                text(f"SELECT dimension FROM {self._partitions} WHERE collection = :c AND tenant = :t"),
+                {"c": where.collection, "t": _tenant(where)},
+            )
+            if dimension is None:
+                return []
+            if request.vector is not None and request.mode != "keyword" and len(request.vector) != dimension:
+                raise InvalidArgument(f"vectors here must have dimension {dimension}; got {len(request.vector)}")
+            params.values.update(c=where.collection, t=_tenant(where), k=request.top_k)
+            base = f"collection = :c AND tenant = :t AND {filter_sql}"
+            sql = self._query_sql(request.mode, self._table(dimension), base, params, request, tsquery)
+            rows = (await conn.execute(text(sql), params.values)).all()
+        hits = [Hit(str(i), float(s)) for i, s in rows]
+        if request.min_score is not None:
+            hits = [h for h in hits if h.score >= request.min_score]
+        return hits
+
+    @staticmethod
+    def _query_sql(
+        mode: str, table: str, base: str, params: Params, request: SearchRequest, tsquery: str | None
+    ) -> str:
+        """The ranking statement of one search mode; binds the query vector and text into `params`.
+
+        The query vector and tsquery are parsed once, in the one-row `q`, not once per scanned row.
+        """
+        vector = _vector_literal(request.vector) if request.vector is not None and mode != "keyword" else None
+        q = (
+            f"WITH q AS MATERIALIZED (SELECT CAST(CAST({params.bind(vector)} AS text) AS vector) AS v, "
+            f"to_tsquery('simple', {params.bind(tsquery or '')}) AS tq)"
+        )
+        rank = "ts_rank_cd(tsv, q.tq, 1)"
+        if mode == "semantic":
+            return (
+                f"{q} SELECT id, 1 - (embedding <=> q.v) AS score FROM {table}, q WHERE {base} "
+                "ORDER BY embedding <=> q.v, id LIMIT :k"
+            )
+        if mode == "keyword":
+            return f"{q} SELECT id, {rank} AS score FROM {table}, q WHERE {base} AND tsv @@ q.tq ORDER BY 2 DESC, id LIMIT :k"
+        params.values["depth"] = max(request.top_k * 4, HYBRID_MIN_DEPTH)
+        params.values["rrf"] = RRF_K
+        return (
+            f"{q}, sem AS (SELECT id, row_number() OVER (ORDER BY embedding <=> q.v, id) AS r FROM {table}, q "
+            f"WHERE {base} ORDER BY embedding <=> q.v, id LIMIT :depth), "
+            f"kw AS (SELECT id, row_number() OVER (ORDER BY {rank} DESC, id) AS r FROM {table}, q "
+            f"WHERE {base} AND tsv @@ q.tq ORDER BY {rank} DESC, id LIMIT :depth) "
+            "SELECT id, SUM(1.0 / (:rrf + r))::float8 AS score FROM (SELECT * FROM sem UNION ALL SELECT * FROM kw) u "
+            "GROUP BY id ORDER BY score DESC, id LIMIT :k"
+        )
+
+    async def close(self) -> None:
+        await self._engine.dispose()
+
+
+def _check(request: SearchRequest) -> None:
+    """Reject a request that cannot be answered: unknown mode, bad top_k, or a missing vector or text."""
+    if request.mode not in PgvectorBackend.search_modes:
+        raise InvalidArgument(f"search mode {request.mode!r} is not one of {sorted(PgvectorBackend.search_modes)}")
+    if request.top_k < 1:
+        raise InvalidArgument("top_k must be at least 1")
+    if request.mode in ("semantic", "hybrid") and request.vector is None:
+        raise InvalidArgument(f"{request.mode} search needs a query vector")
+    if request.mode in ("keyword", "hybrid") and request.text is None:
+        raise InvalidArgument(f"{request.mode} search needs a query text")

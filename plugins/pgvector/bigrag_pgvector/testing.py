@@ -1,0 +1,35 @@
+"""A real Postgres 16 with pgvector for tests: the `pgserver` wheel's server, one per test session."""
+
+from __future__ import annotations
+
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pgserver
+from sqlalchemy import text
+
+from bigrag_pgvector.backend import PgvectorBackend
+from bigrag_pgvector.settings import PgvectorSettings
+
+
+@contextmanager
+def postgres_server() -> Iterator[str]:
+    """Start a throwaway server in a temporary directory, yield its postgresql:// URL, stop and delete it."""
+    with tempfile.TemporaryDirectory(prefix="bigrag-pg-") as tmp:
+        server = pgserver.get_server(Path(tmp) / "pgdata", cleanup_mode="stop")
+        try:
+            yield server.get_uri()
+        finally:
+            server.cleanup()
+
+
+async def fresh_backend(url: str) -> AsyncIterator[PgvectorBackend]:
+    """A backend whose tables live in a schema of their own, dropped afterwards."""
+    backend = PgvectorBackend(PgvectorSettings(url=url, schema_name=f"t_{uuid.uuid4().hex[:12]}"))
+    yield backend
+    async with backend._engine.begin() as conn:
+        await conn.execute(text(f"DROP SCHEMA IF EXISTS {backend._schema} CASCADE"))
+    await backend.close()
