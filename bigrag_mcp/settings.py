@@ -33,6 +33,9 @@ class Settings(BaseSettings):
         default=False, description="Allow webhook URLs on loopback, private and link-local addresses."
     )
     price_file: Path | None = Field(default=None, description="TOML price table overriding the built-in one.")
+    loader_timeout_s: float = Field(default=60.0, gt=0, description="Wall time one document's loader may take.")
+    loader_memory_mb: int = Field(default=1024, ge=64, description="Address space one document's loader process may use.")
+    loader_unzipped_mb: int = Field(default=256, ge=1, description="Uncompressed size a DOCX/XLSX/PPTX (a zip) may expand to.")
     log_level: str = Field(default="WARNING", description="Logging level (logs go to stderr).")
     public_url: str | None = Field(default=None, description="Public base URL of the HTTP server (auth metadata).")
 

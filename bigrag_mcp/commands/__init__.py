@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from bigrag_mcp.commands import data, operator, quickstart, security, serve
+from bigrag_mcp.commands import data, ingest, operator, quickstart, security, serve
 
 
 def add_all(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    for group in (serve, quickstart, data, security, operator):
+    for group in (serve, quickstart, data, ingest, security, operator):
         group.add(sub)

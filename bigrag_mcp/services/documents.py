@@ -1,29 +1,35 @@
-"""Documents: load → chunk → embed → store and index in one transaction; list, read and delete."""
+"""Documents: load → chunk → embed → store and index in one transaction (one or many at a time); list, read, delete."""
 
 from __future__ import annotations
 
 import base64
 import binascii
+import bisect
 import hashlib
 import json
-import mimetypes
 import uuid
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
+import anyio
+from anyio.streams.memory import MemoryObjectReceiveStream
 from jsonschema import Draft202012Validator
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bigrag_mcp.chunking import chunk_text
-from bigrag_mcp.errors import InvalidArgument, LimitExceeded, NotFound, TenantRequired
+from bigrag_mcp.chunking import TextChunk, chunk_text
+from bigrag_mcp.errors import BigRagError, InvalidArgument, LimitExceeded, NotFound, TenantRequired
+from bigrag_mcp.loading import extract, resolve_type
+from bigrag_mcp.loading.sniff import is_text_type, normalise
 from bigrag_mcp.schemas import ChunkInfo, DeleteResult, DocumentDetail, DocumentInfo, DocumentPage, UploadResult
 from bigrag_mcp.services.collections import find, load, tenant_of_row
 from bigrag_mcp.services.embedding import Progress, embed_all
 from bigrag_mcp.services.index import vector_bytes
 from bigrag_mcp.services.ledger import OPERATOR, Activity, Caller
 from bigrag_mcp.services.runtime import Runtime
-from bigrag_mcp.store.models import NO_TENANT, Chunk, Collection, Document
-from bigrag_mcp.types import VectorRecord
+from bigrag_mcp.store.models import NO_TENANT, Chunk, Collection, Document, PageText
+from bigrag_mcp.types import Extracted, VectorRecord
 
 MAX_DOCUMENT_BYTES = 20 * 1024 * 1024
 MAX_METADATA_BYTES = 64 * 1024
@@ -90,27 +96,184 @@ def document_info(collection: Collection, doc: Document) -> DocumentInfo:
     )
 
 
-def _content(rt: Runtime, text: str | None, content_base64: str | None, filename: str | None, mime: str | None) -> tuple[bytes, str, str]:
-    """The raw bytes, the mime type and the extracted text of an upload."""
-    if (text is None) == (content_base64 is None):
+@dataclass(frozen=True)
+class Upload:
+    """One document to upload: `text`, or its bytes (`data`, or base64 in `content_base64`), with name, type, metadata."""
+
+    text: str | None = None
+    content_base64: str | None = None
+    data: bytes | None = None
+    filename: str | None = None
+    mime_type: str | None = None
+    metadata: dict[str, Any] | None = None
+
+
+@dataclass
+class _Admitted:
+    """An upload whose metadata, tenant, size and type were checked: what is known before loading it."""
+
+    tenant: str | None
+    meta: dict[str, Any]
+    data: bytes
+    mime: str
+    content_hash: str
+    item: Upload
+
+
+@dataclass
+class _Ready:
+    """A document loaded and chunked: its row, the chunks' pieces and pages, waiting for vectors."""
+
+    doc: Document
+    tenant: str | None
+    pieces: list[TextChunk]
+    pages: list[int | None]
+    page_rows: list[PageText]
+
+
+def _bytes_of(item: Upload) -> bytes:
+    if sum(x is not None for x in (item.text, item.content_base64, item.data)) != 1:
         raise InvalidArgument("give exactly one of text or content_base64")
-    if text is not None:
-        data, mime = text.encode("utf-8"), mime or "text/plain"
-    else:
-        try:
-            data = base64.b64decode(content_base64 or "", validate=True)
-        except (binascii.Error, ValueError):
-            raise InvalidArgument("content_base64 is not valid base64") from None
-        mime = mime or (mimetypes.guess_type(filename)[0] if filename else None) or "text/plain"
+    if item.text is not None:
+        return item.text.encode("utf-8")
+    if item.data is not None:
+        return item.data
+    try:
+        return base64.b64decode(item.content_base64 or "", validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidArgument("content_base64 is not valid base64") from None
+
+
+def _admit(collection: Collection, item: Upload) -> _Admitted:
+    """Check an upload's metadata, tenant, size and type (from its bytes), without loading it."""
+    meta = check_metadata(collection, item.metadata)
+    tenant = tenant_from_metadata(collection, meta)
+    data = _bytes_of(item)
     if len(data) > MAX_DOCUMENT_BYTES:
         raise LimitExceeded(f"the document is larger than {MAX_DOCUMENT_BYTES // (1024 * 1024)} MB")
-    if text is not None:
-        return data, mime, text
-    loader = rt.registry.document_loaders.get(mime.split(";")[0].strip().lower())
-    if loader is None:
-        known = ", ".join(sorted(rt.registry.document_loaders))
-        raise InvalidArgument(f"no document loader for mime type {mime!r}; supported: {known}")
-    return data, mime, loader(data, filename=filename, mime_type=mime)
+    if item.text is not None:
+        mime = normalise(item.mime_type) or "text/plain"
+        if not is_text_type(mime):
+            raise InvalidArgument(f"text was given but mime_type says {mime}; send its bytes as content_base64")
+    else:
+        mime = resolve_type(data, item.mime_type, item.filename)
+    return _Admitted(tenant, meta, data, mime, hashlib.sha256(data).hexdigest(), item)
+
+
+def _chunked(collection: Collection, found: Extracted) -> tuple[list[TextChunk], list[int | None]]:
+    pieces = chunk_text(
+        found.text, size=collection.chunk_size, overlap=collection.chunk_overlap, strategy=collection.chunk_strategy  # type: ignore[arg-type]
+    )
+    starts = found.page_starts
+    return pieces, [bisect.bisect_right(starts, p.start) if starts else None for p in pieces]
+
+
+def _page_rows(doc_id: str, found: Extracted) -> list[PageText]:
+    """Each page's text: from its start to the next page's, without the whitespace that separates them."""
+    ends = [*found.page_starts[1:], len(found.text)]
+    rows = []
+    for i, (start, end) in enumerate(zip(found.page_starts, ends)):
+        text = found.text[start:end].rstrip()
+        rows.append(PageText(document_id=doc_id, page=i + 1, char_start=start, char_end=start + len(text), text=text))
+    return rows
+
+
+async def _prepare(rt: Runtime, collection: Collection, admitted: _Admitted) -> _Ready:
+    """Load (off the event loop, bounded) and chunk an admitted upload."""
+    item = admitted.item
+    if item.text is not None:
+        found = Extracted(item.text)
+    else:
+        found = await extract(
+            rt.registry.document_loaders, admitted.data, mime=admitted.mime, filename=item.filename, bounds=rt.loader_bounds
+        )
+    pieces, pages = await anyio.to_thread.run_sync(_chunked, collection, found)
+    if not pieces:
+        raise InvalidArgument("the document has no text to index")
+    doc = Document(
+        id=uuid.uuid4().hex,
+        collection_id=collection.id,
+        tenant=admitted.tenant or NO_TENANT,
+        filename=item.filename,
+        mime_type=admitted.mime,
+        content_hash=admitted.content_hash,
+        metadata_=admitted.meta,
+        size_bytes=len(admitted.data),
+        char_count=len(found.text),
+        chunk_count=len(pieces),
+        embedding_tokens=0,
+    )
+    return _Ready(doc, admitted.tenant, pieces, pages, _page_rows(doc.id, found))
+
+
+async def _existing(
+    session: AsyncSession, collection: Collection, tenant: str | None, hashes: Iterable[str]
+) -> dict[str, Document]:
+    """Documents of the partition already holding any of these contents, by content hash."""
+    rows = await session.scalars(
+        select(Document).where(
+            Document.collection_id == collection.id,
+            Document.tenant == (tenant or NO_TENANT),
+            Document.content_hash.in_(set(hashes)),
+        )
+    )
+    return {d.content_hash: d for d in rows}
+
+
+async def _write(
+    rt: Runtime,
+    collection: Collection,
+    tenant: str | None,
+    ready: Sequence[_Ready],
+    vectors: Sequence[Sequence[list[float]]],
+    tokens: Sequence[int | None],
+    caller: Caller,
+) -> list[UploadResult]:
+    """Store and index documents of one partition in one transaction; content that landed meanwhile deduplicates."""
+    results: list[UploadResult | None] = [None] * len(ready)
+    records: list[VectorRecord] = []
+    async with rt.index.writing(collection, tenant) as write:
+        landed = await _existing(write.session, collection, tenant, (r.doc.content_hash for r in ready))
+        fresh = []
+        for n, one in enumerate(ready):
+            if one.doc.content_hash in landed:  # the same content landed while this one was being embedded
+                results[n] = UploadResult(
+                    document=document_info(collection, landed[one.doc.content_hash]), deduplicated=True, embedding_tokens=0
+                )
+            else:
+                landed[one.doc.content_hash] = one.doc
+                one.doc.embedding_tokens = tokens[n] or 0
+                fresh.append(n)
+        write.session.add_all([ready[n].doc for n in fresh])
+        await write.session.flush()  # documents first: chunks and pages refer to them
+        for n in fresh:
+            one, doc = ready[n], ready[n].doc
+            write.session.add_all(one.page_rows)
+            for i, (piece, page, vector) in enumerate(zip(one.pieces, one.pages, vectors[n])):
+                record_id = f"{doc.id}#{i}"
+                write.session.add(
+                    Chunk(
+                        collection_id=collection.id, tenant=doc.tenant, record_id=record_id, document_id=doc.id,
+                        chunk_index=i, text=piece.text, metadata_=doc.metadata_, char_start=piece.start,
+                        char_end=piece.end, page=page, vector=vector_bytes(vector),
+                    )
+                )
+                records.append(VectorRecord(record_id, vector, piece.text, doc.metadata_))
+            await rt.ledger.record(
+                write.session,
+                caller,
+                Activity.of(
+                    "document.uploaded", collection, tenant=tenant, resource_type="document", resource_id=doc.id,
+                    documents=1, chunks=len(one.pieces), storage_bytes=doc.size_bytes, embedding_tokens=tokens[n],
+                    provider=collection.embedding_provider, model=collection.embedding_model,
+                    texts=[p.text for p in one.pieces],
+                ),
+            )
+            results[n] = UploadResult(document=document_info(collection, doc), deduplicated=False, embedding_tokens=tokens[n])
+        await write.session.flush()
+        if records:
+            await write.upsert(records)
+    return [r for r in results if r is not None]
 
 
 async def upload(
@@ -126,91 +289,135 @@ async def upload(
     caller: Caller = OPERATOR,
 ) -> UploadResult:
     collection = await load(rt, collection_name)
-    meta = check_metadata(collection, metadata)
-    tenant = tenant_from_metadata(collection, meta)
-    data, mime, body = _content(rt, text, content_base64, filename, mime_type)
-    content_hash = hashlib.sha256(data).hexdigest()
+    admitted = _admit(collection, Upload(text, content_base64, None, filename, mime_type, metadata))
     async with rt.db.session() as session:
-        existing = await _same_content(session, collection, tenant, content_hash)
-    if existing is not None:
-        return UploadResult(document=document_info(collection, existing), deduplicated=True, embedding_tokens=0)
-    pieces = chunk_text(
-        body, size=collection.chunk_size, overlap=collection.chunk_overlap, strategy=collection.chunk_strategy  # type: ignore[arg-type]
-    )
-    if not pieces:
-        raise InvalidArgument("the document has no text to index")
+        existing = await _existing(session, collection, admitted.tenant, [admitted.content_hash])
+    if existing:
+        return UploadResult(document=document_info(collection, existing[admitted.content_hash]), deduplicated=True, embedding_tokens=0)
+    ready = await _prepare(rt, collection, admitted)
     provider = rt.embedder(collection.embedding_provider, collection.embedding_model, collection.dimension)
-    vectors, tokens = await embed_all(provider, [p.text for p in pieces], purpose="document", progress=progress)
-    doc = Document(
-        id=uuid.uuid4().hex,
-        collection_id=collection.id,
-        tenant=tenant or NO_TENANT,
-        filename=filename,
-        mime_type=mime,
-        content_hash=content_hash,
-        metadata_=meta,
-        size_bytes=len(data),
-        char_count=len(body),
-        chunk_count=len(pieces),
-        embedding_tokens=tokens or 0,
-    )
-    chunks = [
-        Chunk(
-            collection_id=collection.id,
-            tenant=doc.tenant,
-            record_id=f"{doc.id}#{i}",
-            document_id=doc.id,
-            chunk_index=i,
-            text=piece.text,
-            metadata_=meta,
-            char_start=piece.start,
-            char_end=piece.end,
-            vector=vector_bytes(vector),
-        )
-        for i, (piece, vector) in enumerate(zip(pieces, vectors))
-    ]
-    async with rt.index.writing(collection, tenant) as write:
-        existing = await _same_content(write.session, collection, tenant, content_hash)
-        if existing is not None:  # the same content landed while this one was being embedded
-            return UploadResult(document=document_info(collection, existing), deduplicated=True, embedding_tokens=0)
-        write.session.add(doc)
-        await write.session.flush()
-        write.session.add_all(chunks)
-        await write.session.flush()
-        await write.upsert(
-            [VectorRecord(c.record_id, v, c.text, meta) for c, v in zip(chunks, vectors)]
-        )
-        await rt.ledger.record(
-            write.session,
-            caller,
-            Activity.of(
-                "document.uploaded",
-                collection,
-                tenant=tenant,
-                resource_type="document",
-                resource_id=doc.id,
-                documents=1,
-                chunks=len(chunks),
-                storage_bytes=doc.size_bytes,
-                embedding_tokens=tokens,
-                provider=collection.embedding_provider,
-                model=collection.embedding_model,
-                texts=[p.text for p in pieces],
-            ),
-        )
-    return UploadResult(document=document_info(collection, doc), deduplicated=False, embedding_tokens=tokens)
+    vectors, tokens = await embed_all(provider, [p.text for p in ready.pieces], purpose="document", progress=progress)
+    return (await _write(rt, collection, admitted.tenant, [ready], [vectors], [tokens], caller))[0]
 
 
-async def _same_content(
-    session: AsyncSession, collection: Collection, tenant: str | None, content_hash: str
-) -> Document | None:
-    return await session.scalar(
-        select(Document).where(
-            Document.collection_id == collection.id,
-            Document.tenant == (tenant or NO_TENANT),
-            Document.content_hash == content_hash,
-        )
-    )
+@dataclass(frozen=True)
+class Outcome:
+    """What became of item `index` of a batch: its result, or the error that refused it (nothing of it written)."""
+
+    index: int
+    result: UploadResult | None = None
+    error: BigRagError | None = None
+
+
+_Embedded = tuple[int, _Ready, list[list[float]], int | None]  # item index, document, its vectors, its tokens
+GROUP_DOCUMENTS = 256  # documents loaded, embedded and written together at most
+GROUP_BYTES = 4 << 20  # ... and their bytes
+
+
+def _apportion(total: int | None, weights: Sequence[int]) -> list[int | None]:
+    """Split a batch's reported token count over its documents by their share of the text."""
+    if total is None:
+        return [None] * len(weights)
+    whole = sum(weights) or 1
+    shares = [total * w // whole for w in weights]
+    if shares:
+        shares[-1] += total - sum(shares)
+    return list(shares)
+
+
+def _groups(items: Iterable[Upload]) -> Iterator[list[tuple[int, Upload]]]:
+    group: list[tuple[int, Upload]] = []
+    size = 0
+    for index, item in enumerate(items):
+        group.append((index, item))
+        size += len(item.data or item.text or item.content_base64 or "")
+        if len(group) >= GROUP_DOCUMENTS or size >= GROUP_BYTES:
+            yield group
+            group, size = [], 0
+    if group:
+        yield group
+
+
+async def upload_many(
+    rt: Runtime,
+    collection_name: str,
+    items: Iterable[Upload],
+    *,
+    caller: Caller = OPERATOR,
+    on_outcome: Callable[[Outcome], Awaitable[None]] | None = None,
+) -> list[Outcome]:
+    """Upload many documents: embedded in full provider batches across documents, written many per transaction,
+    the next group loading and embedding while the previous one is written. A bad item fails alone."""
+    collection = await load(rt, collection_name)
+    provider = rt.embedder(collection.embedding_provider, collection.embedding_model, collection.dimension)
+    outcomes: list[Outcome] = []
+
+    async def report(outcome: Outcome) -> None:
+        outcomes.append(outcome)
+        if on_outcome is not None:
+            await on_outcome(outcome)
+
+    async def embedded(group: list[tuple[int, Upload]]) -> list[_Embedded]:
+        admitted: list[tuple[int, _Admitted]] = []
+        for index, item in group:
+            try:
+                admitted.append((index, _admit(collection, item)))
+            except BigRagError as exc:
+                await report(Outcome(index, error=exc))
+        async with rt.db.session() as session:
+            known: dict[tuple[str | None, str], Document] = {}
+            for tenant in {a.tenant for _, a in admitted}:
+                hashes = [a.content_hash for _, a in admitted if a.tenant == tenant]
+                known.update(((tenant, h), d) for h, d in (await _existing(session, collection, tenant, hashes)).items())
+        ready: list[tuple[int, _Ready]] = []
+        for index, one in admitted:
+            if (one.tenant, one.content_hash) in known:
+                document = document_info(collection, known[(one.tenant, one.content_hash)])
+                await report(Outcome(index, UploadResult(document=document, deduplicated=True, embedding_tokens=0)))
+                continue
+            try:
+                ready.append((index, await _prepare(rt, collection, one)))
+            except BigRagError as exc:
+                await report(Outcome(index, error=exc))
+        texts = [p.text for _, r in ready for p in r.pieces]
+        try:
+            vectors, tokens = await embed_all(provider, texts, purpose="document")
+        except BigRagError as exc:
+            for index, _ in ready:
+                await report(Outcome(index, error=exc))
+            return []
+        shares = _apportion(tokens, [sum(len(p.text) for p in r.pieces) for _, r in ready])
+        out, at = [], 0
+        for (index, doc), share in zip(ready, shares):
+            out.append((index, doc, vectors[at : at + len(doc.pieces)], share))
+            at += len(doc.pieces)
+        return out
+
+    async def write(batches: MemoryObjectReceiveStream[list[_Embedded]]) -> None:
+        async with batches:
+            async for batch in batches:
+                for tenant in dict.fromkeys(one.tenant for _, one, _, _ in batch):
+                    part = [b for b in batch if b[1].tenant == tenant]
+                    try:
+                        results = await _write(
+                            rt, collection, tenant, [b[1] for b in part], [b[2] for b in part], [b[3] for b in part], caller
+                        )
+                    except BigRagError as exc:
+                        for index, *_ in part:
+                            await report(Outcome(index, error=exc))
+                        continue
+                    for (index, *_), result in zip(part, results):
+                        await report(Outcome(index, result))
+
+    send, receive = anyio.create_memory_object_stream[list[_Embedded]](1)
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(write, receive)
+        async with send:
+            for group in _groups(items):
+                batch = await embedded(group)
+                if batch:
+                    await send.send(batch)
+    return sorted(outcomes, key=lambda o: o.index)
 
 
 async def _document(session: AsyncSession, collection: Collection, tenant: str, document_id: str) -> Document:

@@ -7,6 +7,7 @@ from typing import Any
 import pluggy
 
 from bigrag_mcp.errors import InvalidArgument
+from bigrag_mcp.loading import Bounds
 from bigrag_mcp.plugins import Registry, build_registry, plugin_manager
 from bigrag_mcp.services.index import IndexGate
 from bigrag_mcp.services.ledger import Ledger
@@ -24,6 +25,7 @@ class Runtime:
         self.backend = registry.vector_backend(settings.vector_backend)()
         self.index = IndexGate(db, self.backend)
         self.ledger = Ledger(list(settings.billing_exporters))
+        self.loader_bounds = Bounds(settings.loader_timeout_s, settings.loader_memory_mb, settings.loader_unzipped_mb)
         self._embedders: dict[tuple[str, str | None, int | None], EmbeddingProvider] = {}
         self._chat_providers: dict[tuple[str, str | None], ChatProvider] = {}
         self._rerankers: dict[str, Reranker] = {}
