@@ -76,20 +76,20 @@ def is_text_type(mime: str) -> bool:
 
 
 def resolve_type(data: bytes, declared: str | None, filename: str | None) -> str:
-    """The type to load `data` as: what the bytes say, else the declared type, else the file name, else text.
+    """The type to load `data` as: what the bytes announce, else the declared type, else the file name's, else text.
 
-    A declared type (or, without one, the file name's type) that contradicts a type the bytes announce is
-    refused, and so is a binary type declared for bytes that do not carry its magic number.
+    A declared type that contradicts what the bytes announce is refused, and so is a binary type (declared or
+    named by the file's extension) for bytes that do not carry its magic number.
     """
     declared = normalise(declared)
-    claimed = declared or normalise(mimetypes.guess_type(filename)[0] if filename else None)
-    source = "declared type" if declared else "file name"
     found = sniff(data)
     if found is not None:
-        if claimed and claimed != found and claimed not in OPAQUE:
-            raise InvalidArgument(f"the {source} says {claimed} but the bytes are {found}; refused")
+        if declared and declared != found and declared not in OPAQUE:
+            raise InvalidArgument(f"the declared type is {declared} but the bytes are {found}; refused")
         return found
+    claimed = declared or normalise(mimetypes.guess_type(filename)[0] if filename else None)
     if claimed in _KNOWN_BINARY:
+        source = "declared type" if declared else "file name"
         raise InvalidArgument(f"the {source} says {claimed} but the bytes are not a {claimed} file; refused")
     if claimed and claimed not in OPAQUE:
         return claimed

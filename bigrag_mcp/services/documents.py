@@ -15,14 +15,22 @@ from typing import Any
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream
 from jsonschema import Draft202012Validator
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bigrag_mcp.chunking import TextChunk, chunk_text
 from bigrag_mcp.errors import BigRagError, InvalidArgument, LimitExceeded, NotFound, TenantRequired
 from bigrag_mcp.loading import extract, resolve_type
 from bigrag_mcp.loading.sniff import is_text_type, normalise
-from bigrag_mcp.schemas import ChunkInfo, DeleteResult, DocumentDetail, DocumentInfo, DocumentPage, UploadResult
+from bigrag_mcp.schemas import (
+    ChunkInfo,
+    DeleteResult,
+    DocumentDetail,
+    DocumentInfo,
+    DocumentPage,
+    PageInfo,
+    UploadResult,
+)
 from bigrag_mcp.services.collections import find, load, tenant_of_row
 from bigrag_mcp.services.embedding import Progress, embed_all
 from bigrag_mcp.services.index import vector_bytes
@@ -432,29 +440,47 @@ async def _document(session: AsyncSession, collection: Collection, tenant: str, 
 
 
 async def get(
-    rt: Runtime, collection_name: str, document_id: str, *, tenant: str | None = None, chunk_offset: int = 0, chunk_limit: int = 20
+    rt: Runtime,
+    collection_name: str,
+    document_id: str,
+    *,
+    tenant: str | None = None,
+    chunk_offset: int = 0,
+    chunk_limit: int = 20,
+    page: int | None = None,
 ) -> DocumentDetail:
+    """A document with a page of its chunks; with `page`, that page's extracted text and only its chunks."""
     if chunk_offset < 0 or not 0 <= chunk_limit <= 200:
         raise InvalidArgument("chunk_offset must be ≥ 0 and chunk_limit between 0 and 200")
+    if page is not None and page < 1:
+        raise InvalidArgument("page counts from 1")
     async with rt.db.session() as session:
         collection = await find(session, collection_name)
         doc = await _document(session, collection, check_tenant_argument(collection, tenant), document_id)
-        rows = await session.scalars(
-            select(Chunk)
-            .where(Chunk.document_id == doc.id)
-            .order_by(Chunk.chunk_index)
-            .offset(chunk_offset)
-            .limit(chunk_limit)
-        )
+        query = select(Chunk).where(Chunk.document_id == doc.id)
+        page_info = None
+        if page is not None:
+            row = await session.get(PageText, (doc.id, page))
+            if row is None:
+                pages = await session.scalar(select(func.count()).select_from(PageText).where(PageText.document_id == doc.id))
+                raise NotFound(f"document {document_id!r} has no page {page} (it has {pages or 'no'} pages)")
+            page_info = PageInfo(page=row.page, char_start=row.char_start, char_end=row.char_end, text=row.text)
+            query = query.where(Chunk.page == page)
+        rows = await session.scalars(query.order_by(Chunk.chunk_index).offset(chunk_offset).limit(chunk_limit + 1))
         chunks = [
-            ChunkInfo(id=c.record_id, chunk_index=c.chunk_index or 0, text=c.text or "", char_start=c.char_start or 0, char_end=c.char_end or 0)
+            ChunkInfo(
+                id=c.record_id, chunk_index=c.chunk_index or 0, text=c.text or "", char_start=c.char_start or 0,
+                char_end=c.char_end or 0, page=c.page,
+            )
             for c in rows
         ]
-    end = chunk_offset + len(chunks)
+    more = len(chunks) > chunk_limit
+    chunks = chunks[:chunk_limit]
     return DocumentDetail(
         **document_info(collection, doc).model_dump(),
         chunks=chunks,
-        next_chunk_offset=end if end < doc.chunk_count and chunks else None,
+        page=page_info,
+        next_chunk_offset=chunk_offset + len(chunks) if more and chunks else None,
     )
 
 
