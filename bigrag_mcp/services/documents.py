@@ -36,7 +36,7 @@ from bigrag_mcp.services.embedding import Progress, embed_all
 from bigrag_mcp.services.index import vector_bytes
 from bigrag_mcp.services.ledger import OPERATOR, Activity, Caller
 from bigrag_mcp.services.runtime import Runtime
-from bigrag_mcp.store.models import NO_TENANT, Chunk, Collection, Document, PageText
+from bigrag_mcp.store.models import NO_TENANT, Chunk, Collection, Document, PageText, utcnow
 from bigrag_mcp.types import Extracted, VectorRecord
 
 MAX_DOCUMENT_BYTES = 20 * 1024 * 1024
@@ -210,6 +210,7 @@ async def _prepare(rt: Runtime, collection: Collection, admitted: _Admitted) -> 
         char_count=len(found.text),
         chunk_count=len(pieces),
         embedding_tokens=0,
+        created_at=utcnow(),
     )
     return _Ready(doc, admitted.tenant, pieces, pages, _page_rows(doc.id, found))
 
