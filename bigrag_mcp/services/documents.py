@@ -15,7 +15,7 @@ from typing import Any
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream
 from jsonschema import Draft202012Validator
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bigrag_mcp.chunking import TextChunk, chunk_text
@@ -255,31 +255,34 @@ async def _write(
                 fresh.append(n)
         write.session.add_all([ready[n].doc for n in fresh])
         await write.session.flush()  # documents first: chunks and pages refer to them
+        activities, chunk_rows, page_rows = [], [], []
         for n in fresh:
             one, doc = ready[n], ready[n].doc
-            write.session.add_all(one.page_rows)
+            page_rows.extend(one.page_rows)
             for i, (piece, page, vector) in enumerate(zip(one.pieces, one.pages, vectors[n])):
                 record_id = f"{doc.id}#{i}"
-                write.session.add(
-                    Chunk(
-                        collection_id=collection.id, tenant=doc.tenant, record_id=record_id, document_id=doc.id,
-                        chunk_index=i, text=piece.text, metadata_=doc.metadata_, char_start=piece.start,
-                        char_end=piece.end, page=page, vector=vector_bytes(vector),
-                    )
+                chunk_rows.append(
+                    {
+                        "collection_id": collection.id, "tenant": doc.tenant, "record_id": record_id, "document_id": doc.id,
+                        "chunk_index": i, "text": piece.text, "metadata_": doc.metadata_, "char_start": piece.start,
+                        "char_end": piece.end, "page": page, "vector": vector_bytes(vector), "created_at": doc.created_at,
+                    }
                 )
                 records.append(VectorRecord(record_id, vector, piece.text, doc.metadata_))
-            await rt.ledger.record(
-                write.session,
-                caller,
+            activities.append(
                 Activity.of(
                     "document.uploaded", collection, tenant=tenant, resource_type="document", resource_id=doc.id,
                     documents=1, chunks=len(one.pieces), storage_bytes=doc.size_bytes, embedding_tokens=tokens[n],
                     provider=collection.embedding_provider, model=collection.embedding_model,
                     texts=[p.text for p in one.pieces],
-                ),
+                )
             )
             results[n] = UploadResult(document=document_info(collection, doc), deduplicated=False, embedding_tokens=tokens[n])
+        if chunk_rows:  # one executemany, no per-row RETURNING: chunk ids are never read back here
+            await write.session.execute(insert(Chunk), chunk_rows)
+        write.session.add_all(page_rows)
         await write.session.flush()
+        await rt.ledger.record_many(write.session, caller, activities)
         if records:
             await write.upsert(records)
     return [r for r in results if r is not None]
