@@ -400,3 +400,27 @@ class VectorBackendConformance:
             await backend.search(where, SearchRequest(top_k=3, mode="hybrid", vector=QUERY))
         with pytest.raises(InvalidArgument):
             await backend.search(where, SearchRequest(top_k=3, mode="hybrid", text="falcon"))
+
+    # --- text values compare exactly, white space and the empty string included (issue #17) ---------------------
+    # Weaviate's `field` tokenization trims white space, so a backend on it must not let " a " equal "a".
+    SPACED_TEXT = (("plain", "a"), ("padded", " a "), ("tabbed", "a\t"), ("empty", ""), ("blank", "  "))
+    SPACED_CASES: tuple[tuple[str, dict[str, Any], set[str]], ...] = (
+        ("eq", {"tag": "a"}, {"plain"}),
+        ("eq-padded", {"tag": " a "}, {"padded"}),
+        ("ne", {"tag": {"$ne": "a"}}, {"padded", "tabbed", "empty", "blank", "untagged"}),
+        ("in", {"tag": {"$in": ["a\t", ""]}}, {"tabbed", "empty"}),
+        ("eq-empty", {"tag": ""}, {"empty"}),
+        ("list-eq-blank", {"tags": "  "}, {"blank"}),
+    )
+
+    @pytest.mark.parametrize(("raw", "expected"), [c[1:] for c in SPACED_CASES], ids=[c[0] for c in SPACED_CASES])
+    async def test_text_equality_is_exact_around_white_space(
+        self, backend: VectorBackend, raw: dict[str, Any], expected: set[str]
+    ) -> None:
+        where = Partition(COLLECTION, TENANT_A)
+        spaced = [
+            VectorRecord(rid, basis((i, 1.0)), metadata={"tag": value, "tags": [value, "other"]})
+            for i, (rid, value) in enumerate(self.SPACED_TEXT)
+        ]
+        await backend.upsert(where, [*spaced, VectorRecord("untagged", basis((7, 1.0)))])
+        assert {h.id for h in await backend.search(where, semantic(FILTER_QUERY, filter=parse_filter(raw)))} == expected

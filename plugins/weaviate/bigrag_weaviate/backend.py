@@ -14,10 +14,16 @@ from weaviate.classes.config import Configure, VectorDistances
 from weaviate.classes.data import DataObject
 from weaviate.classes.init import AdditionalConfig, Auth, Timeout
 from weaviate.classes.query import Filter, HybridFusion, MetadataQuery
+from weaviate.classes.tenants import TenantActivityStatus
 from weaviate.client import WeaviateAsyncClient
 from weaviate.collections import CollectionAsync
 from weaviate.collections.classes.filters import _Filters
-from weaviate.exceptions import UnexpectedStatusCodeError, WeaviateBaseError, WeaviateInsertManyAllFailedError
+from weaviate.exceptions import (
+    UnexpectedStatusCodeError,
+    WeaviateBaseError,
+    WeaviateInsertManyAllFailedError,
+    WeaviateInvalidInputError,
+)
 
 from bigrag_mcp.errors import InvalidArgument, Unavailable
 from bigrag_mcp.filters import Compare, FilterNode, Not, matches
@@ -34,6 +40,7 @@ VECTOR = "default"
 WRITE_CHUNK = 256
 DELETE_CHUNK = 1000
 HYBRID_ALPHA = 0.5
+MAX_ACTIVATION_STEP = 8.0
 
 
 @dataclass(frozen=True)
@@ -51,7 +58,8 @@ def _wanted(node: FilterNode | None) -> set[str]:
         if node.op == "$exists":
             return set()
         values = node.value if isinstance(node.value, tuple) else (node.value,)
-        return {records.meta_property(node.field, k) for v in values if (k := records.kind_of(v))}
+        wanted = {records.meta_property(node.field, k) for v in values if (k := records.kind_of(v))}
+        return {w for w in wanted if w is not None}
     items = (node.item,) if isinstance(node, Not) else node.items
     return set().union(*(_wanted(n) for n in items))
 
@@ -86,6 +94,7 @@ class WeaviateBackend:
         self._policy = RetryPolicy(
             attempts=self.settings.retries + 1, base_delay=self.settings.backoff_seconds, sleep=sleep
         )
+        self._sleep = sleep
         self._client: WeaviateAsyncClient | None = None
         self._supports_not = False
         self._lock = asyncio.Lock()
@@ -197,24 +206,62 @@ class WeaviateBackend:
                 await self._add_property(cls, name)
 
     async def _add_property(self, cls: str, name: str) -> None:
+        """Add a property; another replica having added it first (either way Weaviate reports it) is success."""
+
         async def add() -> None:
             try:
                 await (await self._collection(cls)).config.add_property(records.new_property(name))
-            except UnexpectedStatusCodeError as exc:
-                if not mentions(exc, "already exists"):  # another replica added it first
+                return
+            except WeaviateInvalidInputError as exc:  # the client read the schema itself and found it
+                if not mentions(exc, "already exists"):
                     raise
+            except UnexpectedStatusCodeError as exc:  # the server refused it: added between our read and our write
+                if exc.status_code != 422 or not mentions(exc, "already in use"):
+                    raise
+            config = await (await self._collection(cls)).config.get(simple=True)
+            if name not in {p.name for p in config.properties}:
+                raise InvalidArgument(
+                    f"the Weaviate class {cls} has a property whose name equals {name!r} ignoring case, written by "
+                    "another application; remove it or use another WEAVIATE_CLASS_PREFIX"
+                )
 
         await self._retry(f"adding property {name} to {cls}", add)
         self._properties[cls].add(name)
 
+    def _describe(self, where: Partition) -> str:
+        tenant = "" if where.tenant is None else f" tenant {where.tenant!r}"
+        return f"the Weaviate tenant of collection {where.collection!r}{tenant}"
+
     async def _activate(self, cls: str, tname: str, where: Partition) -> None:
+        """Activate an INACTIVE or OFFLOADED tenant and wait, with bounded backoff, until it serves."""
         if self.settings.inactive_tenant == "unavailable":
             raise Unavailable(
-                f"the Weaviate tenant of collection {where.collection!r}"
-                f"{'' if where.tenant is None else f' tenant {where.tenant!r}'} is inactive; "
+                f"{self._describe(where)} is inactive; "
                 "an operator must activate it (or set WEAVIATE_INACTIVE_TENANT=activate)"
             )
-        await (await self._collection(cls)).tenants.activate(tname)
+        tenants = (await self._collection(cls)).tenants
+        try:
+            await tenants.activate(tname)
+        except UnexpectedStatusCodeError as exc:
+            if exc.status_code == 422 and mentions(exc, "currently being frozen"):
+                raise Unavailable(
+                    f"{self._describe(where)} is being offloaded to cold storage; retry in a minute, "
+                    "once offloaded it is activated on demand"
+                ) from None
+            raise
+        timeout = self.settings.activation_timeout_seconds
+        waited, delay = 0.0, self.settings.activation_backoff_seconds
+        while (found := (await tenants.get_by_names([tname])).get(tname)) is not None:
+            if found.activity_status != TenantActivityStatus.ONLOADING:
+                return  # ACTIVE, or a state the repeated call reports itself
+            if waited >= timeout:
+                raise Unavailable(
+                    f"{self._describe(where)} is still being activated (onloading from cold storage) after "
+                    f"{waited:g} s; retry in a minute"
+                )
+            step = min(delay, MAX_ACTIVATION_STEP, timeout - waited)
+            await self._sleep(step)
+            waited, delay = waited + step, delay * 2
 
     async def _in_tenant(
         self, doing: str, cls: str, where: Partition, op: Callable[[CollectionAsync], Awaitable[T]]
@@ -246,7 +293,7 @@ class WeaviateBackend:
         cls = await self._ensure_class(dimension)
         objects = [
             DataObject(
-                properties=records.to_properties(where, r),
+                properties=records.to_properties(where, r, self.settings.indexes),
                 vector={VECTOR: [float(x) for x in r.vector]},
                 uuid=object_uuid(where.collection, where.tenant, r.id),
             )
@@ -293,8 +340,9 @@ class WeaviateBackend:
         for refresh in (False, True):
             for cls in sorted(await self._class_names(refresh=refresh) - done):
                 done.add(cls)
-                for start in range(0, len(uuids), DELETE_CHUNK):
-                    chunk = uuids[start : start + DELETE_CHUNK]
+                size = min(DELETE_CHUNK, self.settings.query_maximum_results)  # the server deletes no more at once
+                for start in range(0, len(uuids), size):
+                    chunk = uuids[start : start + size]
 
                     async def op(h: CollectionAsync, chunk: list[str] = chunk) -> int:
                         return int((await h.data.delete_many(where=Filter.by_id().contains_any(chunk))).successful)
@@ -386,11 +434,13 @@ class WeaviateBackend:
         known = await self._known_properties(cls)
         if _wanted(request.filter) - known:
             known = await self._known_properties(cls, refresh=True)
-        translation = Translator(known, supports_not=self._supports_not)(request.filter)
+        translation = Translator(known, supports_not=self._supports_not, indexed=self.settings.indexes)(request.filter)
         if translation.native is False:
             return []
         native = None if translation.native is True else translation.native
-        limit = request.top_k if translation.exact else request.top_k * self.settings.overfetch
+        cap = self.settings.most_candidates  # the server refuses a window beyond QUERY_MAXIMUM_RESULTS
+        top_k = min(request.top_k, cap)
+        limit = top_k if translation.exact else min(top_k * self.settings.overfetch, cap)
         while True:
 
             async def query(handle: CollectionAsync, limit: int = limit) -> list[_Row]:
@@ -402,8 +452,7 @@ class WeaviateBackend:
             rows = [r for r in fetched if request.min_score is None or r.score >= request.min_score]
             if not translation.exact:
                 rows = [r for r in rows if matches(request.filter, r.metadata)]
-            cap = self.settings.max_candidates
-            if translation.exact or len(rows) >= request.top_k or len(fetched) < limit or limit >= cap:
+            if translation.exact or len(rows) >= top_k or len(fetched) < limit or limit >= cap:
                 return rows
             limit = min(limit * max(2, self.settings.overfetch), cap)
 

@@ -1,4 +1,8 @@
-"""Names in Weaviate: one class per vector shape, one tenant per (collection, tenant) pair, one UUID per record.
+"""Names in Weaviate: one class per vector shape, one tenant per (collection, tenant) pair, one UUID per record,
+one lower-case property name per metadata field.
+
+Classes are `<prefix>V2D<dimension>`: layout 2 (case-safe property names, bracketed text values); classes of the
+first layout (`<prefix>D<dimension>`) are not read.
 
 Tenant names allow `[A-Za-z0-9_-]`, at most 64 characters. A pair is encoded as `esc(collection)` (no tenant) or
 `esc(collection)--esc(tenant)`, where `esc` keeps `[A-Za-z0-9_]` and writes every other UTF-8 byte as `-XX`
@@ -23,15 +27,28 @@ ESCAPE = re.compile(r"-([0-9A-F]{2})")
 NAMESPACE = uuid.UUID("6f1d4c2e-8b1a-5c3d-9e4f-b16a70b1ec01")
 
 
+LAYOUT = "V2"
+
+
 def class_name(prefix: str, dimension: int) -> str:
     """The Weaviate class holding every partition whose vectors have `dimension` components."""
-    return f"{prefix}D{dimension}"
+    return f"{prefix}{LAYOUT}D{dimension}"
 
 
 def dimension_of(prefix: str, name: str) -> int | None:
-    """The dimension a class of ours holds, or None for another application's class."""
-    match = re.fullmatch(re.escape(prefix) + r"D([1-9][0-9]*)", name)
+    """The dimension a class of ours holds, or None for another application's class (or an older layout)."""
+    match = re.fullmatch(re.escape(prefix + LAYOUT) + r"D([1-9][0-9]*)", name)
     return int(match.group(1)) if match else None
+
+
+def field_stem(field: str) -> str:
+    """A filter-language field name (`[A-Za-z_][A-Za-z0-9_]*`) in lower case only, one-to-one.
+
+    Weaviate refuses a property whose lower-cased name equals another's, so `_` becomes `__` and an upper-case
+    letter `X` becomes `_x`: `Year` -> `_year`, `year` -> `year`, `_year` -> `__year`. Every `_` starts a two-character
+    code, so the stem decodes uniquely, and no two stems differ only in case.
+    """
+    return "".join("__" if ch == "_" else f"_{ch.lower()}" if ch.isupper() else ch for ch in field)
 
 
 def _escape(text: str) -> str:

@@ -2,23 +2,26 @@
 
 Fixed: `record_id`, `text` (BM25, word tokenization), `bigrag_meta` (the metadata as JSON, not indexed),
 `bigrag_fields` (names of the metadata fields that are present, for `$exists` and missing-field rules),
-`bigrag_collection` / `bigrag_tenant` (the real partition). Each metadata field `f` is flattened into up to three
-array properties by value type: `meta_f__t` (text[], field tokenization), `meta_f__n` (number[]),
-`meta_f__b` (boolean[]). A scalar is stored as a one-element array, so list-valued and scalar fields filter
-alike. Values that are objects are kept only in `bigrag_meta`. Properties are added to the class the first time
-a field with that type is written.
+`bigrag_collection` / `bigrag_tenant` (the real partition). Each indexed metadata field `f` is flattened into up to
+three array properties by value type: `meta_<stem>__t` (text[], field tokenization), `meta_<stem>__n` (number[]),
+`meta_<stem>__b` (boolean[]), where `stem` is the field name in lower case only (`naming.field_stem`). A scalar is
+stored as a one-element array, so list-valued and scalar fields filter alike. Text values are stored and compared
+as `|value|`: `field` tokenization trims white space, and the brackets keep `" a "`, `"a"` and `""` apart.
+Values that are objects, fields not declared filterable, and names too long for a property are kept only in
+`bigrag_meta`. Properties are added to the class the first time a field with that type is written.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from weaviate.classes.config import DataType, Property, Tokenization
 
 from bigrag_mcp.filters import FIELD_NAME
 from bigrag_mcp.types import Partition, VectorRecord
+from bigrag_weaviate.naming import field_stem
 
 RECORD_ID = "record_id"
 TEXT = "text"
@@ -26,7 +29,8 @@ META = "bigrag_meta"
 FIELDS = "bigrag_fields"
 COLLECTION = "bigrag_collection"
 TENANT = "bigrag_tenant"
-MAX_FIELD = 200  # Weaviate property names stop at 230 characters
+MAX_PROPERTY = 231  # entities/schema/validation.go: [_A-Za-z][_0-9A-Za-z]{0,230}
+BRACKET = "|"
 KINDS: dict[str, DataType] = {"t": DataType.TEXT_ARRAY, "n": DataType.NUMBER_ARRAY, "b": DataType.BOOL_ARRAY}
 
 
@@ -43,8 +47,12 @@ def base_properties() -> list[Property]:
     ]
 
 
-def meta_property(field: str, kind: str) -> str:
-    return f"meta_{field}__{kind}"
+def meta_property(field: str, kind: str) -> str | None:
+    """The property holding a field's values of one kind; None when the field cannot be a property."""
+    if not FIELD_NAME.match(field):
+        return None
+    name = f"meta_{field_stem(field)}__{kind}"
+    return name if len(name) <= MAX_PROPERTY else None
 
 
 def kind_of(value: Any) -> str | None:
@@ -59,8 +67,11 @@ def kind_of(value: Any) -> str | None:
 
 
 def typed_value(value: Any) -> Any:
-    """The value as Weaviate stores it: numbers are float64 (`number[]`)."""
-    return float(value) if kind_of(value) == "n" else value
+    """The value as Weaviate stores it: numbers are float64 (`number[]`), text bracketed against trimming."""
+    kind = kind_of(value)
+    if kind == "n":
+        return float(value)
+    return f"{BRACKET}{value}{BRACKET}" if kind == "t" else value
 
 
 def new_property(name: str) -> Property:
@@ -71,20 +82,21 @@ def new_property(name: str) -> Property:
     return Property(name=name, data_type=data_type)
 
 
-def flatten(metadata: Mapping[str, Any]) -> dict[str, list[Any]]:
-    """Typed metadata properties of one record."""
+def flatten(metadata: Mapping[str, Any], indexed: Callable[[str], bool]) -> dict[str, list[Any]]:
+    """Typed metadata properties of one record, for the fields `indexed` accepts."""
     out: dict[str, list[Any]] = {}
     for field, value in metadata.items():
-        if not FIELD_NAME.match(field) or len(field) > MAX_FIELD:
-            continue  # the filter language cannot name it, so it is kept in bigrag_meta only
+        if not indexed(field):
+            continue  # kept in bigrag_meta only and checked after the query
         for item in value if isinstance(value, list) else [value]:
             kind = kind_of(item)
-            if kind is not None:
-                out.setdefault(meta_property(field, kind), []).append(typed_value(item))
+            name = None if kind is None else meta_property(field, kind)
+            if name is not None:
+                out.setdefault(name, []).append(typed_value(item))
     return out
 
 
-def to_properties(where: Partition, record: VectorRecord) -> dict[str, Any]:
+def to_properties(where: Partition, record: VectorRecord, indexed: Callable[[str], bool]) -> dict[str, Any]:
     props: dict[str, Any] = {
         RECORD_ID: record.id,
         META: json.dumps(dict(record.metadata), separators=(",", ":"), sort_keys=True),
@@ -94,5 +106,5 @@ def to_properties(where: Partition, record: VectorRecord) -> dict[str, Any]:
     }
     if record.text is not None:
         props[TEXT] = record.text
-    props.update(flatten(record.metadata))
+    props.update(flatten(record.metadata, indexed))
     return props

@@ -24,8 +24,39 @@ class WeaviateSettings(BaseSettings):
     retries: int = Field(default=3, ge=0, le=10, description="Retries of a transient failure before `unavailable`.")
     backoff_seconds: float = Field(default=0.2, ge=0, description="First retry delay; doubles on each retry.")
     timeout_seconds: float = Field(default=30.0, gt=0, description="Timeout of a query or a write.")
+    activation_timeout_seconds: float = Field(
+        default=30.0, ge=0, description="Longest wait for an offloaded tenant to onload before `unavailable`."
+    )
+    activation_backoff_seconds: float = Field(
+        default=0.5, gt=0, description="First wait between checks of an onloading tenant; doubles, at most 8 s."
+    )
     overfetch: int = Field(default=4, ge=1, description="Candidates fetched per hit when a filter is checked post-query.")
     max_candidates: int = Field(default=10000, ge=1, description="Most candidates one post-filtered search reads.")
+    query_maximum_results: int = Field(
+        default=10000, ge=1, description="The server's QUERY_MAXIMUM_RESULTS: no search asks for more."
+    )
+    filterable_fields: str = Field(
+        default="*",
+        description="Comma-separated metadata fields written to indexed properties, or `*` for all; "
+        "the others are kept unindexed and filtered after the query.",
+    )
+
+    @property
+    def indexed_fields(self) -> frozenset[str] | None:
+        """The fields written to indexed properties; None for all."""
+        if self.filterable_fields.strip() == "*":
+            return None
+        return frozenset(f.strip() for f in self.filterable_fields.split(",") if f.strip())
+
+    def indexes(self, field: str) -> bool:
+        """Whether a metadata field gets typed, indexed properties."""
+        fields = self.indexed_fields
+        return fields is None or field in fields
+
+    @property
+    def most_candidates(self) -> int:
+        """The largest result window one search may ask for."""
+        return min(self.max_candidates, self.query_maximum_results)
 
     @property
     def http_host(self) -> str:

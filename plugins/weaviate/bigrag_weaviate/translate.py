@@ -8,7 +8,8 @@ each candidate after the query (over-fetching). Native forms:
 - `$exists`: `contains_any` on `bigrag_fields`;
 - `$ne`, `$nin`, `$not`, `$exists: false`: `Filter.not_` (Weaviate 1.33+), so missing fields pass them;
 - a comparison on a property no record has written yet is decided without asking Weaviate.
-Post-query: string ranges (narrowed to records that have the field), and every negation on servers before 1.33.
+Post-query: string ranges (narrowed to records that have the field), every negation on servers before 1.33, and
+every comparison on a field that has no property (not declared filterable, or a name too long for Weaviate).
 """
 
 from __future__ import annotations
@@ -41,9 +42,14 @@ class Translation:
 class Translator:
     """Translate against the properties a class has and what the server supports."""
 
-    def __init__(self, known: Iterable[str], *, supports_not: bool) -> None:
+    def __init__(self, known: Iterable[str], *, supports_not: bool, indexed: Callable[[str], bool]) -> None:
         self.known = set(known)
         self.supports_not = supports_not
+        self.indexed = indexed
+
+    def has_properties(self, field: str) -> bool:
+        """Whether the field's values are written to typed properties (else only to `bigrag_meta`)."""
+        return self.indexed(field) and meta_property(field, "t") is not None
 
     def __call__(self, node: FilterNode | None) -> Translation:
         if node is None:
@@ -76,15 +82,17 @@ class Translator:
 
     def any_of(self, field: str, values: Iterable[Any]) -> Translation:
         """Records where any element of `field` equals any of `values` (same type)."""
+        if not self.has_properties(field):
+            return Translation(True, False)
         by_kind: dict[str, list[Any]] = {}
         for value in values:
             kind = kind_of(value)
             if kind is not None:
                 by_kind.setdefault(kind, []).append(typed_value(value))
         found = [
-            Filter.by_property(meta_property(field, kind)).contains_any(vals)
+            Filter.by_property(prop).contains_any(vals)
             for kind, vals in sorted(by_kind.items())
-            if meta_property(field, kind) in self.known
+            if (prop := meta_property(field, kind)) in self.known
         ]
         return Translation(Filter.any_of(found) if found else False, True)
 
@@ -101,9 +109,9 @@ class Translator:
         if node.op in ("$in", "$nin"):
             within = self.any_of(node.field, node.value)
             return within if node.op == "$in" else self.negate(within)
-        if kind_of(node.value) != "n":
+        if kind_of(node.value) != "n" or not self.has_properties(node.field):
             return Translation(self.present(node.field).native, False)
         prop = meta_property(node.field, "n")
-        if prop not in self.known:
+        if prop is None or prop not in self.known:
             return Translation(False, True)
         return Translation(RANGES[node.op](Filter.by_property(prop), float(node.value)), True)

@@ -15,14 +15,15 @@ def anyio_backend() -> str:
 
 
 @pytest.fixture
-def fake() -> Iterator[FakeWeaviate]:
-    with FakeWeaviate() as server:
-        yield server
+def sleeps() -> RecordedSleeps:
+    return RecordedSleeps()
 
 
 @pytest.fixture
-def sleeps() -> RecordedSleeps:
-    return RecordedSleeps()
+def fake(sleeps: RecordedSleeps) -> Iterator[FakeWeaviate]:
+    """A fake whose clock is the backend's recorded sleeps: offloaded tenants onload in 3 fake seconds."""
+    with FakeWeaviate(clock=sleeps.now, onload_seconds=3.0) as server:
+        yield server
 
 
 @pytest.fixture

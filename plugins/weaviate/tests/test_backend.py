@@ -15,7 +15,7 @@ from bigrag_mcp.plugins import build_registry, plugin_manager
 from bigrag_mcp.types import Partition, SearchRequest, VectorBackend, VectorRecord
 
 pytestmark = pytest.mark.anyio
-CLASS = "BigragD3"
+CLASS = "BigragV2D3"
 ACME = Partition("docs", "acme")
 RECORDS = [
     VectorRecord("a", [1.0, 0.0, 0.0], "alpha", {"kind": "x"}),
@@ -64,33 +64,6 @@ async def test_long_names_are_hashed_within_weaviate_limits_and_still_dropped(
     assert [h.id for h in await backend.search(long, semantic(top_k=1))] == ["a"]
     await backend.drop(long.collection)
     assert fake.tenants(CLASS) == {}
-
-
-async def test_inactive_tenant_is_activated_on_demand(fake: FakeWeaviate, backend: WeaviateBackend) -> None:
-    await backend.upsert(ACME, RECORDS)
-    name = tenant_name(ACME.collection, ACME.tenant)
-    fake.set_tenant_status(CLASS, name, "INACTIVE")
-    assert [h.id for h in await backend.search(ACME, semantic(top_k=1))] == ["a"]
-    assert fake.tenants(CLASS)[name].status == "ACTIVE"
-    fake.set_tenant_status(CLASS, name, "INACTIVE")
-    await backend.upsert(ACME, [VectorRecord("d", [1.0, 1.0, 0.0])])
-    assert fake.tenants(CLASS)[name].status == "ACTIVE"
-    assert "d" in {h.id for h in await backend.search(ACME, semantic())}
-    assert fake.calls("PUT /v1/schema/BigragD3/tenants") == 2
-
-
-async def test_inactive_tenant_is_reported_unavailable_when_configured(fake: FakeWeaviate, sleeps: RecordedSleeps) -> None:
-    backend = WeaviateBackend(fake.settings(inactive_tenant="unavailable"), sleep=sleeps)
-    await backend.upsert(ACME, RECORDS)
-    name = tenant_name(ACME.collection, ACME.tenant)
-    fake.set_tenant_status(CLASS, name, "INACTIVE")
-    with pytest.raises(Unavailable, match="inactive"):
-        await backend.search(ACME, semantic())
-    with pytest.raises(Unavailable, match="inactive"):
-        await backend.upsert(ACME, RECORDS[:1])
-    assert fake.tenants(CLASS)[name].status == "INACTIVE"
-    assert fake.calls("PUT /v1/schema") == 0
-    await backend.close()
 
 
 async def test_partial_batch_failure_surfaces_and_names_the_rejected_record(

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import re
 
-from bigrag_weaviate.naming import belongs_to, decode_tenant_name, object_uuid, tenant_name
+from bigrag_weaviate.naming import belongs_to, decode_tenant_name, field_stem, object_uuid, tenant_name
 from hypothesis import given
 from hypothesis import strategies as st
 
 WEAVIATE_TENANT = re.compile(r"[A-Za-z0-9_-]{1,64}")
 collections = st.text(min_size=1, max_size=70)
+field_names = st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,12}", fullmatch=True)
 tenants = st.none() | st.text(max_size=80)
 
 
@@ -37,3 +38,14 @@ def test_readable_examples() -> None:
     assert tenant_name("docs", "") == "docs--"
     assert decode_tenant_name("docs--acme-2Deu") == ("docs", "acme-eu")
     assert tenant_name("docs", "x" * 80).startswith("-_")
+
+
+@given(field_names, field_names)
+def test_field_stems_are_lower_case_and_one_to_one_ignoring_case(a: str, b: str) -> None:
+    assert re.fullmatch(r"[a-z0-9_]+", field_stem(a))
+    if a != b:
+        assert field_stem(a).lower() != field_stem(b).lower()
+
+
+def test_field_stem_examples() -> None:
+    assert [field_stem(f) for f in ("year", "Year", "_year", "YEAR", "a_B")] == ["year", "_year", "__year", "_y_e_a_r", "a___b"]

@@ -1,8 +1,11 @@
 """An in-process fake Weaviate for tests: REST and gRPC on free 127.0.0.1 ports, spoken to by the real client.
 
-It models what the backend relies on and the errors Weaviate documents: tenants and their activity status,
-"tenant not found", "tenant not active", multi-tenancy without a tenant, unknown properties, per-object batch
-failures, and `Not`/`ContainsNone` only from version 1.33. Faults can be injected per REST route or gRPC method.
+It models what the backend relies on and the rules of the real server (weaviate/weaviate v1.38; the plugin's
+README names the source files): tenants and their activity status, offloaded tenants that onload asynchronously,
+"tenant not found", "tenant not active", multi-tenancy without a tenant, property names unique ignoring case,
+unknown properties, per-object batch failures, `field` tokenization trimming white space, QUERY_MAXIMUM_RESULTS,
+BM25 over Unicode words without English stop words in the query, and `Not`/`ContainsNone` only from 1.33.
+Faults can be injected per REST route or gRPC method, and other replicas' writes slipped in before a call.
 """
 
 from __future__ import annotations
@@ -18,16 +21,23 @@ from weaviate.proto.v1 import health_weaviate_pb2, weaviate_pb2_grpc
 from bigrag_weaviate.settings import WeaviateSettings
 from bigrag_weaviate.testing.grpc_service import FakeWeaviateService
 from bigrag_weaviate.testing.rest import FakeRestServer
-from bigrag_weaviate.testing.state import Fault, State, StoredObject, TenantShard
+from bigrag_weaviate.testing.state import Fault, Hook, State, StoredObject, TenantShard
 
 __all__ = ["FakeWeaviate", "RecordedSleeps", "StoredObject", "TenantShard"]
 
 
 class RecordedSleeps(list[float]):
-    """Stands in for asyncio.sleep in a backend under test: remembers each requested delay, returns at once."""
+    """Stands in for asyncio.sleep in a backend under test: remembers each requested delay, returns at once.
+
+    Its `now` is a fake clock that only these sleeps advance; give it to `FakeWeaviate(clock=...)` so the
+    server's timed behaviour (onloading a tenant) passes exactly as fast as the backend waits.
+    """
 
     async def __call__(self, seconds: float) -> None:
         self.append(seconds)
+
+    def now(self) -> float:
+        return sum(self)
 
 
 def _health(request: bytes, context: grpc.ServicerContext) -> health_weaviate_pb2.WeaviateHealthCheckResponse:
@@ -37,8 +47,11 @@ def _health(request: bytes, context: grpc.ServicerContext) -> health_weaviate_pb
 class FakeWeaviate:
     """Start with `with FakeWeaviate() as fake:`; connect the client to `fake.http_port` and `fake.grpc_port`."""
 
-    def __init__(self, version: str = "1.33.0") -> None:
-        self.state = State(version)
+    def __init__(
+        self, version: str = "1.33.0", *, clock: Callable[[], float] | None = None, onload_seconds: float = 0.0
+    ) -> None:
+        """`onload_seconds`: how long an OFFLOADED tenant stays ONLOADING after activation, on `clock`."""
+        self.state = State(version, onload_seconds=onload_seconds, **({"clock": clock} if clock else {}))
         self._rest = FakeRestServer(self.state)
         self._grpc = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
         weaviate_pb2_grpc.add_WeaviateServicer_to_server(FakeWeaviateService(self.state), self._grpc)
@@ -84,6 +97,19 @@ class FakeWeaviate:
         """
         self.state.faults.append(Fault(key, status, times, message))
 
+    def before(self, key: str, action: Callable[[], None], *, skip: int = 0) -> None:
+        """Run `action` (under the fake's lock) just before answering the call after `skip` matching calls."""
+        self.state.hooks.append(Hook(key, action, skip))
+
+    def add_property(self, class_name: str, prop: dict[str, Any]) -> None:
+        """Add a property as another client (another replica) would: `{"name": ..., "dataType": [...]}`."""
+        with self.state.lock:
+            self.state.add_property(class_name, prop)
+
+    def property_names(self, class_name: str) -> list[str]:
+        with self.state.lock:
+            return list(self.state.get_class(class_name).properties)
+
     def reject_objects(self, rule: Callable[[str, dict[str, Any]], str | None] | None) -> None:
         """Make BatchObjects refuse the objects for which `rule(uuid, properties)` returns an error text."""
         self.state.reject = rule
@@ -96,8 +122,13 @@ class FakeWeaviate:
         with self.state.lock:
             return dict(self.state.get_class(class_name).tenants)
 
+    def tenant_status(self, class_name: str, tenant: str) -> str:
+        """The tenant's status as the server would report it now."""
+        with self.state.lock:
+            return self.state.status(self.state.get_class(class_name).tenants[tenant])
+
     def set_tenant_status(self, class_name: str, tenant: str, status: str) -> None:
-        """Flip a tenant to ACTIVE, INACTIVE or OFFLOADED behind the client's back, as an operator would."""
+        """Set a tenant's status (ACTIVE, INACTIVE, OFFLOADED, OFFLOADING...) behind the client's back."""
         with self.state.lock:
             self.state.get_class(class_name).tenants[tenant].status = status
 

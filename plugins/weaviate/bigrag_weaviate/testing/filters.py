@@ -6,7 +6,7 @@ from typing import Any
 
 from weaviate.proto.v1 import base_pb2
 
-from bigrag_weaviate.testing.state import FakeError, StoredClass, StoredObject
+from bigrag_weaviate.testing.state import FakeError, StoredClass, StoredObject, field_token
 
 Op = base_pb2.Filters
 KINDS = {"text": "text", "text[]": "text", "number": "number", "number[]": "number", "int": "number",
@@ -68,6 +68,10 @@ def evaluate(msg: base_pb2.Filters, obj: StoredObject, cls: StoredClass, *, supp
     prop, want = _operand(msg, cls)
     have = obj.uuid if prop == "_id" else obj.properties.get(prop)
     items = have if isinstance(have, list) else ([] if have is None else [have])
+    if prop != "_id" and cls.properties[prop].get("tokenization") == "field" and op != Op.OPERATOR_IS_NULL:
+        # tokenizer.go tokenizeField: stored values and filter values are trimmed alike; "" is a valid token
+        items = [field_token(v) for v in items]
+        want = [field_token(v) for v in want] if isinstance(want, list) else field_token(want)
     if op == Op.OPERATOR_IS_NULL:
         return (not items) is bool(want)
     if op == Op.OPERATOR_CONTAINS_ANY:

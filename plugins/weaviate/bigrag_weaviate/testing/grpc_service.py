@@ -25,6 +25,8 @@ from bigrag_weaviate.testing.state import (
     ACTIVE,
     INACTIVE,
     OFFLOADED,
+    OFFLOADING,
+    ONLOADING,
     FakeError,
     State,
     StoredClass,
@@ -36,6 +38,8 @@ TENANT_STATUS = {
     ACTIVE: tenants_pb2.TENANT_ACTIVITY_STATUS_ACTIVE,
     INACTIVE: tenants_pb2.TENANT_ACTIVITY_STATUS_INACTIVE,
     OFFLOADED: tenants_pb2.TENANT_ACTIVITY_STATUS_OFFLOADED,
+    ONLOADING: tenants_pb2.TENANT_ACTIVITY_STATUS_ONLOADING,
+    OFFLOADING: tenants_pb2.TENANT_ACTIVITY_STATUS_OFFLOADING,
 }
 
 
@@ -120,6 +124,7 @@ class FakeWeaviateService(weaviate_pb2_grpc.WeaviateServicer):
         try:
             with self.state.lock:
                 cls = self.state.get_class(request.collection)
+                self._check_window(request)
                 shard = self.state.shard(cls, request.tenant)
                 pool = self._selected(cls, list(shard.objects.values()), request.filters if request.HasField("filters") else None)
                 ranked = self._rank(request, pool)
@@ -147,6 +152,18 @@ class FakeWeaviateService(weaviate_pb2_grpc.WeaviateServicer):
                 )
             )
         return search_get_pb2.SearchReply(results=results)
+
+    def _check_window(self, request: search_get_pb2.SearchRequest) -> None:
+        """adapters/repos/db/search.go getTotalLimit: offset + limit may not exceed QUERY_MAXIMUM_RESULTS."""
+        most = self.state.query_maximum_results
+        if request.offset + request.limit > most:
+            raise FakeError(
+                422,
+                "query maximum results exceeded: the total limit calculated from the provided offset "
+                f"'{request.offset}' and limit '{request.limit}' exceeds the configured value for "
+                f"QUERY_MAXIMUM_RESULTS '{most}'. If you've supplied a negative offset or limit, this may be an "
+                "underflow error",
+            )
 
     def _rank(self, request: search_get_pb2.SearchRequest, pool: list[StoredObject]) -> list[tuple[str, float | None, float | None]]:
         if request.HasField("near_vector"):
@@ -189,13 +206,14 @@ class FakeWeaviateService(weaviate_pb2_grpc.WeaviateServicer):
             with self.state.lock:
                 cls = self.state.get_class(request.collection)
                 shard = self.state.shard(cls, request.tenant)
-                doomed = self._selected(cls, list(shard.objects.values()), request.filters)
+                found = self._selected(cls, list(shard.objects.values()), request.filters)
+                doomed = found[: self.state.query_maximum_results]  # adapters/repos/db/batch.go: at most the limit
                 if not request.dry_run:
                     for obj in doomed:
                         del shard.objects[obj.uuid]
         except FakeError as exc:
             context.abort(grpc.StatusCode.UNKNOWN, exc.message)
-        return batch_delete_pb2.BatchDeleteReply(matches=len(doomed), successful=len(doomed))
+        return batch_delete_pb2.BatchDeleteReply(matches=len(found), successful=len(doomed))
 
     def TenantsGet(self, request: tenants_pb2.TenantsGetRequest, context: grpc.ServicerContext) -> tenants_pb2.TenantsGetReply:
         self._guard("TenantsGet", context)
@@ -204,7 +222,7 @@ class FakeWeaviateService(weaviate_pb2_grpc.WeaviateServicer):
                 tenants = self.state.get_class(request.collection).tenants
                 names = list(request.names.values) if request.HasField("names") else list(tenants)
                 found = [
-                    tenants_pb2.Tenant(name=n, activity_status=TENANT_STATUS[tenants[n].status])
+                    tenants_pb2.Tenant(name=n, activity_status=TENANT_STATUS[self.state.status(tenants[n])])
                     for n in names
                     if n in tenants
                 ]

@@ -72,18 +72,20 @@ class _Handler(BaseHTTPRequestHandler):
             shard = state.get_class(m["cls"]).tenants.get(m["name"])
             if shard is None:
                 return 404, None
-            return 200, {"name": m["name"], "activityStatus": shard.status}
+            return 200, {"name": m["name"], "activityStatus": state.status(shard)}
         return 404, {"error": [{"message": f"no route for {method} {path}"}]}
 
     def _tenants(self, state: State, cls: str, body: Any) -> tuple[int, Any]:
         if self.command == "GET":
             tenants = state.get_class(cls).tenants
-            return 200, [{"name": n, "activityStatus": t.status} for n, t in tenants.items()]
+            return 200, [{"name": n, "activityStatus": state.status(t)} for n, t in tenants.items()]
         if self.command == "DELETE":
             state.remove_tenants(cls, list(body or []))
             return 200, None
-        state.put_tenants(cls, list(body or []), create=self.command == "POST")
-        return 200, body
+        items = list(body or [])
+        state.put_tenants(cls, items, create=self.command == "POST")
+        tenants = state.get_class(cls).tenants  # the answer carries the new status: ONLOADING while onloading
+        return 200, [{"name": t["name"], "activityStatus": state.status(tenants[t["name"]])} for t in items]
 
     do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _dispatch
 
