@@ -20,10 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-WORDS = (
-    "orchard harvest ledger tariff harbour keeper lantern census invoice tenant quarterly forecast revenue refund "
-    "policy shipment anchor plum cherry budget contract audit latency cluster replica partition vector"
-).split()
+WORDS = ["orchard", "harvest", "ledger", "tariff", "harbour", "keeper", "lantern", "census", "invoice", "tenant", "quarterly", "forecast", "revenue", "refund", "policy", "shipment", "anchor", "plum", "cherry", "budget", "contract", "audit", "latency", "cluster", "replica", "partition", "vector"]
 
 
 def corpus(count: int, size: int, seed: int = 7) -> list[str]:

@@ -148,3 +148,30 @@ def test_cli_exit_codes_and_missing_path(settings: Settings, tmp_path: Path) -> 
     assert done.returncode == 1 and summary["counts"]["ingested"] == 1 and summary["counts"]["failed"] == 1
     assert "[2/2]" in done.stderr  # plain progress lines when stderr is not a terminal
     assert "not a application/pdf file" in summary["failed"][0]["error"]
+
+
+async def test_statements_per_upload_do_not_grow_with_chunks_or_documents(rt: Runtime) -> None:
+    """One upload's SQL statements do not depend on its chunk count; a batch's grow by at most one a document."""
+    from sqlalchemy import event
+
+    await collections.create(rt, name="docs", chunk_size=64, chunk_overlap=0)
+    await documents.upload(rt, "docs", text="A first upload loads the partition.")
+    seen: list[str] = []
+    listener = lambda *args: seen.append(args[2])  # (conn, cursor, statement, ...)
+    event.listen(rt.db.engine.sync_engine, "before_cursor_execute", listener)
+    try:
+        counts = []
+        for text in ("One short chunk.", " ".join(f"Sentence number {i} about medlars." for i in range(40))):
+            seen.clear()
+            result = await documents.upload(rt, "docs", text=text)
+            counts.append((result.document.chunk_count, len(seen)))
+        batches = []
+        for size in (10, 40):
+            seen.clear()
+            await documents.upload_many(rt, "docs", [documents.Upload(text=f"batch {size} doc {i} on loquats") for i in range(size)])
+            batches.append(len(seen))
+    finally:
+        event.remove(rt.db.engine.sync_engine, "before_cursor_execute", listener)
+    (small_chunks, small), (big_chunks, big) = counts
+    assert small_chunks == 1 and big_chunks > 20 and small == big
+    assert batches[1] - batches[0] <= 30  # at most the usage row of each document (usage.py inserts it singly)
