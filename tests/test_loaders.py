@@ -192,3 +192,13 @@ async def _create(rt: Runtime) -> None:
     from bigrag_mcp.services import collections
 
     await collections.create(rt, name="docs")
+
+
+async def test_a_missing_parser_names_the_extra(rt: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "pypdfium2", None)  # as if the [documents] extra were not installed
+    from bigrag_mcp.default_plugins.document_loaders import load_pdf
+
+    with pytest.raises(BigRagError, match=r"unavailable: reading PDF needs the \[documents\] extra: pip install"):
+        load_pdf(make_pdf(["x"]), filename="x.pdf", mime_type=PDF)
