@@ -119,7 +119,11 @@ def _isolated(loader: DocumentLoader, data: bytes, filename: str | None, mime: s
     """Send the job to an idle loader host, which forks a bounded child for it and kills it if it overruns."""
     with _SLOTS:
         host = _checkout()
-        status, value = host.call((loader, data, filename, mime, bounds.seconds, bounds.memory_mb))
+        try:
+            status, value = host.call((loader, data, filename, mime, bounds.seconds, bounds.memory_mb))
+        except BaseException:  # e.g. a loader that cannot be pickled: this host's stream may be mid-message
+            host.close()
+            raise
         _checkin(host)
     if status == "ok":
         return _as_extracted(value)
