@@ -6,6 +6,8 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
+from bigrag_mcp.errors import LimitExceeded
+
 ChunkStrategy = Literal["paragraph", "recursive"]
 SEPARATORS = ("\n\n", "\n", ". ", " ")
 
@@ -38,11 +40,12 @@ def _paragraph_spans(text: str) -> list[tuple[int, int]]:
     return [(m.start(), m.end()) for m in re.finditer(r"\S(?:.*?\S)??(?=\s*\n\s*\n|\s*\Z)", text, re.DOTALL)]
 
 
-def _merge(text: str, spans: list[tuple[int, int]], size: int, overlap: int) -> list[TextChunk]:
+def _merge(text: str, spans: list[tuple[int, int]], size: int, overlap: int, max_chunks: int | None) -> list[TextChunk]:
     """Pack consecutive spans (each at most `size`) into chunks of at most `size` characters.
 
     A chunk after the first starts at the earliest span boundary within `overlap` characters before the end of the
     previous chunk (if the chunk then still fits), so neighbours share up to `overlap` characters of context.
+    Stops with LimitExceeded as soon as the text needs more than `max_chunks` chunks (None: no bound).
     """
     chunks: list[TextChunk] = []
     i = 0
@@ -51,7 +54,14 @@ def _merge(text: str, spans: list[tuple[int, int]], size: int, overlap: int) -> 
         j = i + 1
         while j < len(spans) and spans[j][1] - start <= size:
             j += 1
-        chunks.append(TextChunk(text[start : spans[j - 1][1]], start, spans[j - 1][1]))
+        chunk = _strip(text, start, spans[j - 1][1])
+        if chunk is not None:
+            if len(chunks) == max_chunks:
+                raise LimitExceeded(
+                    f"the document needs more than {max_chunks} chunks (the per-document bound) at chunk_size {size}; "
+                    "split it, or use a collection with a larger chunk_size"
+                )
+            chunks.append(chunk)
         if j == len(spans):
             break
         prev_end = spans[j - 1][1]
@@ -59,11 +69,10 @@ def _merge(text: str, spans: list[tuple[int, int]], size: int, overlap: int) -> 
             (k for k in range(i + 1, j) if spans[k][0] >= prev_end - overlap and spans[j][1] - spans[k][0] <= size),
             j,
         )
-    return [c for c in (_strip(text, c) for c in chunks) if c is not None]
+    return chunks
 
 
-def _strip(text: str, chunk: TextChunk) -> TextChunk | None:
-    start, end = chunk.start, chunk.end
+def _strip(text: str, start: int, end: int) -> TextChunk | None:
     while start < end and text[start].isspace():
         start += 1
     while end > start and text[end - 1].isspace():
@@ -71,12 +80,14 @@ def _strip(text: str, chunk: TextChunk) -> TextChunk | None:
     return TextChunk(text[start:end], start, end) if end > start else None
 
 
-def chunk_text(text: str, *, size: int, overlap: int, strategy: ChunkStrategy) -> list[TextChunk]:
-    """Chunks of at most `size` characters; consecutive chunks share up to `overlap` characters."""
+def chunk_text(
+    text: str, *, size: int, overlap: int, strategy: ChunkStrategy, max_chunks: int | None = None
+) -> list[TextChunk]:
+    """Chunks of at most `size` characters; consecutive chunks share up to `overlap` characters; at most `max_chunks`."""
     if not text.strip():
         return []
     if strategy == "paragraph":
         spans = [p for s, e in _paragraph_spans(text) for p in _pieces(text, s, e, size, SEPARATORS[1:])]
     else:
         spans = _pieces(text, 0, len(text), size, SEPARATORS)
-    return _merge(text, spans, size, overlap)
+    return _merge(text, spans, size, overlap, max_chunks)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class BigRagError(Exception):
     """A failure a caller can act on: a stable `code` and a sentence that says what to change."""
 
     code = "internal"
+    details: dict[str, Any] | None = None  # structured error content (e.g. retry_after_s of limit_exceeded)
 
     def __init__(self, message: str) -> None:
         super().__init__(message)

@@ -5,19 +5,17 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import replace
 from typing import Any, TypeVar
 
 from mcp.server.auth.middleware.auth_context import get_access_token
 from mcp.types import CallToolResult, TextContent
-from sqlalchemy import select
 
 from bigrag_mcp.errors import BigRagError, PermissionDenied, Unavailable
 from bigrag_mcp.policy import CollectionFacts, Decision, Policy, Principal, evaluate, target_collection
 from bigrag_mcp.services.audit import audit_safely
-from bigrag_mcp.services.keys import authenticate
 from bigrag_mcp.services.ledger import Caller
 from bigrag_mcp.services.runtime import Runtime
-from bigrag_mcp.store.models import Collection
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -32,12 +30,21 @@ def principal_of_token(token: Any) -> Principal:
         scopes=frozenset(token.scopes),
         collection=claims.get("collection"),
         tenant=claims.get("tenant"),
+        role=claims.get("role"),
     )
+
+
+def token_revision() -> int | None:
+    """The store revision the HTTP key check of this request read (None on stdio and in-memory sessions)."""
+    token = get_access_token()
+    return (token.claims or {}).get("revision") if token is not None else None
 
 
 def tool_error(exc: BigRagError) -> Any:
     """An error result whose text starts with the stable code (the SDK passes CallToolResult through as is)."""
-    return CallToolResult(content=[TextContent(type="text", text=str(exc))], is_error=True)
+    return CallToolResult(
+        content=[TextContent(type="text", text=str(exc))], structured_content=exc.details, is_error=True
+    )
 
 
 class Gate:
@@ -54,7 +61,7 @@ class Gate:
             return principal_of_token(token)
         if self.session_key is None:
             raise PermissionDenied("this session has no API key; set BIGRAG_API_KEY or send Authorization: Bearer <key>")
-        principal = await authenticate(self.rt.db, self.session_key)
+        principal = await self.rt.lookups.principal(self.session_key)
         if principal is None:
             raise PermissionDenied("the API key of this session is unknown, revoked or expired")
         return principal
@@ -64,9 +71,8 @@ class Gate:
         name = target_collection(self.policy, principal, operation, args)
         if name is None:
             return None
-        async with self.rt.db.session() as session:
-            tenant_field = (await session.execute(select(Collection.tenant_field).where(Collection.name == name))).first()
-        return CollectionFacts(name=name, exists=tenant_field is not None, tenant_field=tenant_field[0] if tenant_field else None)
+        found = await self.rt.lookups.collection(name)
+        return CollectionFacts(name=name, exists=found is not None, tenant_field=found.tenant_field if found else None)
 
     async def authorize(self, operation: str, args: dict[str, Any], request_id: str) -> tuple[Caller, Decision]:
         """The caller and the allowing decision, or the denial as an error (counted and audited)."""
@@ -87,15 +93,35 @@ class Gate:
             decision.raise_if_denied()
         return Caller(principal, request_id), decision
 
-    async def run(self, operation: str, args: dict[str, Any], call: Call[T]) -> T:
-        """Authorise `operation` with `args` and run `call` with the decision's arguments; errors become error results."""
+    async def admit(self, operation: str, caller: Caller, decision: Decision) -> Caller:
+        """Count the call against its limits before any work (LimitExceeded when a hard one is full)."""
+        hold = await self.rt.limits.admit(caller, operation, decision.args, decision.collection, decision.tenant)
+        return caller if hold is None else replace(caller, hold=hold)
+
+    async def run(self, operation: str, args: dict[str, Any], call: Call[T], *, settles_later: bool = False) -> T:
+        """Authorise `operation` with `args`, admit it under the limits, and run `call` with the decision's arguments;
+        errors become error results. What the call held and did not settle is released when it ends (only when it
+        fails, with `settles_later`: the caller then calls `finish`)."""
         request_id = uuid.uuid4().hex
 
         async def authorised() -> T:
-            caller, decision = await self.authorize(operation, args, request_id)
-            return await call(caller, dict(decision.args), decision)
+            async with self.rt.lookups.call(token_revision()):
+                caller, decision = await self.authorize(operation, args, request_id)
+            caller = await self.admit(operation, caller, decision)
+            try:
+                result = await call(caller, dict(decision.args), decision)
+            except BaseException:
+                await self.finish(caller)
+                raise
+            if not settles_later:
+                await self.finish(caller)
+            return result
 
         return await self.answer(operation, request_id, authorised())
+
+    async def finish(self, caller: Caller) -> None:
+        """Release what the call still holds under its limits."""
+        await self.rt.limits.release(caller.hold)
 
     @staticmethod
     async def answer(operation: str, request_id: str, work: Awaitable[T]) -> T:

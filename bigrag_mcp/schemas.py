@@ -30,6 +30,7 @@ class CollectionInfo(BaseModel):
 
 class CollectionList(BaseModel):
     collections: list[CollectionInfo]
+    next_cursor: str | None = None
 
 
 class DocumentInfo(BaseModel):

@@ -8,16 +8,19 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx2
 import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
+from sqlalchemy import event
 
+from bigrag_mcp.hookspecs import hookimpl
 from bigrag_mcp.policy import load_policy
 from bigrag_mcp.server import build_server
 from bigrag_mcp.services.keys import authenticate, create_key
@@ -25,8 +28,44 @@ from bigrag_mcp.services.runtime import Runtime
 from bigrag_mcp.settings import Settings
 from bigrag_mcp.store.db import Database
 from bigrag_mcp.testing.relay import temporary_database
+from bigrag_mcp.types import EmbeddingProviderFactory, Embeddings, Purpose
 
 ALL = ["*:*"]
+VEC = [1.0, 0.0, 0.0, 1.0]
+
+
+class GatedEmbedder:
+    """Embeds every text as VEC; while its gate is armed, a call announces itself and waits to be released."""
+
+    name = "gated"
+    model = "gated-1"
+    dimension = 4
+    max_batch = 16
+
+    def __init__(self, gate: Gate) -> None:
+        self.gate = gate
+
+    async def embed(self, texts: Sequence[str], *, purpose: Purpose) -> Embeddings:
+        self.gate.calls += 1
+        if self.gate.armed and any(self.gate.marker in t for t in texts):
+            self.gate.entered.set()
+            await self.gate.release.wait()
+        return Embeddings([VEC for _ in texts])
+
+
+class Gate:
+    """A plugin registering the "gated" embedder: arm it to hold uploads whose text holds `marker` mid-embedding."""
+
+    def __init__(self) -> None:
+        self.armed = False
+        self.marker = ""
+        self.calls = 0
+        self.entered = anyio.Event()
+        self.release = anyio.Event()
+
+    @hookimpl
+    def register_embedding_providers(self, register: Callable[[str, EmbeddingProviderFactory], None]) -> None:
+        register("gated", lambda *, model, dimension: GatedEmbedder(self))
 
 
 @pytest.fixture
@@ -52,6 +91,28 @@ async def rt(settings: Settings) -> AsyncIterator[Runtime]:
     runtime = await Runtime.open(settings)
     yield runtime
     await runtime.close()
+
+
+@pytest.fixture
+async def gated(settings: Settings) -> AsyncIterator[tuple[Runtime, Gate]]:
+    """A runtime with the "gated" embedder, and its gate."""
+    gate = Gate()
+    runtime = await Runtime.open(settings, plugins=(gate,))
+    yield runtime, gate
+    await runtime.close()
+
+
+@pytest.fixture
+def statements(rt: Runtime) -> Iterator[list[str]]:
+    """Every SQL statement the runtime's store executes while the test runs (clear it to start counting)."""
+    seen: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        seen.append(statement)
+
+    event.listen(rt.db.engine.sync_engine, "before_cursor_execute", record)
+    yield seen
+    event.remove(rt.db.engine.sync_engine, "before_cursor_execute", record)
 
 
 @pytest.fixture
@@ -100,24 +161,26 @@ def server_env(settings: Settings, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("BIGRAG_")}
     env.update(
         BIGRAG_DATA_DIR=str(settings.data_dir),
-        BIGRAG_EMBEDDING_PROVIDER=settings.embedding_provider,
+        BIGRAG_EMBEDDING_PROVIDER=settings.embedding_provider or "hash",
         BIGRAG_VECTOR_BACKEND=settings.vector_backend,
         BIGRAG_LOAD_PLUGINS=settings.load_plugins or "",
-        **extra,
     )
+    env.update(extra)
     return env
 
 
 @pytest.fixture
 def http_server(settings: Settings) -> Iterator[Any]:
-    """Start `bigrag-mcp serve` over HTTP in a subprocess; yields a function(transport) -> base URL."""
+    """Start `bigrag-mcp serve` over HTTP in a subprocess; yields a function(transport, **env) -> base URL.
+
+    The processes are in `start.procs`, for tests that read a server's stderr after stopping it."""
     procs: list[subprocess.Popen[bytes]] = []
 
-    def start(transport: str) -> str:
+    def start(transport: str, **env: str) -> str:
         port = free_port()
         proc = subprocess.Popen(
             [sys.executable, "-m", "bigrag_mcp", "serve", "--transport", transport, "--port", str(port)],
-            env=server_env(settings),
+            env=server_env(settings, **env),
             stderr=subprocess.PIPE,
         )
         procs.append(proc)
@@ -132,6 +195,7 @@ def http_server(settings: Settings) -> Iterator[Any]:
                 time.sleep(0.05)  # polling for the port to open, not timing anything
         raise RuntimeError("server did not open its port within 60 s")
 
+    start.procs = procs  # type: ignore[attr-defined]
     yield start
     for proc in procs:
         proc.terminate()
@@ -139,9 +203,9 @@ def http_server(settings: Settings) -> Iterator[Any]:
 
 
 @asynccontextmanager
-async def http_session(url: str, key: str) -> AsyncIterator[Client]:
+async def http_session(url: str, key: str, timeout: float = 5.0) -> AsyncIterator[Client]:
     async with (
-        httpx2.AsyncClient(headers={"Authorization": f"Bearer {key}"}) as http,
+        httpx2.AsyncClient(headers={"Authorization": f"Bearer {key}"}, timeout=timeout) as http,
         Client(streamable_http_client(f"{url}/mcp", http_client=http)) as client,
     ):
         yield client

@@ -158,17 +158,16 @@ async def test_extractive_answer_is_labelled_cites_sources_and_stays_in_the_tena
 
 
 async def test_a_chat_call_is_authorised_once(rt: Runtime, admin_key: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    import bigrag_mcp.gate
-
     seen: list[str] = []
+    principal = rt.lookups.principal
 
-    async def counting(db: Any, secret: str) -> Any:
+    async def counting(secret: str) -> Any:
         seen.append(secret)
-        return await authenticate(db, secret)
+        return await principal(secret)
 
     async with session(rt, admin_key) as client:
         await client.list_tools()  # the client's schema cache; listing tools authenticates too
-        monkeypatch.setattr(bigrag_mcp.gate, "authenticate", counting)
+        monkeypatch.setattr(rt.lookups, "principal", counting)
         await call(client, "chat", collection="shared", message=QUESTION, filters=ACME)
     assert seen == [admin_key]  # the body reuses the resolver's decision instead of checking the key again
 

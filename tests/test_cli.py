@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sqlite3
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 from conftest import server_env
 
+from bigrag_mcp.cli import UsageError, confirm
 from bigrag_mcp.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
@@ -23,13 +27,65 @@ def run(settings: Settings, *args: str, cwd: Path | None = None) -> subprocess.C
 
 def test_quickstart_runs_offline_and_shows_isolation(settings: Settings, tmp_path: Path) -> None:
     for attempt in (1, 2):  # a second run reuses the folder: nothing is duplicated
-        done = run(settings, "quickstart", "--data-dir", str(tmp_path / "qs"), cwd=REPO)
+        done = run(settings, "--data-dir", str(tmp_path / "qs"), "quickstart", cwd=REPO)
         assert done.returncode == 0, done.stderr
         out = done.stdout
         assert "5 business days" in out and "30 days" not in out  # acme's answer, never globex's
         assert "permission_denied: This API key is limited to tenant 'acme'" in out
         assert "cannot use collection 'tenant_globex'" in out
         assert ("already there" in out) == (attempt == 2)
+    with sqlite3.connect(tmp_path / "qs" / "bigrag.db") as raw:  # a re-run replaced its two keys instead of adding two
+        live = raw.execute("SELECT name FROM api_keys WHERE revoked_at IS NULL ORDER BY name").fetchall()
+    assert live == [("quickstart admin",), ("quickstart tenant app",)]
+
+
+def test_quickstart_takes_whatever_tenant_folders_it_is_given(settings: Settings, tmp_path: Path) -> None:
+    for tenant, fact in (("initech", "Initech ships staplers within two days."), ("umbrella", "Umbrella ships in nine weeks.")):
+        (tmp_path / "docs" / tenant).mkdir(parents=True)
+        (tmp_path / "docs" / tenant / "shipping.txt").write_text(fact, encoding="utf-8")
+    (tmp_path / "docs" / ".git").mkdir()
+    done = run(settings, "quickstart", "--docs", str(tmp_path / "docs"), "--data-dir", str(tmp_path / "qs"))
+    assert done.returncode == 0, done.stderr
+    assert "tenant_initech" in done.stdout and "tenant_umbrella" in done.stdout and "tenant_.git" not in done.stdout
+    assert "the initech key sees" in done.stdout and "limited to tenant 'initech'" in done.stdout
+
+
+def test_cli_basics_a_newcomer_meets(settings: Settings, tmp_path: Path) -> None:
+    assert run(settings, "--version").stdout.startswith("bigrag-mcp ")
+    elsewhere = tmp_path / "elsewhere"
+    made = run(settings, "--data-dir", str(elsewhere), "keys", "create", "--admin", "--expires", "2w")
+    assert made.returncode == 0 and (elsewhere / "bigrag.db").is_file()  # the global option beats BIGRAG_DATA_DIR
+    expires = datetime.fromisoformat(json.loads(made.stdout)["key"]["expires_at"])
+    assert timedelta(days=13, hours=23) < expires - datetime.now(UTC) <= timedelta(days=14)
+    assert json.loads(made.stdout)["key"]["created_at"].endswith("Z")
+    for span, length in (("30m", timedelta(minutes=30)), ("12h", timedelta(hours=12)), ("90d", timedelta(days=90))):
+        key = json.loads(run(settings, "keys", "create", "--scope", "query:read", "--expires", span).stdout)["key"]
+        left = datetime.fromisoformat(key["expires_at"]) - datetime.now(UTC)
+        assert length - timedelta(minutes=5) < left <= length
+    iso = json.loads(run(settings, "keys", "create", "--role", "read-only", "--expires", "2031-01-31T12:00:00Z").stdout)
+    assert iso["key"]["expires_at"] == "2031-01-31T12:00:00Z"
+    bad = run(settings, "keys", "create", "--scope", "query:read", "--expires", "soon")
+    assert bad.returncode == 2 and "30m, 12h, 90d, 2w" in bad.stderr
+    nothing = run(settings, "keys", "create", "--name", "idle")
+    assert nothing.returncode == 2 and "--admin, --role ROLE or --scope" in nothing.stderr and "Traceback" not in nothing.stderr
+    nameless = run(settings, "collections", "create")
+    assert nameless.returncode == 2 and "needs the collection's name" in nameless.stderr and "Traceback" not in nameless.stderr
+    helped = run(settings, "collections", "--help").stdout
+    assert "(default: 512)" in helped and "(default: recursive)" in helped and "(default: None)" not in helped
+
+
+def test_destructive_commands_ask_at_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    answers: list[str] = []
+    monkeypatch.setattr("sys.stdin.isatty", lambda: True)
+    monkeypatch.setattr("builtins.input", lambda question: answers.pop(0))
+    answers.append("n")
+    with pytest.raises(UsageError, match="nothing was changed"):
+        confirm("Delete?", argparse.Namespace(yes=False))
+    answers.append("y")
+    confirm("Delete?", argparse.Namespace(yes=False))
+    confirm("Delete?", argparse.Namespace(yes=True))  # --yes asks nothing (input would fail on an empty list)
+    monkeypatch.setattr("sys.stdin.isatty", lambda: False)
+    confirm("Delete?", argparse.Namespace(yes=False))  # scripts are not asked
 
 
 def test_bootstrap_admin_key_and_operator_commands(settings: Settings, tmp_path: Path) -> None:
@@ -81,3 +137,12 @@ def test_policy_check_names_the_bad_line(settings: Settings, tmp_path: Path) -> 
     done = run(settings, "policy", "check", str(bad))
     assert done.returncode == 1 and "line 5" in done.stderr and "chat:shout" in done.stderr
     assert run(settings, "policy", "check", str(REPO / "policies" / "saas-example.toml")).returncode == 0
+
+
+def test_serve_loads_no_other_command() -> None:
+    probe = (
+        "import sys; from bigrag_mcp.cli import build_parser; build_parser(['serve']).parse_args(['serve']); "
+        "print(sorted(m for m in sys.modules if m.startswith('bigrag_mcp.commands.')))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "['bigrag_mcp.commands.serve']"

@@ -131,8 +131,13 @@ async def test_collection_resource_and_pinned_instructions(rt: Runtime, admin) -
     read = await admin.read_resource("bigrag://collections/res")
     body = json.loads(read.contents[0].text)  # type: ignore[union-attr]
     assert body["name"] == "res" and body["tenant_field"] == "tenant_id" and body["document_count"] == 1
+    assert [r.name for r in (await admin.list_resources()).resources] == ["other", "res"]
     _, pinned = await create_key(rt.db, name="p", scopes=["collection:read"], collection="res", tenant="acme")
+    _, blind = await create_key(rt.db, name="b", scopes=["query:read"])
+    async with mcp_session(rt, blind) as client:  # no collection:read: no collection is listed
+        assert (await client.list_resources()).resources == []
     async with mcp_session(rt, pinned) as client:
+        assert [str(r.uri) for r in (await client.list_resources()).resources] == ["bigrag://collections/res"]
         assert "collection 'res'" in (client.instructions or "") and "tenant 'acme'" in (client.instructions or "")
         assert json.loads((await client.read_resource("bigrag://collections/res")).contents[0].text)["document_count"] == 1  # type: ignore[union-attr]
         with pytest.raises(MCPError, match="permission_denied"):

@@ -15,7 +15,11 @@ from sqlalchemy import func, select
 from bigrag_mcp.cli import Outcome, build_parser
 from bigrag_mcp.commands.ingest import ingest_cmd
 from bigrag_mcp.errors import Unavailable
+from bigrag_mcp.limits.engine import Hold, Scope
+from bigrag_mcp.policy import Principal
 from bigrag_mcp.services import collections, documents, search
+from bigrag_mcp.services.fences import fence
+from bigrag_mcp.services.ledger import OPERATOR, Caller
 from bigrag_mcp.services.runtime import Runtime
 from bigrag_mcp.settings import Settings
 from bigrag_mcp.store.models import Chunk, Document, PageText
@@ -109,6 +113,62 @@ async def test_a_failed_write_fails_its_whole_group_and_leaves_nothing(rt: Runti
         assert await session.scalar(select(func.count()).select_from(Chunk)) == 0
 
 
+async def test_the_batch_path_honours_fences_before_the_work_and_inside_the_write(
+    rt: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await collections.create(rt, name="shared", tenant_field="tenant_id")
+    async with rt.db.session() as session:
+        await fence(session, "shared", "acme", whole_collection=False, caller=OPERATOR)
+    items = [documents.Upload(text=f"{t} notes on pears", metadata={"tenant_id": t}) for t in ("acme", "globex")]
+    first = await documents.upload_many(rt, "shared", items)
+    assert str(first[0].error).startswith("permission_denied: tenant 'acme' of collection 'shared' was offboarded")
+    assert first[1].error is None and first[1].result is not None
+
+    real = documents._embedded
+
+    async def fenced_meanwhile(*args: Any, **kwargs: Any) -> None:
+        """Offboarding commits after the batch's fence check and embedding, before its write."""
+        await real(*args, **kwargs)
+        async with rt.db.session() as session:
+            await fence(session, "shared", "globex", whole_collection=False, caller=OPERATOR)
+
+    monkeypatch.setattr(documents, "_embedded", fenced_meanwhile)
+    late = await documents.upload_many(rt, "shared", [documents.Upload(text="globex plums", metadata={"tenant_id": "globex"})])
+    assert str(late[0].error).startswith("permission_denied: tenant 'globex' of collection 'shared' was offboarded")
+    async with rt.db.session() as session:
+        assert await session.scalar(select(func.count()).select_from(Document).where(Document.tenant == "acme")) == 0
+        assert await session.scalar(select(func.count()).select_from(Document).where(Document.tenant == "globex")) == 1
+
+
+async def test_the_batch_path_reserves_and_settles_limits_per_document_and_takes_write_slots(
+    settings: Settings, tmp_path: Path
+) -> None:
+    policy = tmp_path / "policy.toml"
+    default = (Path(__file__).resolve().parent.parent / "bigrag_mcp" / "policy" / "default.toml").read_text(encoding="utf-8")
+    policy.write_text(default + '\n[[limits]]\nname = "chunks"\nmetric = "chunks"\nmax = 3\nper = "day"\n', encoding="utf-8")
+    rt = await Runtime.open(settings.model_copy(update={"policy_file": policy, "write_concurrency": 1}))
+    try:
+        await collections.create(rt, name="docs", chunk_size=64, chunk_overlap=0)
+        principal = Principal(key_id="k1", scopes=frozenset({"*:*"}))
+        caller = Caller(principal, "r1", Hold(Scope("k1", None, "docs", None), "k1", "r1"))
+        three = "\n\n".join(f"Paragraph {i} says one thing only." for i in range(3))
+        items = [documents.Upload(text="one small note"), documents.Upload(text=three), documents.Upload(text="another note")]
+        outcomes = await documents.upload_many(rt, "docs", items, caller=caller)
+        assert outcomes[0].error is None and outcomes[2].error is None  # the one that did not fit failed alone
+        assert str(outcomes[1].error).startswith("limit_exceeded: chunks: chunks 1/3 per day")
+        assert [s.used for s in await rt.limits.status(None) if s.name == "chunks"] == [2]  # settled, nothing left held
+        assert caller.hold is not None and caller.hold.held == {}
+
+        async with rt.writes.hold(caller, "docs", None):  # the key's one write slot is taken
+            busy = await documents.upload_many(rt, "docs", [documents.Upload(text="a third note")], caller=caller)
+        assert str(busy[0].error).startswith("limit_exceeded: this API key already has 1 writes in progress")
+        assert [s.used for s in await rt.limits.status(None) if s.name == "chunks"] == [2]  # its reservation released
+        async with rt.db.session() as session:
+            assert await session.scalar(select(func.count()).select_from(Document)) == 2
+    finally:
+        await rt.close()
+
+
 async def test_batch_path_matches_the_single_path(rt: Runtime) -> None:
     """Many documents in one batch: same chunks and vectors as one by one, duplicates within the batch stored once."""
     await collections.create(rt, name="one")
@@ -142,7 +202,11 @@ def test_cli_exit_codes_and_missing_path(settings: Settings, tmp_path: Path) -> 
     (tmp_path / "ok.txt").write_text("Grapes need sun.", encoding="utf-8")
     (tmp_path / "bad.pdf").write_bytes(b"not a pdf at all")
     missing = run("ingest", "docs", str(tmp_path / "nope"))
-    assert missing.returncode == 1 and "does not exist" in missing.stderr
+    assert missing.returncode == 2 and "does not exist" in missing.stderr and "usage: bigrag-mcp ingest" in missing.stderr
+    other = tmp_path.parent / "other-data"  # the global --data-dir, given after the command, wins over BIGRAG_DATA_DIR
+    assert run("--data-dir", str(other), "collections", "create", "docs").returncode == 0
+    elsewhere = run("ingest", "docs", str(tmp_path / "ok.txt"), "--data-dir", str(other))
+    assert elsewhere.returncode == 0 and json.loads(elsewhere.stdout)["counts"]["ingested"] == 1
     done = run("ingest", "docs", str(tmp_path))
     summary = json.loads(done.stdout)
     assert done.returncode == 1 and summary["counts"]["ingested"] == 1 and summary["counts"]["failed"] == 1

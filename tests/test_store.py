@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -9,7 +11,7 @@ from alembic import command
 from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, text
 
-from bigrag_mcp.store.db import Database, alembic_config
+from bigrag_mcp.store.db import Database, alembic_config, head_revision
 
 pytestmark = pytest.mark.anyio
 
@@ -36,3 +38,19 @@ async def test_an_older_schema_upgrades_to_head_and_keeps_its_rows(tmp_path: Pat
     await upgraded.close()
     assert names == ["kept"] and "index_generations" in tables
     assert head == ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+def test_the_head_read_from_version_files_is_alembics() -> None:
+    assert head_revision() == ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+def test_a_store_at_the_head_opens_without_loading_alembic(tmp_path: Path) -> None:
+    probe = (
+        "import asyncio, sys; from bigrag_mcp.store.db import Database\n"
+        "async def main():\n"
+        f"    db = Database('sqlite+aiosqlite:///{tmp_path}/s.db'); await db.migrate(); await db.close()\n"
+        "asyncio.run(main()); print('alembic' in sys.modules)"
+    )
+    runs = [subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.strip()
+            for _ in range(2)]
+    assert runs == ["True", "False"]  # the first start migrates; the next finds the head and skips Alembic

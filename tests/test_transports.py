@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 
 import anyio
 import httpx
@@ -12,9 +14,11 @@ from conftest import call, http_session, refused, server_env
 from mcp import Client, StdioServerParameters
 from mcp.client.sse import sse_client
 from mcp.shared.exceptions import MCPError
+from sqlalchemy import update
 
-from bigrag_mcp.services.keys import create_key
+from bigrag_mcp.services.keys import create_key, list_keys, revoke_key
 from bigrag_mcp.settings import Settings
+from bigrag_mcp.store.models import ApiKey
 
 pytestmark = pytest.mark.anyio
 TEXT = "Apples grow on trees in the orchard.\n\nSubmarines dive deep below the ocean surface."
@@ -39,14 +43,29 @@ async def test_stdio_subprocess(settings: Settings, rt, admin_key: str) -> None:
         await exercise(client, "over_stdio")
 
 
-def test_stdio_server_refuses_to_start_without_a_valid_key(settings: Settings) -> None:
-    for extra in ({}, {"BIGRAG_API_KEY": "brg_not-a-real-key"}):
+async def test_stdio_server_refusals_say_why_and_name_the_data_folder(settings: Settings, rt) -> None:
+    def start(**extra: str) -> str:
         done = subprocess.run(
             [sys.executable, "-m", "bigrag_mcp", "serve", "--transport", "stdio"],
             env=server_env(settings, **extra), input=b"", capture_output=True, timeout=60, check=False,
         )
-        assert done.returncode == 2
-        assert b"BIGRAG_API_KEY" in done.stderr and b"keys create --admin" in done.stderr
+        assert done.returncode == 2 and b"Traceback" not in done.stderr
+        return done.stderr.decode()
+
+    revoked_id, revoked = await create_key(rt.db, name="old", scopes=["query:read"])
+    await revoke_key(rt.db, revoked_id.id)
+    gone, expired = await create_key(rt.db, name="gone", scopes=["query:read"], expires_at=datetime.now(UTC) + timedelta(days=1))
+    async with rt.db.session() as session:  # a day passes
+        await session.execute(update(ApiKey).where(ApiKey.id == gone.id).values(expires_at=datetime.now(UTC) - timedelta(hours=1)))
+    await rt.db.engine.dispose()
+    folder = str(settings.data_dir.resolve())
+    assert "needs an API key in BIGRAG_API_KEY" in start() and folder in start()
+    assert "unknown in this data folder" in start(BIGRAG_API_KEY="brg_not-a-real-key")
+    assert f"revoked (key {revoked_id.id}" in start(BIGRAG_API_KEY=revoked)
+    assert f"expired (key {gone.id}" in start(BIGRAG_API_KEY=expired)
+    missing = start(BIGRAG_DATA_DIR=folder + "-typo", BIGRAG_API_KEY=revoked)
+    assert "does not exist" in missing and folder + "-typo" in missing
+    assert not (settings.data_dir.parent / "data-typo").exists()  # serve never creates a data folder
 
 
 def test_a_server_with_a_bad_policy_refuses_to_start_and_names_the_line(settings: Settings, tmp_path) -> None:
@@ -67,8 +86,37 @@ async def test_streamable_http_with_bearer_keys(rt, admin_key: str, http_server)
         for headers in ({}, {"Authorization": "Bearer brg_wrong"}):
             answer = await plain.post(f"{url}/mcp", json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"}, headers=headers)
             assert answer.status_code == 401 and answer.headers["www-authenticate"].startswith("Bearer")
+        # keys are not OAuth tokens: no metadata pointing at an authorization server that would answer 404
+        assert (await plain.get(f"{url}/.well-known/oauth-protected-resource/mcp")).status_code == 404
+
+
+async def test_health_readiness_access_log_and_advertised_issuer(rt, admin_key: str, http_server) -> None:
+    url = http_server("streamable-http", BIGRAG_LOG_LEVEL="INFO", BIGRAG_LOG_FORMAT="json")
+    _, reader = await create_key(rt.db, name="reader", scopes=["collection:read"])
+    async with httpx.AsyncClient() as plain:
+        assert (await plain.get(f"{url}/healthz")).json() == {"status": "ok"}
+        assert (await plain.get(f"{url}/readyz")).json() == {"status": "ready"}
+        bad = await plain.post(f"{url}/mcp", json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"}, headers={"Authorization": f"Bearer {reader}x"})
+        assert bad.status_code == 401
+    async with http_session(url, reader) as client:
+        await call(client, "collections_list")
+        assert (await refused(client, "collections_create", name="nope")).startswith("permission_denied")
+    server = http_server.procs[-1]
+    server.terminate()
+    logged = [json.loads(line) for line in server.communicate(timeout=30)[1].decode().splitlines() if line.startswith("{")]
+    calls = [(e["tool"], e["outcome"], e["key_id"]) for e in logged if "tool" in e]
+    reader_id = (await list_keys(rt.db))[-1].id
+    assert calls == [("collections_list", "ok", reader_id), ("collections_create", "permission_denied", reader_id)]
+    assert all(e["time"].endswith("Z") and e["ms"] >= 0 for e in logged if "tool" in e)
+    assert any(e.get("outcome") == "unauthenticated" and "unknown" in e["message"] for e in logged)
+    everything = json.dumps(logged)
+    assert reader not in everything and admin_key not in everything and "validate_token_resource" not in everything
+
+    issuer = "https://login.example.com/realms/bigrag"
+    url = http_server("streamable-http", BIGRAG_AUTH_ISSUER_URL=issuer)
+    async with httpx.AsyncClient() as plain:
         meta = await plain.get(f"{url}/.well-known/oauth-protected-resource/mcp")
-        assert meta.status_code == 200 and meta.json()["resource"].startswith(url)
+        assert meta.status_code == 200 and meta.json()["authorization_servers"] == [issuer]
 
 
 async def test_sse_with_bearer_key(rt, admin_key: str, http_server) -> None:

@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import importlib
+from pathlib import Path
 
-from bigrag_mcp.commands import data, ingest, operator, quickstart, security, serve
+GROUPS = ("serve", "quickstart", "data", "ingest", "security", "operator")
 
 
-def add_all(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    for group in (serve, quickstart, data, ingest, security, operator):
-        group.add(sub)
+def add_all(sub: argparse._SubParsersAction[argparse.ArgumentParser], command: str | None = None) -> None:
+    """Add every group's parsers, or only serve's when `command` is serve: a server imports no other command."""
+    for group in ("serve",) if command == "serve" else GROUPS:
+        importlib.import_module(f"bigrag_mcp.commands.{group}").add(sub)
+    for parser in sub.choices.values():
+        parser.set_defaults(command_parser=parser)  # a usage error names the command it belongs to
+        parser.add_argument(  # also accepted after the command; SUPPRESS keeps a value given before it
+            "--data-dir", dest="global_data_dir", type=Path, default=argparse.SUPPRESS, help="the data folder (overrides BIGRAG_DATA_DIR)"
+        )

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bigrag_mcp.cli import Outcome, json_arg, with_runtime
+from bigrag_mcp.cli import Outcome, UsageError, json_arg, with_runtime
 from bigrag_mcp.errors import BigRagError, InvalidArgument, LimitExceeded
 from bigrag_mcp.services import collections, documents
 from bigrag_mcp.services.runtime import Runtime
@@ -40,7 +40,7 @@ def find_files(paths: list[str], include: list[str], exclude: list[str]) -> list
     for given in paths:
         root = Path(given)
         if not root.exists():
-            raise InvalidArgument(f"{given} does not exist")
+            raise UsageError(f"{given} does not exist")
         candidates = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
         for path in candidates:
             parts = path.relative_to(root).parts if path != root else ()
@@ -63,9 +63,9 @@ def read_manifest(manifest: str | None) -> dict[Path, dict[str, Any]]:
         with where.open(newline="", encoding="utf-8-sig") as handle:
             rows = list(csv.DictReader(handle))
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise InvalidArgument(f"cannot read the manifest {manifest}: {exc}") from None
+        raise UsageError(f"cannot read the manifest {manifest}: {exc}") from None
     if rows and "file" not in rows[0]:
-        raise InvalidArgument(f"the manifest {manifest} needs a 'file' column")
+        raise UsageError(f"the manifest {manifest} needs a 'file' column")
     return {
         (where.parent / row["file"]).resolve(): {k: v for k, v in row.items() if k != "file" and k and v not in (None, "")}
         for row in rows
@@ -123,7 +123,7 @@ async def ingest_cmd(rt: Runtime, a: argparse.Namespace) -> Outcome:
     base = dict(a.metadata or {})
     if a.tenant is not None:
         if not info.tenant_field:
-            raise InvalidArgument(f"collection {a.collection!r} has no tenant_field; leave --tenant out")
+            raise UsageError(f"collection {a.collection!r} has no tenant_field; leave --tenant out")
         base[info.tenant_field] = a.tenant
     summary: dict[str, Any] = {"ingested": [], "deduplicated": [], "failed": []}
     sent: list[Path] = []
@@ -176,7 +176,7 @@ async def ingest_cmd(rt: Runtime, a: argparse.Namespace) -> Outcome:
 
 def add(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("ingest", help="upload files or folders (PDF, DOCX, XLSX, PPTX, HTML, text, ...) into a collection")
-    p.add_argument("collection")
+    p.add_argument("collection", help="the collection to upload into")
     p.add_argument("paths", nargs="+", help="files and folders (recursively; hidden files and folders are skipped)")
     p.add_argument("--metadata", type=json_arg, help="JSON object added to every document")
     p.add_argument("--tenant", help="the tenant of every document (shared collections): sets its tenant_field")

@@ -7,33 +7,42 @@ import sys
 
 import anyio
 
+from bigrag_mcp.cli import settings_for
 from bigrag_mcp.policy import PolicyError, load_policy
 from bigrag_mcp.server import build_server
 from bigrag_mcp.services.background import background_work
-from bigrag_mcp.services.keys import authenticate
+from bigrag_mcp.services.documents import MAX_REQUEST_BODY_BYTES
+from bigrag_mcp.services.keys import authenticate, refusal_reason
 from bigrag_mcp.services.runtime import Runtime
 from bigrag_mcp.settings import Settings
 
 
-async def serve(transport: str, host: str, port: int) -> int:
-    settings = Settings()
+def refuse(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 2
+
+
+async def serve(settings: Settings, transport: str, host: str, port: int) -> int:
     try:
         policy = load_policy(settings.policy_file)
     except PolicyError as exc:
-        print(f"error: the policy cannot be used: {exc}", file=sys.stderr)
-        return 2
+        return refuse(f"the policy cannot be used: {exc}")
+    folder = settings.data_dir.resolve()
+    if settings.database_url is None and not folder.is_dir():
+        return refuse(
+            f"the data folder {folder} does not exist; point BIGRAG_DATA_DIR (or --data-dir) at yours, "
+            "or create one with `bigrag-mcp keys create --admin`"
+        )
+    key = settings.api_key.get_secret_value() if settings.api_key else None
+    if transport == "stdio" and not key:
+        return refuse(f"a stdio server needs an API key in BIGRAG_API_KEY (data folder {folder}; mint one with `bigrag-mcp keys create`)")
     rt = await Runtime.open(settings)
     try:
         if transport == "stdio":
-            key = settings.api_key.get_secret_value() if settings.api_key else None
-            principal = await authenticate(rt.db, key) if key else None
+            assert key is not None
+            principal = await authenticate(rt.db, key)
             if principal is None:
-                print(
-                    "error: a stdio server needs a valid API key in BIGRAG_API_KEY "
-                    "(create one with `bigrag-mcp keys create --admin`)",
-                    file=sys.stderr,
-                )
-                return 2
+                return refuse(f"the API key in BIGRAG_API_KEY is {await refusal_reason(rt.db, key)} (data folder {folder})")
             server = build_server(rt, policy, session_key=key, principal=principal)
         else:
             base = (settings.public_url or f"http://{host}:{port}").rstrip("/")
@@ -43,9 +52,9 @@ async def serve(transport: str, host: str, port: int) -> int:
             if transport == "stdio":
                 await server.run_stdio_async()
             elif transport == "sse":
-                await server.run_sse_async(host=host, port=port)
+                await server.run_sse_async(host=host, port=port, max_request_body_size=MAX_REQUEST_BODY_BYTES)
             else:
-                await server.run_streamable_http_async(host=host, port=port)
+                await server.run_streamable_http_async(host=host, port=port, max_request_body_size=MAX_REQUEST_BODY_BYTES)
             tasks.cancel_scope.cancel()
     finally:
         await rt.close()
@@ -54,7 +63,7 @@ async def serve(transport: str, host: str, port: int) -> int:
 
 def add(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser("serve", help="run the MCP server")
-    parser.add_argument("--transport", choices=("stdio", "sse", "streamable-http"), default="stdio")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8000)
-    parser.set_defaults(handler=lambda a: anyio.run(serve, a.transport, a.host, a.port))
+    parser.add_argument("--transport", choices=("stdio", "sse", "streamable-http"), default="stdio", help="how clients connect")
+    parser.add_argument("--host", default="127.0.0.1", help="address the HTTP transports listen on")
+    parser.add_argument("--port", type=int, default=8000, help="port the HTTP transports listen on")
+    parser.set_defaults(handler=lambda a: anyio.run(serve, settings_for(a), a.transport, a.host, a.port))

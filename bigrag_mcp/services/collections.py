@@ -2,24 +2,27 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 from typing import Any
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bigrag_mcp.errors import Conflict, InvalidArgument, NotFound
 from bigrag_mcp.filters import FIELD_NAME
-from bigrag_mcp.schemas import CollectionInfo
+from bigrag_mcp.schemas import CollectionInfo, CollectionList
 from bigrag_mcp.services.ledger import OPERATOR, Activity, Caller
 from bigrag_mcp.services.runtime import Runtime
-from bigrag_mcp.store.models import NO_TENANT, Chunk, Collection, Document
+from bigrag_mcp.store.models import NO_TENANT, ApiKey, Chunk, Collection, Document, utcnow
 
 COLLECTION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 CHUNK_SIZE_RANGE = (64, 10_000)
+MAX_PAGE = 1000
 
 
 def check_schema(schema: dict[str, Any] | None) -> None:
@@ -36,8 +39,10 @@ def check_schema(schema: dict[str, Any] | None) -> None:
 def check_chunking(size: int, overlap: int, strategy: str) -> None:
     if not CHUNK_SIZE_RANGE[0] <= size <= CHUNK_SIZE_RANGE[1]:
         raise InvalidArgument(f"chunk_size must be between {CHUNK_SIZE_RANGE[0]} and {CHUNK_SIZE_RANGE[1]}")
-    if not 0 <= overlap < size:
-        raise InvalidArgument("chunk_overlap must be at least 0 and smaller than chunk_size")
+    if not 0 <= overlap <= size // 2:
+        raise InvalidArgument(
+            f"chunk_overlap must be between 0 and half of chunk_size ({size // 2} for chunk_size {size}), got {overlap}"
+        )
     if strategy not in ("paragraph", "recursive"):
         raise InvalidArgument("chunk_strategy must be 'paragraph' or 'recursive'")
 
@@ -69,8 +74,11 @@ async def find(session: AsyncSession, name: str) -> Collection:
 
 
 async def load(rt: Runtime, name: str) -> Collection:
-    async with rt.db.session() as session:
-        return await find(session, name)
+    """The collection named `name`, from the runtime's revision-checked cache (read-only: change it through `find`)."""
+    collection = await rt.lookups.collection(name)
+    if collection is None:
+        raise NotFound(f"collection {name!r} does not exist; collections_list shows the ones you can use")
+    return collection
 
 
 async def create(
@@ -94,7 +102,7 @@ async def create(
         raise InvalidArgument(f"tenant_field {tenant_field!r} must match {FIELD_NAME.pattern}")
     check_schema(metadata_schema)
     check_chunking(chunk_size, chunk_overlap, chunk_strategy)
-    provider_name = embedding_provider or rt.settings.embedding_provider
+    provider_name = embedding_provider or rt.default_embedding_provider()
     if embedding_provider is None and embedding_model is None:
         embedding_model = rt.settings.embedding_model
     if dimension is None and embedding_provider is None:
@@ -147,6 +155,27 @@ async def list_all(rt: Runtime) -> list[CollectionInfo]:
         return [info(c) for c in rows]
 
 
+async def list_page(rt: Runtime, *, limit: int = 100, cursor: str | None = None) -> CollectionList:
+    """Collections by name, `limit` at a time; `cursor` is the opaque next_cursor of the previous page."""
+    if not 1 <= limit <= MAX_PAGE:
+        raise InvalidArgument(f"limit must be between 1 and {MAX_PAGE}")
+    query = select(Collection).order_by(Collection.name).limit(limit + 1)
+    if cursor:
+        try:
+            after = base64.urlsafe_b64decode(cursor.encode("ascii")).decode("utf-8")
+        except (ValueError, binascii.Error, UnicodeError):
+            raise InvalidArgument("cursor is not one this server returned") from None
+        if not COLLECTION_NAME.match(after):
+            raise InvalidArgument("cursor is not one this server returned")
+        query = query.where(Collection.name > after)
+    async with rt.db.session() as session:
+        rows = list(await session.scalars(query))
+    page = rows[:limit]
+    more = len(rows) > limit
+    next_cursor = base64.urlsafe_b64encode(page[-1].name.encode()).decode() if more else None
+    return CollectionList(collections=[info(c) for c in page], next_cursor=next_cursor)
+
+
 async def update(
     rt: Runtime,
     name: str,
@@ -176,17 +205,34 @@ async def update(
         return info(collection)
 
 
+async def revoke_keys(session: AsyncSession, *pinned: ColumnElement[bool]) -> int:
+    """Revoke the live keys matching `pinned` in the caller's transaction; how many."""
+    keys = list(await session.scalars(select(ApiKey).where(*pinned, ApiKey.revoked_at.is_(None))))
+    for key in keys:
+        key.revoked_at = utcnow()
+    return len(keys)
+
+
 async def delete(rt: Runtime, name: str, *, caller: Caller = OPERATOR) -> CollectionInfo:
-    """Remove the collection with every document, chunk and vector it holds."""
+    """Remove the collection with every document, chunk and vector it holds, and revoke the keys pinned to it
+    (so they never reach a collection created later under the same name)."""
     async with rt.db.session() as session:
         collection = await find(session, name)
         documents, vectors = await counts(session, collection, None)
         stored = await session.scalar(select(func.coalesce(func.sum(Document.size_bytes), 0)).where(Document.collection_id == collection.id))
         await session.delete(collection)
+        revoked = await revoke_keys(session, ApiKey.collection == name)
         await rt.ledger.record(
             session,
             caller,
-            Activity.of("collection.deleted", collection, documents=-documents, chunks=-vectors, storage_bytes=-int(stored or 0)),
+            Activity.of(
+                "collection.deleted",
+                collection,
+                documents=-documents,
+                chunks=-vectors,
+                storage_bytes=-int(stored or 0),
+                details={"keys_revoked": revoked},
+            ),
         )
     await rt.index.drop(collection)
     return info(collection, documents, vectors)

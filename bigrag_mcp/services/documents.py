@@ -9,10 +9,13 @@ import hashlib
 import json
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import anyio
+import anyio.lowlevel
+import numpy as np
+import numpy.typing as npt
 from anyio.streams.memory import MemoryObjectReceiveStream
 from jsonschema import Draft202012Validator
 from sqlalchemy import func, insert, select
@@ -20,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bigrag_mcp.chunking import TextChunk, chunk_text
 from bigrag_mcp.errors import BigRagError, InvalidArgument, LimitExceeded, NotFound, TenantRequired
+from bigrag_mcp.limits.engine import Hold
 from bigrag_mcp.loading import extract, resolve_type
 from bigrag_mcp.loading.sniff import is_text_type, normalise
 from bigrag_mcp.schemas import (
@@ -32,16 +36,21 @@ from bigrag_mcp.schemas import (
     UploadResult,
 )
 from bigrag_mcp.services.collections import find, load, tenant_of_row
-from bigrag_mcp.services.embedding import Progress, embed_all
-from bigrag_mcp.services.index import vector_bytes
+from bigrag_mcp.services.embedding import Progress, embed_matrix
+from bigrag_mcp.services.fences import check_admitted
+from bigrag_mcp.services.index import IndexWrite
 from bigrag_mcp.services.ledger import OPERATOR, Activity, Caller
 from bigrag_mcp.services.runtime import Runtime
+from bigrag_mcp.services.usage import estimate_tokens
 from bigrag_mcp.store.models import NO_TENANT, Chunk, Collection, Document, PageText, utcnow
-from bigrag_mcp.types import Extracted, VectorRecord
+from bigrag_mcp.types import EmbeddingProvider, Extracted, VectorRecord
 
 MAX_DOCUMENT_BYTES = 20 * 1024 * 1024
 MAX_METADATA_BYTES = 64 * 1024
+# An HTTP request must fit a maximal document as base64 (4 bytes per 3) plus 1 MiB for metadata and the JSON-RPC envelope.
+MAX_REQUEST_BODY_BYTES = 4 * -(-MAX_DOCUMENT_BYTES // 3) + 1024 * 1024
 MAX_BATCH_DELETE = 100
+WRITE_SLICE = 128  # chunk rows inserted and indexed per step of a big upload
 
 
 def check_metadata(collection: Collection, metadata: Any, where: str = "metadata") -> dict[str, Any]:
@@ -130,13 +139,17 @@ class _Admitted:
 
 @dataclass
 class _Ready:
-    """A document loaded and chunked: its row, the chunks' pieces and pages, waiting for vectors."""
+    """A document loaded, chunked and reserved under its caller's limits; then its vectors and tokens."""
 
     doc: Document
     tenant: str | None
     pieces: list[TextChunk]
     pages: list[int | None]
     page_rows: list[PageText]
+    caller: Caller
+    vectors: npt.NDArray[np.float32] | None = None
+    tokens: int | None = None
+    estimate: int | None = None  # the token estimate when the provider reports none (made off the event loop)
 
 
 def _bytes_of(item: Upload) -> bytes:
@@ -153,7 +166,7 @@ def _bytes_of(item: Upload) -> bytes:
 
 
 def _admit(collection: Collection, item: Upload) -> _Admitted:
-    """Check an upload's metadata, tenant, size and type (from its bytes), without loading it."""
+    """Check an upload's metadata, tenant, size and type (from its bytes), without loading it (run in a worker thread)."""
     meta = check_metadata(collection, item.metadata)
     tenant = tenant_from_metadata(collection, meta)
     data = _bytes_of(item)
@@ -168,9 +181,13 @@ def _admit(collection: Collection, item: Upload) -> _Admitted:
     return _Admitted(tenant, meta, data, mime, hashlib.sha256(data).hexdigest(), item)
 
 
-def _chunked(collection: Collection, found: Extracted) -> tuple[list[TextChunk], list[int | None]]:
+def _chunked(collection: Collection, found: Extracted, max_chunks: int) -> tuple[list[TextChunk], list[int | None]]:
     pieces = chunk_text(
-        found.text, size=collection.chunk_size, overlap=collection.chunk_overlap, strategy=collection.chunk_strategy  # type: ignore[arg-type]
+        found.text,
+        size=collection.chunk_size,
+        overlap=collection.chunk_overlap,
+        strategy=collection.chunk_strategy,  # type: ignore[arg-type]
+        max_chunks=max_chunks,
     )
     starts = found.page_starts
     return pieces, [bisect.bisect_right(starts, p.start) if starts else None for p in pieces]
@@ -186,8 +203,8 @@ def _page_rows(doc_id: str, found: Extracted) -> list[PageText]:
     return rows
 
 
-async def _prepare(rt: Runtime, collection: Collection, admitted: _Admitted) -> _Ready:
-    """Load (off the event loop, bounded) and chunk an admitted upload."""
+async def _prepare(rt: Runtime, collection: Collection, admitted: _Admitted, caller: Caller) -> _Ready:
+    """Load (off the event loop, bounded) and chunk an admitted upload, then reserve it under the caller's limits."""
     item = admitted.item
     if item.text is not None:
         found = Extracted(item.text)
@@ -195,9 +212,12 @@ async def _prepare(rt: Runtime, collection: Collection, admitted: _Admitted) -> 
         found = await extract(
             rt.registry.document_loaders, admitted.data, mime=admitted.mime, filename=item.filename, bounds=rt.loader_bounds
         )
-    pieces, pages = await anyio.to_thread.run_sync(_chunked, collection, found)
+    pieces, pages = await anyio.to_thread.run_sync(_chunked, collection, found, rt.settings.max_chunks_per_document)
     if not pieces:
         raise InvalidArgument("the document has no text to index")
+    await rt.limits.reserve_upload(
+        caller.hold, pieces=[p.text for p in pieces], size_bytes=len(admitted.data), collection=collection
+    )
     doc = Document(
         id=uuid.uuid4().hex,
         collection_id=collection.id,
@@ -212,7 +232,20 @@ async def _prepare(rt: Runtime, collection: Collection, admitted: _Admitted) -> 
         embedding_tokens=0,
         created_at=utcnow(),
     )
-    return _Ready(doc, admitted.tenant, pieces, pages, _page_rows(doc.id, found))
+    return _Ready(doc, admitted.tenant, pieces, pages, _page_rows(doc.id, found), caller)
+
+
+async def _embedded(provider: EmbeddingProvider, ready: Sequence[_Ready], progress: Progress | None = None) -> None:
+    """Embed the documents' chunks in full provider batches across documents; tokens apportioned by text share."""
+    texts = [p.text for r in ready for p in r.pieces]
+    vectors, tokens = await embed_matrix(provider, texts, purpose="document", progress=progress)
+    shares = _apportion(tokens, [sum(len(p.text) for p in r.pieces) for r in ready])
+    at = 0
+    for one, share in zip(ready, shares):
+        one.vectors, one.tokens = vectors[at : at + len(one.pieces)], share
+        at += len(one.pieces)
+        if share is None:
+            one.estimate = await anyio.to_thread.run_sync(estimate_tokens, [p.text for p in one.pieces])
 
 
 async def _existing(
@@ -229,21 +262,13 @@ async def _existing(
     return {d.content_hash: d for d in rows}
 
 
-async def _write(
-    rt: Runtime,
-    collection: Collection,
-    tenant: str | None,
-    ready: Sequence[_Ready],
-    vectors: Sequence[Sequence[list[float]]],
-    tokens: Sequence[int | None],
-    caller: Caller,
-) -> list[UploadResult]:
-    """Store and index documents of one partition in one transaction; content that landed meanwhile deduplicates."""
+async def _write(rt: Runtime, collection: Collection, tenant: str | None, ready: Sequence[_Ready]) -> list[UploadResult]:
+    """Store and index embedded documents of one partition in one transaction (fence checked inside it); content
+    that landed meanwhile deduplicates; each document settles its caller's limits."""
     results: list[UploadResult | None] = [None] * len(ready)
-    records: list[VectorRecord] = []
     async with rt.index.writing(collection, tenant) as write:
         landed = await _existing(write.session, collection, tenant, (r.doc.content_hash for r in ready))
-        fresh = []
+        fresh: list[_Ready] = []
         for n, one in enumerate(ready):
             if one.doc.content_hash in landed:  # the same content landed while this one was being embedded
                 results[n] = UploadResult(
@@ -251,41 +276,52 @@ async def _write(
                 )
             else:
                 landed[one.doc.content_hash] = one.doc
-                one.doc.embedding_tokens = tokens[n] or 0
-                fresh.append(n)
-        write.session.add_all([ready[n].doc for n in fresh])
+                one.doc.embedding_tokens = one.tokens or 0
+                fresh.append(one)
+                results[n] = UploadResult(document=document_info(collection, one.doc), deduplicated=False, embedding_tokens=one.tokens)
+        write.session.add_all([one.doc for one in fresh])
         await write.session.flush()  # documents first: chunks and pages refer to them
-        activities, chunk_rows, page_rows = [], [], []
-        for n in fresh:
-            one, doc = ready[n], ready[n].doc
-            page_rows.extend(one.page_rows)
-            for i, (piece, page, vector) in enumerate(zip(one.pieces, one.pages, vectors[n])):
-                record_id = f"{doc.id}#{i}"
-                chunk_rows.append(
-                    {
-                        "collection_id": collection.id, "tenant": doc.tenant, "record_id": record_id, "document_id": doc.id,
-                        "chunk_index": i, "text": piece.text, "metadata_": doc.metadata_, "char_start": piece.start,
-                        "char_end": piece.end, "page": page, "vector": vector_bytes(vector), "created_at": doc.created_at,
-                    }
-                )
-                records.append(VectorRecord(record_id, vector, piece.text, doc.metadata_))
-            activities.append(
-                Activity.of(
-                    "document.uploaded", collection, tenant=tenant, resource_type="document", resource_id=doc.id,
-                    documents=1, chunks=len(one.pieces), storage_bytes=doc.size_bytes, embedding_tokens=tokens[n],
-                    provider=collection.embedding_provider, model=collection.embedding_model,
-                    texts=[p.text for p in one.pieces],
-                )
-            )
-            results[n] = UploadResult(document=document_info(collection, doc), deduplicated=False, embedding_tokens=tokens[n])
-        if chunk_rows:  # one executemany, no per-row RETURNING: chunk ids are never read back here
-            await write.session.execute(insert(Chunk), chunk_rows)
-        write.session.add_all(page_rows)
+        await _store_chunks(write, fresh)
+        write.session.add_all([row for one in fresh for row in one.page_rows])
         await write.session.flush()
-        await rt.ledger.record_many(write.session, caller, activities)
-        if records:
-            await write.upsert(records)
+        await rt.ledger.record_many(
+            write.session,
+            [
+                (
+                    one.caller,
+                    Activity.of(
+                        "document.uploaded", collection, tenant=tenant, resource_type="document", resource_id=one.doc.id,
+                        documents=1, chunks=len(one.pieces), storage_bytes=one.doc.size_bytes, embedding_tokens=one.tokens,
+                        estimated_tokens=one.estimate, provider=collection.embedding_provider, model=collection.embedding_model,
+                    ),
+                )
+                for one in fresh
+            ],
+        )
     return [r for r in results if r is not None]
+
+
+async def _store_chunks(write: IndexWrite, fresh: Sequence[_Ready]) -> None:
+    """Insert the documents' chunk rows and index their vectors a slice at a time, so the event loop breathes in between."""
+    rows = [(one, i) for one in fresh for i in range(len(one.pieces))]
+    for start in range(0, len(rows), WRITE_SLICE):
+        part = rows[start : start + WRITE_SLICE]
+        chunk_rows, records = [], []
+        for one, i in part:
+            doc, piece, record_id = one.doc, one.pieces[i], f"{one.doc.id}#{i}"
+            vector = one.vectors[i]  # type: ignore[index]
+            chunk_rows.append(
+                {
+                    "collection_id": doc.collection_id, "tenant": doc.tenant, "record_id": record_id, "document_id": doc.id,
+                    "chunk_index": i, "text": piece.text, "metadata_": doc.metadata_, "char_start": piece.start,
+                    "char_end": piece.end, "page": one.pages[i], "vector": vector.tobytes(), "created_at": doc.created_at,
+                }
+            )
+            # plain floats, as the backend contract says, one slice at a time
+            records.append(VectorRecord(record_id, vector.tolist(), piece.text, doc.metadata_))
+        await write.session.execute(insert(Chunk), chunk_rows)  # one executemany, no per-row RETURNING
+        await write.upsert(records)
+        await anyio.lowlevel.checkpoint()
 
 
 async def upload(
@@ -300,16 +336,24 @@ async def upload(
     progress: Progress | None = None,
     caller: Caller = OPERATOR,
 ) -> UploadResult:
+    """Load, chunk and embed in worker threads, then store and index in one transaction.
+
+    At most `write_concurrency` writes run at a time per key and per tenant; the CPU-bound steps never run on the
+    event loop, and the vectors are kept as one float32 matrix, so other tenants' calls keep flowing.
+    """
     collection = await load(rt, collection_name)
-    admitted = _admit(collection, Upload(text, content_base64, None, filename, mime_type, metadata))
-    async with rt.db.session() as session:
-        existing = await _existing(session, collection, admitted.tenant, [admitted.content_hash])
-    if existing:
-        return UploadResult(document=document_info(collection, existing[admitted.content_hash]), deduplicated=True, embedding_tokens=0)
-    ready = await _prepare(rt, collection, admitted)
-    provider = rt.embedder(collection.embedding_provider, collection.embedding_model, collection.dimension)
-    vectors, tokens = await embed_all(provider, [p.text for p in ready.pieces], purpose="document", progress=progress)
-    return (await _write(rt, collection, admitted.tenant, [ready], [vectors], [tokens], caller))[0]
+    admitted = await anyio.to_thread.run_sync(_admit, collection, Upload(text, content_base64, None, filename, mime_type, metadata))
+    async with rt.writes.hold(caller, collection.name, admitted.tenant):
+        async with rt.db.session() as session:
+            await check_admitted(session, collection.name, admitted.tenant)  # before the work; the write checks again
+            existing = await _existing(session, collection, admitted.tenant, [admitted.content_hash])
+        if existing:
+            return UploadResult(document=document_info(collection, existing[admitted.content_hash]), deduplicated=True, embedding_tokens=0)
+        ready = await _prepare(rt, collection, admitted, caller)
+        del admitted
+        provider = rt.embedder(collection.embedding_provider, collection.embedding_model, collection.dimension)
+        await _embedded(provider, [ready], progress)
+        return (await _write(rt, collection, ready.tenant, [ready]))[0]
 
 
 @dataclass(frozen=True)
@@ -321,7 +365,6 @@ class Outcome:
     error: BigRagError | None = None
 
 
-_Embedded = tuple[int, _Ready, list[list[float]], int | None]  # item index, document, its vectors, its tokens
 GROUP_DOCUMENTS = 256  # documents loaded, embedded and written together at most
 GROUP_BYTES = 4 << 20  # ... and their bytes
 
@@ -350,6 +393,12 @@ def _groups(items: Iterable[Upload]) -> Iterator[list[tuple[int, Upload]]]:
         yield group
 
 
+def _own_hold(caller: Caller) -> Caller:
+    """The caller with a hold of its own for one document of a batch, so each document reserves and settles alone."""
+    hold = caller.hold
+    return caller if hold is None else replace(caller, hold=Hold(hold.scope, hold.actor, hold.request_id))
+
+
 async def upload_many(
     rt: Runtime,
     collection_name: str,
@@ -359,69 +408,75 @@ async def upload_many(
     on_outcome: Callable[[Outcome], Awaitable[None]] | None = None,
 ) -> list[Outcome]:
     """Upload many documents: embedded in full provider batches across documents, written many per transaction,
-    the next group loading and embedding while the previous one is written. A bad item fails alone."""
+    the next group loading and embedding while the previous one is written. A bad item fails alone; the same
+    steps as `upload` (fences, write slots, chunk bounds, limits reserved and settled per document)."""
     collection = await load(rt, collection_name)
     provider = rt.embedder(collection.embedding_provider, collection.embedding_model, collection.dimension)
     outcomes: list[Outcome] = []
 
-    async def report(outcome: Outcome) -> None:
+    async def report(index: int, owner: Caller | None, result: UploadResult | None = None, error: BigRagError | None = None) -> None:
+        if owner is not None and owner.hold is not caller.hold:
+            await rt.limits.release(owner.hold)  # what the document held and did not settle
+        outcome = Outcome(index, result, error)
         outcomes.append(outcome)
         if on_outcome is not None:
             await on_outcome(outcome)
 
-    async def embedded(group: list[tuple[int, Upload]]) -> list[_Embedded]:
+    async def embedded(group: list[tuple[int, Upload]]) -> list[tuple[int, _Ready]]:
         admitted: list[tuple[int, _Admitted]] = []
         for index, item in group:
             try:
-                admitted.append((index, _admit(collection, item)))
+                admitted.append((index, await anyio.to_thread.run_sync(_admit, collection, item)))
             except BigRagError as exc:
-                await report(Outcome(index, error=exc))
+                await report(index, None, error=exc)
+        known: dict[tuple[str | None, str], Document] = {}
+        fenced: dict[str | None, BigRagError] = {}
         async with rt.db.session() as session:
-            known: dict[tuple[str | None, str], Document] = {}
             for tenant in {a.tenant for _, a in admitted}:
+                try:
+                    await check_admitted(session, collection.name, tenant)  # before the work; the write checks again
+                except BigRagError as exc:
+                    fenced[tenant] = exc
+                    continue
                 hashes = [a.content_hash for _, a in admitted if a.tenant == tenant]
                 known.update(((tenant, h), d) for h, d in (await _existing(session, collection, tenant, hashes)).items())
         ready: list[tuple[int, _Ready]] = []
         for index, one in admitted:
-            if (one.tenant, one.content_hash) in known:
+            if one.tenant in fenced:
+                await report(index, None, error=fenced[one.tenant])
+            elif (one.tenant, one.content_hash) in known:
                 document = document_info(collection, known[(one.tenant, one.content_hash)])
-                await report(Outcome(index, UploadResult(document=document, deduplicated=True, embedding_tokens=0)))
-                continue
-            try:
-                ready.append((index, await _prepare(rt, collection, one)))
-            except BigRagError as exc:
-                await report(Outcome(index, error=exc))
-        texts = [p.text for _, r in ready for p in r.pieces]
+                await report(index, None, UploadResult(document=document, deduplicated=True, embedding_tokens=0))
+            else:
+                own = _own_hold(caller)
+                try:
+                    ready.append((index, await _prepare(rt, collection, one, own)))
+                except BigRagError as exc:
+                    await report(index, own, error=exc)
         try:
-            vectors, tokens = await embed_all(provider, texts, purpose="document")
+            await _embedded(provider, [r for _, r in ready])
         except BigRagError as exc:
-            for index, _ in ready:
-                await report(Outcome(index, error=exc))
+            for index, failed in ready:
+                await report(index, failed.caller, error=exc)
             return []
-        shares = _apportion(tokens, [sum(len(p.text) for p in r.pieces) for _, r in ready])
-        out, at = [], 0
-        for (index, doc), share in zip(ready, shares):
-            out.append((index, doc, vectors[at : at + len(doc.pieces)], share))
-            at += len(doc.pieces)
-        return out
+        return ready
 
-    async def write(batches: MemoryObjectReceiveStream[list[_Embedded]]) -> None:
+    async def write(batches: MemoryObjectReceiveStream[list[tuple[int, _Ready]]]) -> None:
         async with batches:
             async for batch in batches:
-                for tenant in dict.fromkeys(one.tenant for _, one, _, _ in batch):
+                for tenant in dict.fromkeys(one.tenant for _, one in batch):
                     part = [b for b in batch if b[1].tenant == tenant]
                     try:
-                        results = await _write(
-                            rt, collection, tenant, [b[1] for b in part], [b[2] for b in part], [b[3] for b in part], caller
-                        )
+                        async with rt.writes.hold(caller, collection.name, tenant):
+                            results = await _write(rt, collection, tenant, [one for _, one in part])
                     except BigRagError as exc:
-                        for index, *_ in part:
-                            await report(Outcome(index, error=exc))
+                        for index, one in part:
+                            await report(index, one.caller, error=exc)
                         continue
-                    for (index, *_), result in zip(part, results):
-                        await report(Outcome(index, result))
+                    for (index, one), result in zip(part, results):
+                        await report(index, one.caller, result)
 
-    send, receive = anyio.create_memory_object_stream[list[_Embedded]](1)
+    send, receive = anyio.create_memory_object_stream[list[tuple[int, _Ready]]](1)
     async with anyio.create_task_group() as tasks:
         tasks.start_soon(write, receive)
         async with send:

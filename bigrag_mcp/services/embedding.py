@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Awaitable, Callable, Sequence
+
+import numpy as np
+import numpy.typing as npt
 
 from bigrag_mcp.errors import Unavailable
 from bigrag_mcp.types import EmbeddingProvider, Purpose
@@ -11,11 +13,13 @@ from bigrag_mcp.types import EmbeddingProvider, Purpose
 Progress = Callable[[int, int], Awaitable[None]]
 
 
-async def embed_all(
+async def embed_matrix(
     provider: EmbeddingProvider, texts: Sequence[str], *, purpose: Purpose, progress: Progress | None = None
-) -> tuple[list[list[float]], int | None]:
-    """Vectors in input order and the summed token count (None when the provider reports none)."""
-    vectors: list[list[float]] = []
+) -> tuple[npt.NDArray[np.float32], int | None]:
+    """A float32 matrix of the vectors in input order (one row per text), and the summed token count (None when the
+    provider reports none). Each batch is checked and packed as it arrives, so a big upload never holds its vectors
+    as Python floats."""
+    matrix = np.empty((len(texts), provider.dimension), dtype=np.float32)
     tokens: int | None = None
     step = max(1, provider.max_batch)
     for start in range(0, len(texts), step):
@@ -25,12 +29,23 @@ async def embed_all(
             raise Unavailable(
                 f"embedding provider {provider.name!r} returned {len(reply.vectors)} vectors for {len(batch)} texts"
             )
-        for vector in reply.vectors:
-            if len(vector) != provider.dimension or not all(math.isfinite(x) for x in vector):
-                raise Unavailable(f"embedding provider {provider.name!r} returned a malformed vector")
-        vectors.extend(reply.vectors)
+        try:
+            rows = np.asarray(reply.vectors, dtype=np.float32)
+        except (TypeError, ValueError):
+            rows = None
+        if rows is None or rows.shape != (len(batch), provider.dimension) or not np.isfinite(rows).all():
+            raise Unavailable(f"embedding provider {provider.name!r} returned a malformed vector")
+        matrix[start : start + len(batch)] = rows
         if reply.tokens is not None:
             tokens = (tokens or 0) + reply.tokens
         if progress is not None:
-            await progress(len(vectors), len(texts))
-    return vectors, tokens
+            await progress(start + len(batch), len(texts))
+    return matrix, tokens
+
+
+async def embed_all(
+    provider: EmbeddingProvider, texts: Sequence[str], *, purpose: Purpose, progress: Progress | None = None
+) -> tuple[list[list[float]], int | None]:
+    """Vectors in input order as lists and the summed token count (None when the provider reports none)."""
+    matrix, tokens = await embed_matrix(provider, texts, purpose=purpose, progress=progress)
+    return matrix.tolist(), tokens

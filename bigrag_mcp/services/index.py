@@ -11,6 +11,7 @@ import numpy as np
 from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bigrag_mcp.services.fences import check_admitted
 from bigrag_mcp.store.db import Database
 from bigrag_mcp.store.models import NO_TENANT, Chunk, Collection, IndexGeneration
 from bigrag_mcp.types import Partition, VectorBackend, VectorRecord
@@ -109,18 +110,22 @@ class IndexGate:
 
         The backend is changed inside the transaction; if anything fails after that, the touched ids are
         repaired from the committed store state, so the index never disagrees with the store. Each write
-        bumps the partition's generation, so other processes refill their in-memory copy.
+        bumps the partition's generation, so other processes refill their in-memory copy. A fenced (offboarded)
+        tenant is refused up front, and again after the bump, when the transaction holds the write lock (SQLite)
+        or the generation row's lock (other databases), so an offboarding that committed meanwhile wins.
         """
         where = partition_of(collection, tenant)
         async with self._lock(where):
             write: IndexWrite | None = None
             try:
                 async with self.db.session() as session:
+                    await check_admitted(session, collection.name, tenant)
                     await self._refresh(session, collection, where)
                     before = self._loaded.get(where)
                     write = IndexWrite(session, where, self.backend)
                     yield write
                     generation = await self.bump(session, collection, tenant)
+                    await check_admitted(session, collection.name, tenant)
                 if not self.backend.persistent:
                     if before is not None and generation == before + 1:
                         self._loaded[where] = generation

@@ -6,16 +6,18 @@ import hashlib
 import hmac
 import secrets
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from pydantic import BaseModel
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bigrag_mcp.errors import InvalidArgument, NotFound
 from bigrag_mcp.policy import Principal, check_key_grant, scope_error
 from bigrag_mcp.store.db import Database
 from bigrag_mcp.store.models import ApiKey, Collection
+from bigrag_mcp.store.revisions import NEUTRAL
 
 SECRET_PREFIX = "brg_"
 LAST_USED_RESOLUTION = timedelta(minutes=1)
@@ -35,6 +37,7 @@ class ApiKeyInfo(BaseModel):
     scopes: list[str]
     collection: str | None
     tenant: str | None
+    role: str | None = None
     expires_at: datetime | None
     created_by: str | None
     created_at: datetime
@@ -43,7 +46,7 @@ class ApiKeyInfo(BaseModel):
 
     def principal(self) -> Principal:
         """The principal this key acts as (for `policy explain`)."""
-        return Principal(self.id, frozenset(self.scopes), self.collection, self.tenant)
+        return Principal(self.id, frozenset(self.scopes), self.collection, self.tenant, self.role)
 
 
 def _aware(moment: datetime) -> datetime:
@@ -62,6 +65,7 @@ def _info(row: ApiKey) -> ApiKeyInfo:
         scopes=list(row.scopes),
         collection=row.collection,
         tenant=row.tenant,
+        role=row.role,
         expires_at=_utc(row.expires_at),
         created_by=row.created_by,
         created_at=_aware(row.created_at),
@@ -106,12 +110,13 @@ async def create_key(
     expires_at: datetime | None = None,
     creator: Principal | None = None,
     audit: Audit | None = None,
+    role: str | None = None,
 ) -> tuple[ApiKeyInfo, str]:
     """Mint a key; return its description and the secret, which is shown this once and never stored.
 
     `creator` is the key asking (None for the operator on the command line): it cannot grant more than it
     holds, and a pinned creator's key inherits its pins (PermissionDenied otherwise). `audit` writes the
-    audit row in the same transaction.
+    audit row in the same transaction. `role` records the policy role the scopes came from (limits may name it).
     """
     scopes = _validated(name, scopes, tenant, expires_at)
     if creator is not None:
@@ -126,6 +131,7 @@ async def create_key(
         scopes=scopes,
         collection=collection,
         tenant=tenant,
+        role=role,
         expires_at=expires_at,
         created_by=creator.key_id if creator else None,
         created_at=datetime.now(UTC),
@@ -171,25 +177,71 @@ async def revoke_key(db: Database, key_id: str, *, audit: Audit | None = None) -
     return _info(row)
 
 
+@dataclass
+class KeyState:
+    """What authenticating a stored key needs to know; the cache in `services/lookups.py` keeps these."""
+
+    principal: Principal
+    expires_at: datetime | None
+    revoked: bool
+    last_used_at: datetime | None
+
+    def valid_at(self, now: datetime) -> bool:
+        return not self.revoked and (self.expires_at is None or now < self.expires_at)
+
+
+async def key_state(session: AsyncSession, secret: str) -> KeyState | None:
+    """The stored state of a presented secret, or None when no key has it (one statement)."""
+    if not isinstance(secret, str) or not secret.startswith(SECRET_PREFIX):
+        return None
+    presented = hash_secret(secret)
+    # The lookup is by hash, so its timing can only reveal bits of a SHA-256 digest, never of the secret;
+    # the constant-time comparison below guards the final equality all the same.
+    row = await session.scalar(select(ApiKey).where(ApiKey.secret_hash == presented))
+    if row is None or not hmac.compare_digest(row.secret_hash, presented):
+        return None
+    principal = Principal(row.id, frozenset(row.scopes), row.collection, row.tenant, row.role)
+    return KeyState(principal, _utc(row.expires_at), row.revoked_at is not None, _utc(row.last_used_at))
+
+
+def needs_touch(state: KeyState, now: datetime) -> bool:
+    """Whether `last_used_at` is due a write: at most one a minute a key, however many calls it makes."""
+    return state.last_used_at is None or now - state.last_used_at >= LAST_USED_RESOLUTION
+
+
+async def touch(session: AsyncSession, state: KeyState, now: datetime) -> None:
+    """Record the key's use at `now` (a write that leaves the store revision alone: no cache holds it)."""
+    await session.execute(
+        update(ApiKey).where(ApiKey.id == state.principal.key_id).values(last_used_at=now).execution_options(**{NEUTRAL: True})
+    )
+    state.last_used_at = now
+
+
+async def refusal_reason(db: Database, secret: str, *, now: datetime | None = None) -> str:
+    """Why `authenticate` refuses a secret, in words for the operator (never sent to an MCP client)."""
+    if not secret.startswith(SECRET_PREFIX):
+        return f"not a bigrag-mcp key (keys start with {SECRET_PREFIX!r})"
+    async with db.session() as session:
+        state = await key_state(session, secret)
+    if state is None:
+        return "unknown in this data folder"
+    if state.revoked:
+        return f"revoked (key {state.principal.key_id})"
+    if state.expires_at is not None and not state.valid_at(now or datetime.now(UTC)):
+        return f"expired (key {state.principal.key_id}, at {state.expires_at.isoformat()})"
+    return "valid"
+
+
 async def authenticate(db: Database, secret: str, *, now: datetime | None = None) -> Principal | None:
     """The principal of a presented secret, or None when it is unknown, revoked or expired.
 
-    Reads the store on every call, so a revocation takes effect on the very next call of any session.
+    Reads the store on every call; the runtime's `Lookups.principal` is the cached equivalent for serving.
     """
-    if not isinstance(secret, str) or not secret.startswith(SECRET_PREFIX):
-        return None
     now = now or datetime.now(UTC)
-    presented = hash_secret(secret)
     async with db.session() as session:
-        # The lookup is by hash, so its timing can only reveal bits of a SHA-256 digest, never of the secret;
-        # the constant-time comparison below guards the final equality all the same.
-        row = await session.scalar(select(ApiKey).where(ApiKey.secret_hash == presented))
-        if row is None or not hmac.compare_digest(row.secret_hash, presented):
+        state = await key_state(session, secret)
+        if state is None or not state.valid_at(now):
             return None
-        expires_at = _utc(row.expires_at)
-        if row.revoked_at is not None or (expires_at is not None and expires_at <= now):
-            return None
-        last_used = _utc(row.last_used_at)
-        if last_used is None or now - last_used >= LAST_USED_RESOLUTION:
-            row.last_used_at = now  # at most one write a minute a key, however many calls it makes
-        return Principal(row.id, frozenset(row.scopes), row.collection, row.tenant)
+        if needs_touch(state, now):
+            await touch(session, state, now)
+        return state.principal

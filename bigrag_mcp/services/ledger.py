@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bigrag_mcp.limits.engine import Hold, Limits
 from bigrag_mcp.policy import Principal
 from bigrag_mcp.services.audit import AuditFields, append_audit_many
 from bigrag_mcp.services.outbox import enqueue_billing, new_event_id
@@ -24,6 +25,7 @@ class Caller:
 
     principal: Principal | None = None
     request_id: str | None = None
+    hold: Hold | None = None  # what the limits admitted for this call, settled by the ledger
 
     @property
     def key_id(self) -> str | None:
@@ -69,6 +71,7 @@ class Activity:
     model: str | None = None
     latency_ms: float = 0.0
     texts: Sequence[str] = ()  # what was embedded, to estimate tokens when the provider reported none
+    estimated_tokens: int | None = None  # or that estimate, made already (off the event loop) by the caller
     details: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -82,19 +85,26 @@ class Activity:
 class Ledger:
     """Writes an activity's traces inside the caller's transaction, so they commit or roll back with the work."""
 
-    def __init__(self, billing_exporters: Sequence[str] = ()) -> None:
+    def __init__(self, billing_exporters: Sequence[str] = (), limits: Limits | None = None) -> None:
         self.billing_exporters = tuple(billing_exporters)
+        self.limits = limits
 
     async def record(self, session: AsyncSession, caller: Caller, activity: Activity) -> None:
-        await self.record_many(session, caller, [activity])
+        await self.record_many(session, [(caller, activity)])
 
-    async def record_many(self, session: AsyncSession, caller: Caller, activities: Sequence[Activity]) -> None:
-        """Several activities of one transaction: their audit rows chained in one append, webhooks read once."""
+    async def record_many(self, session: AsyncSession, entries: Sequence[tuple[Caller, Activity]]) -> None:
+        """Several activities of one transaction, each settled on its caller's hold: audit rows chained in one append,
+        webhooks read once."""
         audits: list[AuditFields] = []
         events: list[tuple[str, dict[str, Any]]] = []
-        for activity in activities:
-            tokens, estimated = resolve_tokens(activity.embedding_tokens, activity.texts)
+        for caller, activity in entries:
+            if activity.embedding_tokens is None and activity.estimated_tokens is not None:
+                tokens, estimated = activity.estimated_tokens, True
+            else:
+                tokens, estimated = resolve_tokens(activity.embedding_tokens, activity.texts)
             operation = USAGE_OPERATIONS.get(activity.action)
+            if operation is not None and self.limits is not None:
+                await self.limits.settle(session, caller, activity)
             if operation is not None:
                 record_usage(
                     session,

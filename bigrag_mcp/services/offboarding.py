@@ -6,9 +6,11 @@ from pydantic import BaseModel
 from sqlalchemy import delete, func, or_, select
 
 from bigrag_mcp.errors import InvalidArgument
+from bigrag_mcp.services.collections import revoke_keys
+from bigrag_mcp.services.fences import fence
 from bigrag_mcp.services.ledger import OPERATOR, Activity, Caller
 from bigrag_mcp.services.runtime import Runtime
-from bigrag_mcp.store.models import ApiKey, Chunk, Collection, Document, utcnow
+from bigrag_mcp.store.models import ApiKey, Chunk, Collection, Document
 
 
 class OffboardResult(BaseModel):
@@ -26,7 +28,8 @@ class OffboardResult(BaseModel):
 async def offboard(rt: Runtime, collection_name: str, tenant: str, *, caller: Caller = OPERATOR) -> OffboardResult:
     """Pattern A drops the tenant's own collection; pattern B deletes the tenant's rows from the shared one.
 
-    Keys pinned to what was removed are revoked in the same transaction. Running it again removes nothing.
+    Keys pinned to what was removed are revoked in the same transaction, and the tenant is fenced: no write of it
+    commits afterwards, not even one already in flight, until an operator re-admits it. Running it again removes nothing.
     """
     if not isinstance(tenant, str) or not tenant.strip():
         raise InvalidArgument("tenant must be a non-empty string")
@@ -38,6 +41,11 @@ async def offboard(rt: Runtime, collection_name: str, tenant: str, *, caller: Ca
             scope.append(Document.tenant == tenant)
         documents = stored = vectors = 0
         if collection is not None:
+            # fence first, and take the partition's generation row: a write in flight then either committed
+            # before this (and is deleted below) or checks the fence after us and is refused
+            await fence(session, collection_name, tenant, whole_collection=not shared, caller=caller)
+            if shared:
+                await rt.index.bump(session, collection, tenant)
             documents, stored = (await session.execute(
                 select(func.count(), func.coalesce(func.sum(Document.size_bytes), 0)).where(*scope)
             )).one()
@@ -46,7 +54,6 @@ async def offboard(rt: Runtime, collection_name: str, tenant: str, *, caller: Ca
             if shared:
                 await session.execute(delete(Chunk).where(*chunk_scope))
                 await session.execute(delete(Document).where(*scope))
-                await rt.index.bump(session, collection, tenant)
             else:
                 await session.delete(collection)
         pinned = (
@@ -54,10 +61,7 @@ async def offboard(rt: Runtime, collection_name: str, tenant: str, *, caller: Ca
             if shared
             else ApiKey.collection == collection_name
         )
-        revoking = list(await session.scalars(select(ApiKey).where(pinned, ApiKey.revoked_at.is_(None))))
-        for key in revoking:
-            key.revoked_at = utcnow()
-        revoked = len(revoking)
+        revoked = await revoke_keys(session, pinned)
         nothing = collection is None or (shared and documents == 0 and vectors == 0)
         if not (nothing and revoked == 0):
             await rt.ledger.record(
@@ -75,6 +79,7 @@ async def offboard(rt: Runtime, collection_name: str, tenant: str, *, caller: Ca
                     details={"keys_revoked": revoked, "collection_dropped": not shared and collection is not None},
                 ),
             )
+        await rt.limits.forget(session, collection_name, tenant if shared else None)
     if collection is not None:
         await rt.index.drop(collection, tenant if shared else None)
     return OffboardResult(

@@ -6,25 +6,41 @@ from typing import Any
 
 import pluggy
 
+from bigrag_mcp import compute
+from bigrag_mcp.default_plugins.local_embedder import local_model_available
 from bigrag_mcp.errors import InvalidArgument
+from bigrag_mcp.limits.engine import Limits
+from bigrag_mcp.limits.fastpath import SqliteFastPath
 from bigrag_mcp.loading import Bounds
 from bigrag_mcp.plugins import Registry, build_registry, plugin_manager
+from bigrag_mcp.policy import Policy, load_policy
 from bigrag_mcp.services.index import IndexGate
 from bigrag_mcp.services.ledger import Ledger
+from bigrag_mcp.services.lookups import Lookups
+from bigrag_mcp.services.prices import load_prices
+from bigrag_mcp.services.slots import WriteSlots
 from bigrag_mcp.settings import Settings
 from bigrag_mcp.store.db import Database
 from bigrag_mcp.types import ChatProvider, EmbeddingProvider, Reranker
 
 
 class Runtime:
-    def __init__(self, settings: Settings, db: Database, pm: pluggy.PluginManager, registry: Registry) -> None:
+    def __init__(
+        self, settings: Settings, db: Database, pm: pluggy.PluginManager, registry: Registry, policy: Policy | None = None
+    ) -> None:
         self.settings = settings
+        self.policy = policy or load_policy(settings.policy_file)
         self.db = db
         self.pm = pm
         self.registry = registry
         self.backend = registry.vector_backend(settings.vector_backend)()
         self.index = IndexGate(db, self.backend)
-        self.ledger = Ledger(list(settings.billing_exporters))
+        self.lookups = Lookups(db)
+        self.limits = Limits(
+            db, self.policy.limits, lambda: load_prices(settings.price_file), fast=SqliteFastPath.for_url(db.url)
+        )
+        self.ledger = Ledger(list(settings.billing_exporters), self.limits)
+        self.writes = WriteSlots(settings.write_concurrency)
         self.loader_bounds = Bounds(settings.loader_timeout_s, settings.loader_memory_mb, settings.loader_unzipped_mb)
         self._embedders: dict[tuple[str, str | None, int | None], EmbeddingProvider] = {}
         self._chat_providers: dict[tuple[str, str | None], ChatProvider] = {}
@@ -33,12 +49,22 @@ class Runtime:
 
     @classmethod
     async def open(cls, settings: Settings | None = None, *, plugins: tuple[Any, ...] = ()) -> Runtime:
-        """Load plugins, migrate the store to the newest schema, and connect the vector backend."""
+        """Load the policy and plugins, migrate the store to the newest schema, and connect the vector backend."""
         settings = settings or Settings()
+        compute.configure(settings.compute_threads, settings.blas_threads)
+        policy = load_policy(settings.policy_file)
         pm = plugin_manager(settings.load_plugins, extra=plugins)
         db = Database(settings.resolved_database_url)
         await db.migrate()
-        return cls(settings, db, pm, build_registry(pm))
+        return cls(settings, db, pm, build_registry(pm), policy)
+
+    def default_embedding_provider(self) -> str:
+        """BIGRAG_EMBEDDING_PROVIDER, else the offline local model when it is installed, else the `hash` embedder."""
+        if self.settings.embedding_provider:
+            return self.settings.embedding_provider
+        if "local" in self.registry.embedding_providers and local_model_available() is None:
+            return "local"
+        return "hash"
 
     def embedder(self, provider: str, model: str | None, dimension: int | None) -> EmbeddingProvider:
         key = (provider, model, dimension)
@@ -73,4 +99,5 @@ class Runtime:
             if close is not None:
                 await close()
         await self.backend.close()
+        self.limits.close()
         await self.db.close()

@@ -66,7 +66,7 @@ async def upsert(rt: Runtime, collection_name: str, vectors: list[dict[str, Any]
     if len(tenants) > 1:
         raise TenantRequired("all vectors of one call must belong to the same tenant; send one call per tenant")
     tenant = tenants.pop()
-    async with rt.index.writing(collection, tenant) as write:
+    async with rt.writes.hold(caller, collection.name, tenant), rt.index.writing(collection, tenant) as write:
         existing = {
             c.record_id: c
             for c in await write.session.scalars(

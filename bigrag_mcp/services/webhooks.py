@@ -33,9 +33,10 @@ from bigrag_mcp.store.models import OutboxEvent, Webhook, utcnow
 from bigrag_mcp.types import DeliveryResult
 
 EVENT_TYPES = frozenset(
-    {"collection.created", "collection.deleted", "document.uploaded", "document.deleted", "tenant.offboarded"}
+    {"collection.created", "collection.deleted", "document.uploaded", "document.deleted", "tenant.offboarded",
+     "quota.warning"}
 )
-SUBSCRIPTIONS = EVENT_TYPES | {"collection.*", "document.*"}
+SUBSCRIPTIONS = EVENT_TYPES | {"collection.*", "document.*", "quota.*"}
 SECRET_PREFIX = "whsec_"
 MAX_URL_CHARS = 2048
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     Float,
@@ -18,11 +19,30 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Stored as UTC; always read back timezone-aware (SQLite drops the zone), so every API shows `...Z` times."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 class Base(DeclarativeBase):
@@ -47,8 +67,8 @@ class Collection(Base):
     chunk_size: Mapped[int] = mapped_column(Integer)
     chunk_overlap: Mapped[int] = mapped_column(Integer)
     chunk_strategy: Mapped[str] = mapped_column(String(16))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow, onupdate=utcnow)
 
 
 class Document(Base):
@@ -69,7 +89,7 @@ class Document(Base):
     char_count: Mapped[int] = mapped_column(Integer)
     chunk_count: Mapped[int] = mapped_column(Integer)
     embedding_tokens: Mapped[int] = mapped_column(Integer, default=0)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
 
 
 class Chunk(Base):
@@ -93,7 +113,7 @@ class Chunk(Base):
     char_end: Mapped[int | None] = mapped_column(Integer, nullable=True)
     page: Mapped[int | None] = mapped_column(Integer, nullable=True)  # 1-based, for paged formats (PDF, PPTX, XLSX)
     vector: Mapped[bytes] = mapped_column(LargeBinary)  # float32, little-endian
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
 
 
 class PageText(Base):
@@ -118,6 +138,22 @@ class IndexGeneration(Base):
     generation: Mapped[int] = mapped_column(Integer, default=0)
 
 
+class TenantFence(Base):
+    """An offboarded tenant: no write to (collection name, tenant) commits until an operator re-admits it.
+
+    `tenant` is the partition's tenant column value ("" fences a whole collection-per-tenant collection);
+    `offboarded_tenant` is the tenant name the operator offboarded.
+    """
+
+    __tablename__ = "tenant_fences"
+
+    collection: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(256), primary_key=True)
+    offboarded_tenant: Mapped[str] = mapped_column(String(256))
+    offboarded_by: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    offboarded_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+
+
 class ApiKey(Base):
     __tablename__ = "api_keys"
 
@@ -127,11 +163,12 @@ class ApiKey(Base):
     scopes: Mapped[list[str]] = mapped_column(JSON, default=list)
     collection: Mapped[str | None] = mapped_column(String(64), nullable=True)
     tenant: Mapped[str | None] = mapped_column(String(256), nullable=True)
-    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    role: Mapped[str | None] = mapped_column(String(64), nullable=True)  # the policy role it was minted with
+    expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
     created_by: Mapped[str | None] = mapped_column(String(32), nullable=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
 
 
 class AuditEntry(Base):
@@ -141,7 +178,7 @@ class AuditEntry(Base):
     __table_args__ = (Index("ix_audit_created", "created_at"), Index("ix_audit_resource", "resource_type", "resource_id"))
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
     actor_key_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
     action: Mapped[str] = mapped_column(String(64))
     resource_type: Mapped[str] = mapped_column(String(32))
@@ -160,7 +197,7 @@ class UsageEvent(Base):
     __table_args__ = (Index("ix_usage_created", "created_at"), Index("ix_usage_collection", "collection", "tenant"))
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
     operation: Mapped[str] = mapped_column(String(32))  # query | chat | upload | upsert | delete
     collection: Mapped[str | None] = mapped_column(String(64), nullable=True)
     tenant: Mapped[str | None] = mapped_column(String(256), nullable=True)
@@ -189,10 +226,10 @@ class OutboxEvent(Base):
     payload: Mapped[dict[str, Any]] = mapped_column(JSON)
     status: Mapped[str] = mapped_column(String(16), default="pending")  # pending | sent | parked
     attempts: Mapped[int] = mapped_column(Integer, default=0)
-    next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    next_attempt_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
 
 
 class Webhook(Base):
@@ -203,4 +240,34 @@ class Webhook(Base):
     events: Mapped[list[str]] = mapped_column(JSON)
     secret: Mapped[str] = mapped_column(String(128))  # signing secret: needed in clear to sign deliveries
     created_by: Mapped[str | None] = mapped_column(String(32), nullable=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+
+
+class LimitCounter(Base):
+    """One counter of a `[[limits]]` entry for one subject, in its current window (reset in place on rollover)."""
+
+    __tablename__ = "limit_counters"
+    __table_args__ = (Index("ix_limit_counters_subject", "collection", "tenant"),)
+
+    counter_key: Mapped[str] = mapped_column(String(64), primary_key=True)  # hash of limit, metric and subject
+    limit_name: Mapped[str] = mapped_column(String(100))
+    metric: Mapped[str] = mapped_column(String(32))
+    key_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    role: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    collection: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    tenant: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    window_start: Mapped[str] = mapped_column(String(40))  # ISO start of the window, or "total"
+    used: Mapped[int] = mapped_column(BigInteger, default=0)
+    max_value: Mapped[int] = mapped_column(BigInteger)
+    hard: Mapped[bool] = mapped_column(Boolean)
+
+
+class LimitWarning(Base):
+    """A threshold already announced in a window, so each quota.warning goes out once."""
+
+    __tablename__ = "limit_warnings"
+
+    counter_key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    window_start: Mapped[str] = mapped_column(String(40), primary_key=True)
+    threshold: Mapped[str] = mapped_column(String(16), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)

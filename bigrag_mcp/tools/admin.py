@@ -13,7 +13,6 @@ from bigrag_mcp.services import admin
 from bigrag_mcp.services.audit import AuditPage, list_audit
 from bigrag_mcp.services.keys import ApiKeyInfo
 from bigrag_mcp.services.offboarding import OffboardResult, offboard
-from bigrag_mcp.services.usage import UsageReport
 from bigrag_mcp.tools import DELETE, READ, WRITE
 
 
@@ -65,12 +64,15 @@ def register(server: MCPServer, gate: Gate) -> None:
         window_days: Annotated[int, Field(ge=1, le=365)] = 30,
         collection: Annotated[str | None, Field(description="One collection; all you may see when omitted.")] = None,
         tenant: Annotated[str | None, Field(description="One tenant of a shared collection (filled in for tenant keys).")] = None,
-    ) -> UsageReport:
-        """Usage totals, a daily timeline, and rows by collection and by tenant."""
+    ) -> admin.UsageView:
+        """Usage totals, a daily timeline, rows by collection and by tenant, and the limits that apply to you."""
         return await gate.run(
             "usage_get",
             {"window_days": window_days, "collection": collection, "tenant": tenant},
-            lambda caller, a, d: admin.usage(rt, window_days=a["window_days"], collection=a.get("collection"), tenant=a.get("tenant")),
+            lambda caller, a, d: admin.usage(
+                rt, window_days=a["window_days"], collection=a.get("collection"), tenant=a.get("tenant"),
+                principal=caller.principal,
+            ),
         )
 
     @server.tool(annotations=READ)

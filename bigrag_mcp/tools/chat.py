@@ -86,7 +86,7 @@ def register(server: MCPServer, gate: Gate) -> None:
         async def allowed(caller: Caller, a: dict[str, Any], d: Any) -> tuple[Caller, Retrieval]:
             return caller, await retrieve(rt, a.pop("collection"), a.pop("message"), caller=caller, **a)
 
-        return await gate.run("chat", args, allowed)
+        return await gate.run("chat", args, allowed, settles_later=True)
 
     def sample(
         prepared: Annotated[Prepared, Resolve(prepare)],
@@ -139,4 +139,7 @@ def register(server: MCPServer, gate: Gate) -> None:
             rt, retrieval, provider=provider, model=model, temperature=temperature, max_tokens=max_tokens,
             caller=caller, generate=client_model if sampled is not None else None,
         )
-        return await gate.answer("chat", caller.request_id or "", answering)
+        try:
+            return await gate.answer("chat", caller.request_id or "", answering)
+        finally:
+            await gate.finish(caller)  # the chat's limits settle with its usage; what was not used goes back

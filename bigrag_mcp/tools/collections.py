@@ -49,10 +49,15 @@ def register(server: MCPServer, gate: Gate) -> None:
         )
 
     @server.tool(annotations=READ)
-    async def collections_list() -> CollectionList:
-        """List every collection (refused to keys pinned to one collection: they know theirs)."""
+    async def collections_list(
+        limit: Annotated[int, Field(ge=1, le=collections.MAX_PAGE)] = 100,
+        cursor: Annotated[str | None, Field(description="next_cursor of the previous page.")] = None,
+    ) -> CollectionList:
+        """List collections by name, a page at a time (refused to keys pinned to one collection: they know theirs)."""
         return await gate.run(
-            "collections_list", {}, lambda caller, a, d: _listed(collections.list_all(rt))
+            "collections_list",
+            {"limit": limit, "cursor": cursor},
+            lambda caller, a, d: collections.list_page(rt, limit=a["limit"], cursor=a["cursor"]),
         )
 
     @server.tool(annotations=READ)
@@ -95,6 +100,3 @@ def register(server: MCPServer, gate: Gate) -> None:
             "collections_delete", {"collection": collection}, lambda caller, a, d: collections.delete(rt, a["collection"], caller=caller)
         )
 
-
-async def _listed(rows: Any) -> CollectionList:
-    return CollectionList(collections=await rows)

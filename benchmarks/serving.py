@@ -1,0 +1,101 @@
+"""Shared pieces of the serving benchmarks: a seeded store, a server subprocess, MCP sessions, percentiles."""
+
+from __future__ import annotations
+
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import anyio
+import httpx2
+import numpy as np
+from mcp import Client, StdioServerParameters
+from mcp.client.streamable_http import streamable_http_client
+
+from bigrag_mcp.services import collections, vectors
+from bigrag_mcp.services.keys import create_key
+from bigrag_mcp.services.runtime import Runtime
+from bigrag_mcp.settings import Settings
+
+COLLECTION = "bench"
+DIM = 384
+QUERY = {"collection": COLLECTION, "query": "alpha beta gamma", "top_k": 10}
+
+
+def settings_for(folder: Path) -> Settings:
+    return Settings(data_dir=folder, embedding_provider="hash", vector_backend="memory", load_plugins="", _env_file=None)  # type: ignore[call-arg]
+
+
+async def seed(rt: Runtime, size: int, seed: int = 7) -> str:
+    """A collection with `size` raw vectors (with short texts) in one partition; returns an admin key."""
+    rng = np.random.default_rng(seed)
+    await collections.create(rt, name=COLLECTION, dimension=DIM)
+    for start in range(0, size, 1000):
+        block = rng.standard_normal((min(1000, size - start), DIM)).astype(np.float32)
+        await vectors.upsert(rt, COLLECTION, [
+            {"id": f"r{start + i}", "vector": row.tolist(), "text": f"record {start + i}", "metadata": {"n": start + i}}
+            for i, row in enumerate(block)
+        ])
+    _, key = await create_key(rt.db, name="bench", scopes=["*:*"])
+    return key
+
+
+def server_env(folder: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BIGRAG_")}
+    env.update(BIGRAG_DATA_DIR=str(folder), BIGRAG_EMBEDDING_PROVIDER="hash", BIGRAG_VECTOR_BACKEND="memory",
+               BIGRAG_LOAD_PLUGINS="", **extra)
+    return env
+
+
+@asynccontextmanager
+async def http_server(folder: Path, **extra: str) -> AsyncIterator[str]:
+    """`bigrag-mcp serve --transport streamable-http` in a subprocess; yields its base URL."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = await anyio.open_process(
+        [sys.executable, "-m", "bigrag_mcp", "serve", "--transport", "streamable-http", "--port", str(port)],
+        env=server_env(folder, **extra), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                await (await anyio.connect_tcp("127.0.0.1", port)).aclose()
+                break
+            except OSError:
+                if proc.returncode is not None or time.monotonic() > deadline:
+                    raise RuntimeError("the server did not start") from None
+                await anyio.sleep(0.05)  # waiting for the port, not timing anything
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        await proc.wait()
+
+
+@asynccontextmanager
+async def http_session(url: str, key: str) -> AsyncIterator[Client]:
+    async with (
+        httpx2.AsyncClient(headers={"Authorization": f"Bearer {key}"}, timeout=120) as http,
+        Client(streamable_http_client(f"{url}/mcp", http_client=http)) as client,
+    ):
+        yield client
+
+
+def stdio_session(folder: Path, key: str) -> Client:
+    return Client(StdioServerParameters(command=sys.executable, args=["-m", "bigrag_mcp", "serve"],
+                                        env=server_env(folder, BIGRAG_API_KEY=key)))
+
+
+def percentile(samples: list[float], q: int) -> float:
+    return statistics.quantiles(samples, n=100, method="inclusive")[q - 1] if len(samples) > 1 else samples[0]
+
+
+def ms(seconds: float) -> float:
+    return round(seconds * 1000, 3)

@@ -1,0 +1,83 @@
+"""CPU-bound work off the event loop: a bounded pool of worker threads, and BLAS threads set deliberately.
+
+numpy releases the GIL inside BLAS calls, so searches running in worker threads use several cores at once while
+the event loop keeps answering. Each BLAS call then gets `blas_threads` threads of its own: OpenBLAS's default
+(one per core) makes its threads busy-wait against each other and the worker threads on a small machine.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+import anyio.to_thread
+from anyio import CapacityLimiter
+from anyio.lowlevel import RunVar
+from threadpoolctl import threadpool_limits
+
+T = TypeVar("T")
+_limiter: RunVar[CapacityLimiter] = RunVar("bigrag_compute_limiter")
+_threads = 0
+
+
+def configure(threads: int = 0, blas_threads: int = 1) -> None:
+    """Use `threads` worker threads for CPU-bound work (0: one per core) and `blas_threads` per BLAS call (0: leave it)."""
+    global _threads
+    _threads = threads if threads > 0 else (os.cpu_count() or 1)
+    if blas_threads > 0:
+        threadpool_limits(limits=blas_threads, user_api="blas")  # applies to the process from now on
+
+
+def limiter() -> CapacityLimiter:
+    """The event loop's limiter of worker threads (made on first use in each loop)."""
+    try:
+        found = _limiter.get()
+    except LookupError:
+        found = CapacityLimiter(_threads or os.cpu_count() or 1)
+        _limiter.set(found)
+    return found
+
+
+async def run(work: Callable[..., T], *args: Any) -> T:
+    """`work(*args)` in a worker thread, at most `threads` at a time."""
+    return await anyio.to_thread.run_sync(work, *args, limiter=limiter())
+
+
+class ReadWriteLock:
+    """Many readers or one writer, across threads: searches share a backend, a write waits for them and goes next."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._readers = 0
+        self._writing = False
+        self._writers_waiting = 0
+
+    @contextmanager
+    def reading(self) -> Iterator[None]:
+        with self._cond:  # a waiting writer goes first, so a stream of searches cannot starve writes
+            self._cond.wait_for(lambda: not self._writing and not self._writers_waiting)
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._readers -= 1
+                if not self._readers:
+                    self._cond.notify_all()
+
+    @contextmanager
+    def writing(self) -> Iterator[None]:
+        with self._cond:
+            self._writers_waiting += 1
+            self._cond.wait_for(lambda: not self._writing and not self._readers)
+            self._writers_waiting -= 1
+            self._writing = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._writing = False
+                self._cond.notify_all()
