@@ -6,6 +6,7 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
+from datetime import datetime
 from typing import Any, TypeVar
 
 from mcp.server.auth.middleware.auth_context import get_access_token
@@ -25,12 +26,14 @@ Call = Callable[[Caller, dict[str, Any], Decision], Awaitable[T]]
 def principal_of_token(token: Any) -> Principal:
     """The principal the HTTP token verifier put into the request's access token."""
     claims = token.claims or {}
+    expires_at = claims.get("expires_at")
     return Principal(
         key_id=token.client_id,
         scopes=frozenset(token.scopes),
         collection=claims.get("collection"),
         tenant=claims.get("tenant"),
         role=claims.get("role"),
+        expires_at=datetime.fromisoformat(expires_at) if expires_at else None,
     )
 
 
@@ -74,9 +77,14 @@ class Gate:
         found = await self.rt.lookups.collection(name)
         return CollectionFacts(name=name, exists=found is not None, tenant_field=found.tenant_field if found else None)
 
-    async def authorize(self, operation: str, args: dict[str, Any], request_id: str) -> tuple[Caller, Decision]:
-        """The caller and the allowing decision, or the denial as an error (counted and audited)."""
-        principal = await self.principal()
+    async def authorize(
+        self, operation: str, args: dict[str, Any], request_id: str, principal: Principal | None = None
+    ) -> tuple[Caller, Decision]:
+        """The caller and the allowing decision, or the denial as an error (counted and audited).
+
+        `principal` is the session's (the dashboard's signed-in key); by default the call's own key.
+        """
+        principal = principal or await self.principal()
         decision = evaluate(self.policy, principal, operation, args, await self.facts(operation, args, principal))
         if not decision.allowed:
             await audit_safely(

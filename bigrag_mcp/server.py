@@ -29,6 +29,7 @@ from bigrag_mcp.services.runtime import Runtime
 from bigrag_mcp.store.models import Collection
 from bigrag_mcp.tools import admin, chat, documents, search, vectors
 from bigrag_mcp.tools import collections as collection_tools
+from bigrag_mcp.tools.arguments import CheckedServer
 
 log = logging.getLogger(__name__)
 HANDSHAKES = ("initialize", "server/discover")
@@ -74,7 +75,11 @@ class KeyVerifier(TokenVerifier):
             client_id=principal.key_id,
             scopes=sorted(principal.scopes),
             claims={
-                "collection": principal.collection, "tenant": principal.tenant, "role": principal.role, "revision": revision
+                "collection": principal.collection,
+                "tenant": principal.tenant,
+                "role": principal.role,
+                "revision": revision,
+                "expires_at": principal.expires_at.isoformat() if principal.expires_at else None,
             },
         )
 
@@ -211,7 +216,7 @@ def build_server(
         )
         auth = {"token_verifier": KeyVerifier(rt), "auth": settings}
     gate = Gate(rt, policy, session_key)
-    server: MCPServer = MCPServer(
+    server: MCPServer = CheckedServer(
         "bigrag-mcp",
         instructions=instructions_for(principal, rt.limits.describe(principal) if principal else None),
         version=__version__,

@@ -34,6 +34,10 @@ class Settings(BaseSettings):
     webhook_allow_private: bool = Field(
         default=False, description="Allow webhook URLs on loopback, private and link-local addresses."
     )
+    index_snapshots: bool = Field(
+        default=False,
+        description="Snapshot big in-memory partitions to data_dir/index-snapshots, so a restart maps them.",
+    )
     max_chunks_per_document: int = Field(
         default=100_000, ge=1, description="Uploads whose text needs more chunks are refused with limit_exceeded."
     )

@@ -7,6 +7,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Protocol, runtime_checkable
 
+import numpy as np
+import numpy.typing as npt
+
 from bigrag_mcp.filters import FilterNode
 
 SearchMode = Literal["semantic", "keyword", "hybrid"]
@@ -84,6 +87,28 @@ class VectorBackend(Protocol):
     async def search(self, where: Partition, request: SearchRequest) -> list[Hit]: ...
     async def drop(self, collection: str, tenant: str | None = None) -> None: ...
     async def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class PartitionRows:
+    """A whole partition as the store holds it: record ids, one float32 matrix, texts, metadata.
+
+    Row i of `vectors` belongs to `ids[i]`; rows past the ids are spare room. The receiver owns the matrix and
+    may normalise it in place and grow into the spare rows.
+    """
+
+    ids: list[str]
+    vectors: npt.NDArray[np.float32]
+    texts: list[str | None]
+    metadata: list[Mapping[str, Any]]
+
+
+@runtime_checkable
+class Refillable(Protocol):
+    """A non-persistent backend that can take a whole partition at once (instead of upserts in batches)."""
+
+    async def replace(self, where: Partition, rows: PartitionRows) -> None:
+        """Make the partition hold exactly `rows`, atomically for every other caller."""
 
 
 class VectorBackendFactory(Protocol):

@@ -4,27 +4,34 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import anyio
+import httpx
 import httpx2
 import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from sqlalchemy import event
 
+from bigrag_mcp.dashboard import Dashboard
+from bigrag_mcp.dashboard.sessions import SessionStore
 from bigrag_mcp.hookspecs import hookimpl
-from bigrag_mcp.policy import load_policy
+from bigrag_mcp.policy import Principal, holds, load_policy
 from bigrag_mcp.server import build_server
 from bigrag_mcp.services.keys import authenticate, create_key
 from bigrag_mcp.services.runtime import Runtime
+from bigrag_mcp.services.usage import record_usage
 from bigrag_mcp.settings import Settings
 from bigrag_mcp.store.db import Database
 from bigrag_mcp.testing.relay import temporary_database
@@ -267,3 +274,79 @@ def make_pptx(slides: list[str]) -> bytes:
     out = io.BytesIO()
     deck.save(out)
     return out.getvalue()
+
+
+def within_as_stated(outer: Principal, inner: Principal, shared: set[str]) -> bool:
+    """policies/README.md's key-reach rule, restated independently of the engine: scopes held, pins at least as
+    narrow, and a key limited to a tenant reaches only keys that stay in collections shared by tenants (`shared`)."""
+    if not all(holds(outer.scopes, s) for s in inner.scopes):
+        return False
+    if outer.collection is not None and inner.collection != outer.collection:
+        return False
+    if outer.tenant is not None and inner.tenant != outer.tenant:
+        return False
+    return outer.tenant is None or outer.collection is not None or inner.collection is None or inner.collection in shared
+
+
+@pytest.fixture
+async def two_runtimes(settings: Settings) -> AsyncIterator[tuple[Runtime, Runtime]]:
+    """Two independent runtimes on one store, as a server and the operator's CLI in two processes would be."""
+    server, cli = await Runtime.open(settings), await Runtime.open(settings)
+    yield server, cli
+    await cli.close()
+    await server.close()
+
+
+# --- the dashboard --------------------------------------------------------------------------------
+
+XSS_TENANT = '<script>alert("t")</script><img src=x onerror=alert(1)>'
+
+
+@dataclass
+class DashboardWorld:
+    """A shared collection with tenants (one named like an XSS payload), usage in the last days, and keys."""
+
+    rt: Runtime
+    dashboard: Dashboard
+    admin_key: str
+    tenant_key: str
+    tenant_key_id: str
+    clock: list[float]
+
+
+@pytest.fixture
+async def dashboard_world(rt: Runtime, admin_key: str) -> DashboardWorld:
+    async with mcp_session(rt, admin_key) as client:
+        await call(client, "collections_create", name="shared", tenant_field="tenant_id")
+        await call(client, "collections_create", name="docs")
+    now = datetime.now(UTC)
+    async with rt.db.session() as session:
+        for day in range(10):
+            for tenant, queries in (("acme", 3), ("globex", 5), (XSS_TENANT, 1)):
+                for _ in range(queries):
+                    record_usage(session, operation="query", collection="shared", tenant=tenant, embedding_tokens=7 + day,
+                                 provider="openai", model="text-embedding-3-small", latency_ms=5, created_at=now - timedelta(days=day))
+            record_usage(session, operation="chat", collection="docs", embedding_tokens=11, chat_input_tokens=100,
+                         chat_output_tokens=20, provider="openai", model="text-embedding-3-small",
+                         created_at=now - timedelta(days=day, minutes=1))
+    info, tenant_key = await create_key(rt.db, name="acme app", scopes=["usage:read", "collection:read"],
+                                        collection="shared", tenant="acme")
+    clock = [0.0]
+    sessions = SessionStore(idle_seconds=600, clock=lambda: clock[0])
+    return DashboardWorld(rt, Dashboard(rt, load_policy(rt.settings.policy_file), sessions), admin_key, tenant_key,
+                          info.id, clock)
+
+
+@asynccontextmanager
+async def dashboard_client(app: Any, base_url: str = "http://testserver") -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client of the dashboard app over the ASGI transport (no redirects followed)."""
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=base_url) as client:
+        yield client
+
+
+async def sign_in(client: httpx.AsyncClient, key: str) -> httpx.Response:
+    """Fetch the login form (for its CSRF cookie and field) and POST the key."""
+    form = await client.get("/dashboard/login")
+    csrf = re.search(r'name="csrf" value="([^"]+)"', form.text)
+    assert csrf is not None
+    return await client.post("/dashboard/login", data={"csrf": csrf.group(1), "api_key": key})

@@ -179,3 +179,22 @@ async def test_an_empty_scope_list_authenticates_to_a_key_that_holds_nothing(db:
     _, secret = await create_key(db, name="nothing", scopes=[])
     principal = await authenticate(db, secret)
     assert principal is not None and principal.scopes == frozenset()
+
+
+async def test_a_key_that_expires_mints_no_key_that_outlives_it(db: Database) -> None:
+    soon = datetime.now(UTC) + timedelta(hours=1)
+    info, secret = await create_key(db, name="temp admin", scopes=["*:*"], expires_at=soon)
+    creator = await authenticate(db, secret)
+    assert creator is not None and creator.expires_at == info.expires_at
+    for later in (soon + timedelta(seconds=1), datetime(2100, 1, 1, tzinfo=UTC)):
+        with pytest.raises(PermissionDenied, match="outlives"):
+            await create_key(db, name="forever", scopes=["query:read"], expires_at=later, creator=creator)
+    child, child_secret = await create_key(db, name="no expiry given", scopes=["*:*"], creator=creator)
+    assert child.expires_at == info.expires_at  # inherited, so its own children are bounded too
+    grandchild_creator = await authenticate(db, child_secret)
+    assert grandchild_creator is not None
+    with pytest.raises(PermissionDenied, match="outlives"):
+        await create_key(db, name="g", scopes=["query:read"], expires_at=datetime(2100, 1, 1, tzinfo=UTC), creator=grandchild_creator)
+    sooner, _ = await create_key(db, name="sooner", scopes=["query:read"], expires_at=soon - timedelta(minutes=30), creator=creator)
+    assert sooner.expires_at is not None and sooner.expires_at < soon
+    assert len(await list_keys(db)) == 3

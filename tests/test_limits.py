@@ -142,7 +142,7 @@ def test_count_case(data: Mapping[str, Any], case_file: Path, case: Mapping[str,
     """Policy case files: the limits a call counts against, with the subject each counter keeps apart."""
     policy = load_policy((case_file.parent / data["policy"]).resolve() if "policy" in data else None)
     spec = data["keys"][case["key"]]
-    principal = Principal(case["key"], frozenset(spec["scopes"]), spec.get("collection"), spec.get("tenant"), spec.get("role"))
+    principal = Principal(case["key"], frozenset(spec["scopes"]), spec.get("collection"), spec.get("tenant"), role=spec.get("role"))
     target = target_collection(policy, principal, case["tool"], case["args"])
     known = data.get("collections", {})
     facts = None if target is None else CollectionFacts(target, target in known, known.get(target, {}).get("tenant_field"))

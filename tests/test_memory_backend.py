@@ -15,7 +15,7 @@ from bigrag_mcp.errors import InvalidArgument
 from bigrag_mcp.filters import FilterNode, matches, parse_filter
 from bigrag_mcp.plugins import build_registry, plugin_manager
 from bigrag_mcp.testing.backends import HYBRID_RECORDS, QUERY, VectorBackendConformance, basis, semantic
-from bigrag_mcp.types import Partition, SearchRequest, VectorBackend, VectorRecord
+from bigrag_mcp.types import Partition, PartitionRows, SearchRequest, VectorBackend, VectorRecord
 
 pytestmark = pytest.mark.anyio
 WHERE = Partition("docs", "acme")
@@ -244,3 +244,33 @@ async def test_bad_searches_are_refused(request_: SearchRequest, message: str) -
     await backend.upsert(WHERE, [VectorRecord("a", basis((0, 1.0)))])
     with pytest.raises(InvalidArgument, match=message):
         await backend.search(WHERE, request_)
+
+
+async def test_a_replaced_partition_answers_like_one_built_by_upserts() -> None:
+    rng, np_rng = random.Random(3), np.random.default_rng(3)
+    records = random_records(rng, np_rng, [f"doc{i}#0" for i in range(300)], 8)
+    records = [VectorRecord(r.id, r.vector, f"word{i % 7} common", r.metadata) for i, r in enumerate(records)]
+    upserted, replaced = MemoryBackend(), MemoryBackend()
+    await upserted.upsert(WHERE, records)
+    await upserted.upsert(WHERE, [VectorRecord("stale", [1.0] + [0.0] * 7)])  # replace drops what it lacks
+    await replaced.upsert(WHERE, [VectorRecord("stale", [1.0] + [0.0] * 7)])
+    await upserted.delete(WHERE, ["stale"])
+    await replaced.replace(
+        WHERE,
+        PartitionRows(
+            ids=[r.id for r in records],
+            vectors=np.asarray([r.vector for r in records], dtype=np.float32),
+            texts=[r.text for r in records],
+            metadata=[r.metadata for r in records],
+        ),
+    )
+    for _ in range(20):
+        tree = parse_filter(random_filter(rng))
+        query = np_rng.standard_normal(8).tolist()
+        for request in (
+            SearchRequest(top_k=10, vector=query, filter=tree),
+            SearchRequest(top_k=10, mode="hybrid", vector=query, text="word3 common", filter=tree),
+        ):
+            assert await replaced.search(WHERE, request) == await upserted.search(WHERE, request)
+    await replaced.replace(WHERE, PartitionRows(ids=[], vectors=np.empty((0, 8), np.float32), texts=[], metadata=[]))
+    assert await replaced.search(WHERE, SearchRequest(top_k=10, vector=[1.0] * 8)) == []

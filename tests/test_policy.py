@@ -30,7 +30,7 @@ EXPECT_KEYS = {"allowed", "code", "reason", "reason_contains", "tenant", "collec
 
 
 def _principal(spec: Mapping[str, Any], key_id: str) -> Principal:
-    return Principal(key_id, frozenset(spec["scopes"]), spec.get("collection"), spec.get("tenant"))
+    return Principal(key_id, frozenset(spec["scopes"]), spec.get("collection"), spec.get("tenant"), spec.get("expires_at"))
 
 
 def _policy(data: Mapping[str, Any], case_file: Path) -> Policy:
@@ -89,11 +89,14 @@ def test_case(data: Mapping[str, Any], case_file: Path, case: Mapping[str, Any])
 @pytest.mark.parametrize(("data", "case_file", "case"), list(_cases("grants")))
 def test_grant(data: Mapping[str, Any], case_file: Path, case: Mapping[str, Any]) -> None:
     creator = _principal(data["keys"][case["key"]], case["key"])
-    decision = check_key_grant(creator, case["scopes"], case.get("collection"), case.get("tenant"))
+    target = case.get("collection", creator.collection)
+    facts = _facts(data.get("collections", {}), target)
+    decision = check_key_grant(creator, case["scopes"], case.get("collection"), case.get("tenant"), case.get("expires_at"), facts)
     assert decision.operation == "api_keys_create"
     _check(decision, case["expect"])
     if decision.allowed:
-        assert decision.args == {"scopes": case["scopes"], "collection": decision.collection, "tenant": decision.tenant}
+        expected = {"scopes": case["scopes"], "collection": decision.collection, "tenant": decision.tenant}
+        assert decision.args == {**expected, "expires_at": case.get("expires_at", creator.expires_at)}
 
 
 @pytest.mark.parametrize(("data", "case_file", "case"), list(_cases("visible")))

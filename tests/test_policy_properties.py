@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
+from conftest import within_as_stated
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -20,6 +22,7 @@ from bigrag_mcp.policy import (
     evaluate,
     holds,
     load_policy,
+    reach_gap,
     target_collection,
     visible_tools,
 )
@@ -216,23 +219,63 @@ def test_a_pinned_key_learns_nothing_about_collections_it_cannot_use(
     assert not allowed
 
 
-@settings(max_examples=800, deadline=None)
+EXPIRIES = [datetime(2030, 1, 1, tzinfo=UTC), datetime(2031, 1, 1, tzinfo=UTC), datetime(2032, 1, 1, tzinfo=UTC)]
+creators = st.builds(
+    Principal,
+    key_id=st.just("creator"),
+    scopes=st.frozensets(SCOPES, max_size=6),
+    collection=st.sampled_from([None, None, *NAMES]),
+    tenant=st.sampled_from([None, None, *TENANTS]),
+    expires_at=st.sampled_from([None, *EXPIRIES]),
+)
+probes = st.lists(st.tuples(st.sampled_from(sorted(POLICY.operations)), arguments), min_size=1, max_size=4)
+
+
+@settings(max_examples=300, deadline=None)
 @given(
-    creator=principals,
+    creator=creators,
     scopes=st.lists(SCOPES, max_size=5),
     collection=st.sampled_from([None, *NAMES]),
     tenant=st.sampled_from([None, *TENANTS]),
+    expires_at=st.sampled_from([None, *EXPIRIES]),
+    calls=probes,
 )
-def test_no_key_mints_a_key_with_more_rights(
-    creator: Principal, scopes: list[str], collection: str | None, tenant: str | None
+def test_every_granted_key_is_within_its_creator_in_all_four_dimensions(
+    creator: Principal,
+    scopes: list[str],
+    collection: str | None,
+    tenant: str | None,
+    expires_at: datetime | None,
+    calls: list[tuple[str, dict[str, Any]]],
 ) -> None:
-    decision = check_key_grant(creator, scopes, collection, tenant)
+    decision = check_key_grant(creator, scopes, collection, tenant, expires_at, _facts(collection or creator.collection))
     if not decision.allowed:
         assert decision.code == "permission_denied"
         return
-    minted = frozenset(decision.args["scopes"])
-    assert all(holds(creator.scopes, c) for c in CONCRETE if holds(minted, c))
-    assert creator.collection in (None, decision.collection)
-    assert creator.tenant in (None, decision.tenant)
-    assert decision.collection == (collection or creator.collection)
-    assert decision.tenant == (tenant or creator.tenant)
+    child = Principal("child", frozenset(decision.args["scopes"]), decision.collection, decision.tenant, expires_at=decision.args["expires_at"])
+    assert (child.collection, child.tenant) == (collection or creator.collection, tenant or creator.tenant)
+    # scopes: every concrete scope the child holds, the creator holds
+    assert all(holds(creator.scopes, c) for c in CONCRETE if holds(child.scopes, c))
+    # expiry: never later than the creator's, and never none when the creator has one
+    if creator.expires_at is not None:
+        assert child.expires_at is not None and child.expires_at <= creator.expires_at
+    # pins, as the engine evaluates them: whatever the child may do, the creator may do on the same collection and tenant
+    for operation, args in calls:
+        done = _decide(child, operation, args)
+        if done.allowed:
+            same = _decide(creator, operation, dict(done.args))
+            assert same.allowed, same.reason
+            assert (same.collection, same.tenant) == (done.collection, done.tenant)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(outer=creators, inner=creators)
+def test_a_key_reaches_exactly_the_keys_within_its_reach(outer: Principal, inner: Principal) -> None:
+    """The keys a key may list and revoke (reach_gap is None) are exactly the keys the stated rule allows."""
+    gap = reach_gap(outer, inner, _facts(inner.collection))
+    assert (gap is None) == within_as_stated(outer, inner, {n for n, f in WORLD.items() if f}), gap
+    if gap is None:
+        for operation, args in [("query", {"collection": n, "query": "q"}) for n in NAMES]:
+            done = _decide(inner, operation, args)
+            if done.allowed:
+                assert _decide(outer, operation, dict(done.args)).allowed

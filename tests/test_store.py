@@ -54,3 +54,35 @@ def test_a_store_at_the_head_opens_without_loading_alembic(tmp_path: Path) -> No
     runs = [subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.strip()
             for _ in range(2)]
     assert runs == ["True", "False"]  # the first start migrates; the next finds the head and skips Alembic
+
+
+async def test_upgrade_gives_each_collection_its_own_identity_and_keys_usage_on_it(tmp_path: Path) -> None:
+    old = Database(f"sqlite+aiosqlite:///{tmp_path}/old.db")
+    async with old.engine.begin() as conn:
+        await conn.run_sync(lambda c: command.upgrade(alembic_config(c), "0002"))
+        for name in ("a", "b"):
+            await conn.execute(
+                text(
+                    "INSERT INTO collections (name, description, embedding_provider, embedding_model, dimension, "
+                    "chunk_size, chunk_overlap, chunk_strategy, created_at, updated_at) VALUES "
+                    f"('{name}', '', 'hash', 'hash-v1', 8, 512, 50, 'recursive', '2026-01-01', '2026-01-01')"
+                )
+            )
+        for name in ("a", "gone"):
+            await conn.execute(
+                text(
+                    "INSERT INTO usage_events (created_at, operation, collection, documents, chunks, storage_bytes, "
+                    "embedding_tokens, tokens_estimated, chat_input_tokens, chat_output_tokens, latency_ms) VALUES "
+                    f"('2026-01-01', 'query', '{name}', 0, 0, 0, 0, 0, 0, 0, 1.0)"
+                )
+            )
+    await old.close()
+
+    upgraded = Database(f"sqlite+aiosqlite:///{tmp_path}/old.db")
+    await upgraded.migrate()
+    async with upgraded.engine.connect() as conn:
+        uids = dict((await conn.execute(text("SELECT name, uid FROM collections"))).all())
+        usage = dict((await conn.execute(text("SELECT collection, collection_uid FROM usage_events"))).all())
+    await upgraded.close()
+    assert sorted(uids.values()) == ["1", "2"]  # their partition address stays `name.id`: no reindex needed
+    assert usage == {"a": uids["a"], "gone": None}

@@ -8,6 +8,7 @@ import sys
 import anyio
 
 from bigrag_mcp.cli import settings_for
+from bigrag_mcp.dashboard import Dashboard
 from bigrag_mcp.policy import PolicyError, load_policy
 from bigrag_mcp.server import build_server
 from bigrag_mcp.services.background import background_work
@@ -47,6 +48,7 @@ async def serve(settings: Settings, transport: str, host: str, port: int) -> int
         else:
             base = (settings.public_url or f"http://{host}:{port}").rstrip("/")
             server = build_server(rt, policy, http_url=base + ("/sse" if transport == "sse" else "/mcp"))
+            Dashboard(rt, policy).install(server)
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(background_work, rt)
             if transport == "stdio":

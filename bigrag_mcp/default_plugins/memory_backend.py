@@ -22,7 +22,7 @@ from bigrag_mcp.compute import ReadWriteLock
 from bigrag_mcp.errors import InvalidArgument
 from bigrag_mcp.filters import And, Compare, FilterNode, Or
 from bigrag_mcp.hookspecs import hookimpl
-from bigrag_mcp.types import Hit, Partition, SearchRequest, VectorBackendFactory, VectorRecord
+from bigrag_mcp.types import Hit, Partition, PartitionRows, SearchRequest, VectorBackendFactory, VectorRecord
 
 T = TypeVar("T")
 Mask = npt.NDArray[np.bool_]
@@ -110,21 +110,92 @@ class _FieldColumn:
         return mask
 
 
+class KeywordIndex:
+    """BM25 over the texts of one partition, keyed by record id; it keeps term counts, never the texts."""
+
+    def __init__(self) -> None:
+        self.terms: dict[str, Counter[str]] = {}
+        self.postings: dict[str, dict[str, int]] = {}
+        self.text_lengths: dict[str, int] = {}
+        self.total_length = 0
+
+    def add(self, record_id: str, text: str | None) -> None:
+        """Index `text` as the record's text, replacing what the record had."""
+        self.remove(record_id)
+        if text is None:
+            return
+        tokens = tokenize(text)
+        counts = Counter(tokens)
+        self.terms[record_id] = counts
+        self.text_lengths[record_id] = len(tokens)
+        self.total_length += len(tokens)
+        for term, tf in counts.items():
+            self.postings.setdefault(term, {})[record_id] = tf
+
+    def remove(self, record_id: str) -> None:
+        counts = self.terms.pop(record_id, None)
+        if counts is None:
+            return
+        self.total_length -= self.text_lengths.pop(record_id)
+        for term in counts:
+            posting = self.postings[term]
+            del posting[record_id]
+            if not posting:
+                del self.postings[term]
+
+    def search(self, text: str, depth: int, allowed: Callable[[str], bool] | None) -> list[Hit]:
+        """BM25 ranking of the allowed records that hold a query term, best first, at most `depth` long."""
+        if not self.text_lengths:
+            return []
+        count = len(self.text_lengths)
+        average = self.total_length / count
+        scores: dict[str, float] = {}
+        for term in set(tokenize(text)):
+            posting = self.postings.get(term)
+            if not posting:
+                continue
+            idf = math.log(1 + (count - len(posting) + 0.5) / (len(posting) + 0.5))
+            for record_id, tf in posting.items():
+                norm = BM25_K1 * (1 - BM25_B + BM25_B * self.text_lengths[record_id] / average)
+                scores[record_id] = scores.get(record_id, 0.0) + idf * tf * (BM25_K1 + 1) / (tf + norm)
+        if allowed is not None:
+            scores = {i: s for i, s in scores.items() if allowed(i)}
+        return _best(scores.items(), depth)
+
+
 class _Partition:
-    """The records of one (collection, tenant): L2-normalised float32 rows, texts, metadata and a BM25 index."""
+    """The records of one (collection, tenant): L2-normalised float32 rows, ids, metadata and a keyword index.
+
+    Texts are not kept: the keyword index holds term counts and the store joins texts into results.
+    """
 
     def __init__(self, dimension: int) -> None:
         self.dimension = dimension
         self.matrix = np.empty((16, dimension), dtype=np.float32)
         self.ids: list[str] = []
         self.rows: dict[str, int] = {}
-        self.texts: list[str | None] = []
-        self.metadata: list[dict[str, Any]] = []
-        self.terms: list[Counter[str] | None] = []
-        self.postings: dict[str, dict[str, int]] = {}
-        self.text_lengths: dict[str, int] = {}
-        self.total_length = 0
+        self.metadata: list[Mapping[str, Any]] = []
+        self.keywords = KeywordIndex()
         self.columns: dict[str, _FieldColumn] = {}
+
+    @classmethod
+    def build(cls, data: PartitionRows) -> _Partition:
+        """A partition holding exactly `data`, built in one pass (the matrix is normalised in one operation)."""
+        part = cls(data.vectors.shape[1])
+        size = len(data.ids)
+        if data.vectors.flags.writeable and data.vectors.dtype == np.float32:  # normalised in place, room kept
+            part.matrix = data.vectors
+        else:
+            part.matrix = np.empty((size + size // 8 + 16, part.dimension), dtype=np.float32)
+        _unit_rows(data.vectors[:size], data.ids, part.dimension, out=part.matrix[:size])
+        part.ids = list(data.ids)
+        part.rows = {record_id: row for row, record_id in enumerate(part.ids)}
+        if len(part.rows) != len(part.ids):
+            raise InvalidArgument("a partition cannot hold the same id twice")
+        part.metadata = list(data.metadata)
+        for record_id, text in zip(part.ids, data.texts):
+            part.keywords.add(record_id, text)
+        return part
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -132,7 +203,7 @@ class _Partition:
     # --- writes ----------------------------------------------------------------------------------------
 
     def put(self, records: Sequence[VectorRecord], vectors: npt.NDArray[np.float32]) -> None:
-        fresh = len({r.id for r in records} - self.rows.keys())
+        fresh = sum(1 for record_id in {r.id for r in records} if record_id not in self.rows)  # O(records), not O(rows)
         self._reserve(len(self.ids) + fresh)
         for record, vector in zip(records, vectors):
             row = self.rows.get(record.id)
@@ -140,15 +211,10 @@ class _Partition:
                 row = len(self.ids)
                 self.rows[record.id] = row
                 self.ids.append(record.id)
-                self.texts.append(None)
                 self.metadata.append({})
-                self.terms.append(None)
-            else:
-                self._unindex_text(row)
             self.matrix[row] = vector
-            self.texts[row] = record.text
             self.metadata[row] = {k: list(v) if isinstance(v, list) else v for k, v in record.metadata.items()}
-            self._index_text(row)
+            self.keywords.add(record.id, record.text)
         self.columns.clear()
 
     def remove(self, ids: Iterable[str]) -> int:
@@ -158,7 +224,7 @@ class _Partition:
             if row is None:
                 continue
             removed += 1
-            self._unindex_text(row)
+            self.keywords.remove(record_id)
             self._move_last_into(row)
         if removed:
             self.columns.clear()
@@ -169,45 +235,16 @@ class _Partition:
         last = len(self.ids) - 1
         if row != last:
             self.matrix[row] = self.matrix[last]
-            self.ids[row], self.texts[row] = self.ids[last], self.texts[last]
-            self.metadata[row], self.terms[row] = self.metadata[last], self.terms[last]
+            self.ids[row], self.metadata[row] = self.ids[last], self.metadata[last]
             self.rows[self.ids[row]] = row
         self.ids.pop()
-        self.texts.pop()
         self.metadata.pop()
-        self.terms.pop()
 
     def _reserve(self, size: int) -> None:
         if size > len(self.matrix):
             grown = np.empty((max(size, 2 * len(self.matrix)), self.dimension), dtype=np.float32)
             grown[: len(self.ids)] = self.matrix[: len(self.ids)]
             self.matrix = grown
-
-    def _index_text(self, row: int) -> None:
-        text = self.texts[row]
-        if text is None:
-            return
-        tokens = tokenize(text)
-        counts = Counter(tokens)
-        self.terms[row] = counts
-        record_id = self.ids[row]
-        self.text_lengths[record_id] = len(tokens)
-        self.total_length += len(tokens)
-        for term, tf in counts.items():
-            self.postings.setdefault(term, {})[record_id] = tf
-
-    def _unindex_text(self, row: int) -> None:
-        counts = self.terms[row]
-        if counts is None:
-            return
-        record_id = self.ids[row]
-        self.total_length -= self.text_lengths.pop(record_id)
-        for term in counts:
-            posting = self.postings[term]
-            del posting[record_id]
-            if not posting:
-                del self.postings[term]
-        self.terms[row] = None
 
     # --- reads -----------------------------------------------------------------------------------------
 
@@ -242,22 +279,8 @@ class _Partition:
 
     def keyword(self, text: str, allowed: Mask | None, depth: int) -> list[Hit]:
         """BM25 ranking of the allowed rows that hold a query term, best first, at most `depth` long."""
-        if not self.text_lengths:
-            return []
-        count = len(self.text_lengths)
-        average = self.total_length / count
-        scores: dict[str, float] = {}
-        for term in set(tokenize(text)):
-            posting = self.postings.get(term)
-            if not posting:
-                continue
-            idf = math.log(1 + (count - len(posting) + 0.5) / (len(posting) + 0.5))
-            for record_id, tf in posting.items():
-                norm = BM25_K1 * (1 - BM25_B + BM25_B * self.text_lengths[record_id] / average)
-                scores[record_id] = scores.get(record_id, 0.0) + idf * tf * (BM25_K1 + 1) / (tf + norm)
-        if allowed is not None:
-            scores = {i: s for i, s in scores.items() if allowed[self.rows[i]]}
-        return _best(scores.items(), depth)
+        admit = None if allowed is None else (lambda record_id: bool(allowed[self.rows[record_id]]))
+        return self.keywords.search(text, depth, admit)
 
 
 def _best(scored: Iterable[tuple[str, float]], depth: int) -> list[Hit]:
@@ -276,19 +299,24 @@ def _fuse(rankings: Sequence[Sequence[Hit]], depth: int) -> list[Hit]:
 
 
 def _unit_rows(
-    vectors: npt.NDArray[np.float32], ids: Sequence[str | None], dimension: int | None
+    vectors: npt.NDArray[np.float32],
+    ids: Sequence[str | None],
+    dimension: int | None,
+    out: npt.NDArray[np.float32] | None = None,
 ) -> npt.NDArray[np.float32]:
-    """Check shape and values and scale each row to length one; InvalidArgument names the first bad vector."""
+    """Check shape and values and scale each row to length one (into `out` when given); InvalidArgument names the first bad vector."""
     if (dimension is not None and vectors.shape[1] != dimension) or vectors.shape[1] == 0:
         want = dimension if dimension is not None else "of at least 1"
         raise InvalidArgument(f"vectors here must have dimension {want}; got {vectors.shape[1]}")
-    norms = np.linalg.norm(vectors, axis=1)
+    norms = np.sqrt(np.einsum("ij,ij->i", vectors, vectors))  # no temporary matrix, unlike linalg.norm
     bad = ~np.isfinite(norms) | (norms == 0)
     if bad.any():
         which = ids[int(np.flatnonzero(bad)[0])]
         label = f"vector of {which!r}" if which is not None else "query vector"
         raise InvalidArgument(f"{label} must be finite and non-zero")
-    return (vectors / norms[:, None]).astype(np.float32)
+    if out is not None:
+        return np.divide(vectors, norms[:, None], out=out)
+    return (vectors / norms[:, None]).astype(np.float32, copy=False)
 
 
 def _as_matrix(vectors: Sequence[Sequence[float]]) -> npt.NDArray[np.float32]:
@@ -349,6 +377,17 @@ class MemoryBackend:
         if part is None:
             part = self._partitions[where] = _Partition(vectors.shape[1])
         part.put(records, vectors)
+
+    async def replace(self, where: Partition, rows: PartitionRows) -> None:
+        """Swap in a partition built from `rows`: built in a worker thread, swapped in under the write lock."""
+        built = await compute.run(_Partition.build, rows) if rows.ids else None
+        await compute.run(self._write, self._swap, where, built)
+
+    def _swap(self, where: Partition, part: _Partition | None) -> None:
+        if part is None:
+            self._partitions.pop(where, None)
+        else:
+            self._partitions[where] = part
 
     def _delete(self, where: Partition, ids: Sequence[str]) -> int:
         part = self._partitions.get(where)

@@ -34,6 +34,8 @@ def load_json(data: bytes, *, filename: str | None, mime_type: str | None) -> st
         return json.dumps(json.loads(text), indent=2, ensure_ascii=False)
     except json.JSONDecodeError as exc:
         raise InvalidArgument(f"{filename or 'the document'} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise InvalidArgument(f"{filename or 'the document'} is JSON nested too deeply to load") from None
 
 
 LOADERS: dict[str, Callable[..., str]] = {

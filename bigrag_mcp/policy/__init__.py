@@ -6,11 +6,13 @@ from bigrag_mcp.policy.engine import (
     Decision,
     DenyCode,
     Principal,
-    check_key_grant,
+    Slice,
     evaluate,
+    reach_in,
     target_collection,
     visible_tools,
 )
+from bigrag_mcp.policy.grants import check_key_grant, reach_gap
 from bigrag_mcp.policy.loader import PolicyError, load_policy, parse_policy
 from bigrag_mcp.policy.model import (
     ACTIONS,
@@ -36,11 +38,14 @@ __all__ = [
     "PolicyError",
     "Principal",
     "Role",
+    "Slice",
     "check_key_grant",
     "evaluate",
     "holds",
     "load_policy",
     "parse_policy",
+    "reach_gap",
+    "reach_in",
     "scope_error",
     "target_collection",
     "visible_tools",

@@ -8,17 +8,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from functools import partial
 from typing import Any, Literal
 
 from bigrag_mcp.errors import BigRagError, InvalidArgument, PermissionDenied, TenantRequired
 from bigrag_mcp.filters import parse_filter, require_tenant, single_tenant
-from bigrag_mcp.policy.model import OperationPolicy, Policy, holds, scope_error
+from bigrag_mcp.policy.model import OperationPolicy, Policy, holds
 
 DenyCode = Literal["permission_denied", "tenant_required", "invalid_argument"]
 
 CROSS_COLLECTION = "This API key cannot use cross-collection operations."
-KEY_GRANT_OPERATION = "api_keys_create"
 _ERRORS: dict[str, type[BigRagError]] = {
     "permission_denied": PermissionDenied,
     "tenant_required": TenantRequired,
@@ -28,13 +28,14 @@ _ERRORS: dict[str, type[BigRagError]] = {
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """Who is calling: one API key, its scopes and its optional collection and tenant pins."""
+    """Who is calling: one API key, its scopes, its optional collection and tenant pins, and when it expires."""
 
     key_id: str
     scopes: frozenset[str]
     collection: str | None = None
     tenant: str | None = None
     role: str | None = None  # the policy role the key was minted with, which limits may name
+    expires_at: datetime | None = None
 
     @property
     def pinned(self) -> bool:
@@ -48,6 +49,27 @@ class CollectionFacts:
     name: str
     exists: bool
     tenant_field: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Slice:
+    """The part of one collection a key reaches: all of it (tenant None) or one tenant's rows."""
+
+    tenant: str | None = None
+
+    def covers(self, other: Slice) -> bool:
+        """True when every row of `other` is inside this slice."""
+        return self.tenant is None or self.tenant == other.tenant
+
+
+def reach_in(principal: Principal, facts: CollectionFacts) -> Slice | None:
+    """What of the collection `facts` describes the key may touch (None: nothing). The one rule for pins."""
+    if principal.collection is not None and facts.name != principal.collection:
+        return None
+    shared = facts.exists and bool(facts.tenant_field)
+    if principal.collection is None and principal.tenant is not None and not shared:
+        return None
+    return Slice(principal.tenant if shared else None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,12 +249,12 @@ def _collection_guard(
         raise ValueError(f"evaluate() needs the CollectionFacts of {value!r} for {operation}")
     # The refusals below read nothing about the collection but its name until the key is known to belong
     # there, so a pinned key learns nothing about whether another collection exists.
-    if principal.collection is not None and value != principal.collection:
-        raise _Deny(
-            "permission_denied",
-            f"This API key is pinned to collection {principal.collection!r} and cannot use collection {value!r}.",
-        )
-    if principal.collection is None and principal.tenant is not None and not (facts.exists and facts.tenant_field):
+    if reach_in(principal, facts) is None:
+        if principal.collection is not None:
+            raise _Deny(
+                "permission_denied",
+                f"This API key is pinned to collection {principal.collection!r} and cannot use collection {value!r}.",
+            )
         raise _Deny(
             "permission_denied",
             f"This API key is limited to tenant {principal.tenant!r} and can only use collections shared by "
@@ -303,39 +325,6 @@ def evaluate(
         code, reason = "tenant_required", exc.message
     collection = target_collection(policy, principal, operation, args)
     return Decision(operation, principal.key_id, False, reason, code, collection=collection)
-
-
-def check_key_grant(creator: Principal, scopes: Sequence[str], collection: str | None, tenant: str | None) -> Decision:
-    """May `creator` mint a key with these scopes and pins? No escalation; a pinned creator mints within its pins."""
-
-    def deny(code: DenyCode, reason: str) -> Decision:
-        return Decision(KEY_GRANT_OPERATION, creator.key_id, False, reason, code, collection=collection)
-
-    for scope in scopes:
-        problem = scope_error(scope)
-        if problem:
-            return deny("invalid_argument", problem[0].upper() + problem[1:] + ".")
-    beyond = [s for s in dict.fromkeys(scopes) if not holds(creator.scopes, s)]
-    if beyond:
-        return deny("permission_denied", f"This API key cannot grant scopes it does not hold: {', '.join(beyond)}.")
-    for label, value, pin in (("collection", collection, creator.collection), ("tenant", tenant, creator.tenant)):
-        if value is not None and (not isinstance(value, str) or not value):
-            return deny("invalid_argument", f"The {label} pin must be a non-empty string.")
-        if pin is not None and value not in (None, pin):
-            return deny(
-                "permission_denied", f"This API key is pinned to {label} {pin!r} and can only mint keys pinned to it."
-            )
-    collection = creator.collection if collection is None else collection
-    tenant = creator.tenant if tenant is None else tenant
-    return Decision(
-        KEY_GRANT_OPERATION,
-        creator.key_id,
-        True,
-        "Allowed: the new key's scopes and pins are within the creator's.",
-        collection=collection,
-        tenant=tenant,
-        args={"scopes": list(dict.fromkeys(scopes)), "collection": collection, "tenant": tenant},
-    )
 
 
 def visible_tools(policy: Policy, principal: Principal) -> list[str]:

@@ -9,24 +9,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bigrag_mcp.errors import NotFound
 from bigrag_mcp.limits.engine import LimitStatus
-from bigrag_mcp.policy import Principal
+from bigrag_mcp.policy import Principal, reach_gap
 from bigrag_mcp.services.audit import append_audit
-from bigrag_mcp.services.keys import ApiKeyInfo, Audit, create_key, list_keys, revoke_key
+from bigrag_mcp.services.keys import ApiKeyInfo, Audit, collection_facts, create_key, list_keys, revoke_key
 from bigrag_mcp.services.ledger import OPERATOR, Caller
 from bigrag_mcp.services.prices import load_prices
 from bigrag_mcp.services.runtime import Runtime
 from bigrag_mcp.services.usage import UsageReport, usage_report
 from bigrag_mcp.services.webhooks import WebhookInfo, create_webhook, delete_webhook, list_webhooks
-
-
-def _within_pins(caller: Caller, key: ApiKeyInfo) -> bool:
-    """A pinned admin key manages only keys inside its own pins."""
-    pins = caller.principal
-    if pins is None:
-        return True
-    return (pins.collection is None or key.collection == pins.collection) and (
-        pins.tenant is None or key.tenant == pins.tenant
-    )
 
 
 def _key_audit(caller: Caller, action: str) -> Audit:
@@ -73,7 +63,15 @@ async def mint_key(
 
 
 async def keys_visible(rt: Runtime, caller: Caller = OPERATOR) -> list[ApiKeyInfo]:
-    return [k for k in await list_keys(rt.db) if _within_pins(caller, k)]
+    """The keys within the caller's reach (scopes held, pins at least as narrow, no wider collection slice);
+    the operator sees every key."""
+    keys = await list_keys(rt.db)
+    outer = caller.principal
+    if outer is None:
+        return keys
+    async with rt.db.session() as session:
+        facts = await collection_facts(session, {k.collection for k in keys if k.collection is not None})
+    return [k for k in keys if reach_gap(outer, k.principal(), facts.get(k.collection or "")) is None]
 
 
 async def revoke(rt: Runtime, key_id: str, caller: Caller = OPERATOR) -> ApiKeyInfo:

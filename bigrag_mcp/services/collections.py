@@ -7,14 +7,13 @@ import binascii
 import re
 from typing import Any
 
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import SchemaError
 from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bigrag_mcp.errors import Conflict, InvalidArgument, NotFound
 from bigrag_mcp.filters import FIELD_NAME
+from bigrag_mcp.metadata_schema import check_schema
 from bigrag_mcp.schemas import CollectionInfo, CollectionList
 from bigrag_mcp.services.ledger import OPERATOR, Activity, Caller
 from bigrag_mcp.services.runtime import Runtime
@@ -23,17 +22,6 @@ from bigrag_mcp.store.models import NO_TENANT, ApiKey, Chunk, Collection, Docume
 COLLECTION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 CHUNK_SIZE_RANGE = (64, 10_000)
 MAX_PAGE = 1000
-
-
-def check_schema(schema: dict[str, Any] | None) -> None:
-    if schema is None:
-        return
-    if not isinstance(schema, dict):
-        raise InvalidArgument("metadata_schema must be a JSON Schema object")
-    try:
-        Draft202012Validator.check_schema(schema)
-    except SchemaError as exc:
-        raise InvalidArgument(f"metadata_schema is not a valid JSON Schema: {exc.message}") from None
 
 
 def check_chunking(size: int, overlap: int, strategy: str) -> None:

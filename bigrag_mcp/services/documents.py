@@ -17,7 +17,6 @@ import anyio.lowlevel
 import numpy as np
 import numpy.typing as npt
 from anyio.streams.memory import MemoryObjectReceiveStream
-from jsonschema import Draft202012Validator
 from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -26,6 +25,7 @@ from bigrag_mcp.errors import BigRagError, InvalidArgument, LimitExceeded, NotFo
 from bigrag_mcp.limits.engine import Hold
 from bigrag_mcp.loading import extract, resolve_type
 from bigrag_mcp.loading.sniff import is_text_type, normalise
+from bigrag_mcp.metadata_schema import metadata_errors
 from bigrag_mcp.schemas import (
     ChunkInfo,
     DeleteResult,
@@ -66,7 +66,7 @@ def check_metadata(collection: Collection, metadata: Any, where: str = "metadata
     if len(encoded.encode()) > MAX_METADATA_BYTES:
         raise LimitExceeded(f"{where} is larger than {MAX_METADATA_BYTES // 1024} KB")
     if collection.metadata_schema:
-        errors = sorted(Draft202012Validator(collection.metadata_schema).iter_errors(metadata), key=str)
+        errors = metadata_errors(collection.metadata_schema, metadata)
         if errors:
             first = errors[0]
             path = "/".join(str(p) for p in first.absolute_path) or "(root)"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -14,7 +14,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bigrag_mcp.errors import InvalidArgument, NotFound
-from bigrag_mcp.policy import Principal, check_key_grant, scope_error
+from bigrag_mcp.policy import CollectionFacts, Principal, check_key_grant, scope_error
 from bigrag_mcp.store.db import Database
 from bigrag_mcp.store.models import ApiKey, Collection
 from bigrag_mcp.store.revisions import NEUTRAL
@@ -45,8 +45,10 @@ class ApiKeyInfo(BaseModel):
     revoked_at: datetime | None
 
     def principal(self) -> Principal:
-        """The principal this key acts as (for `policy explain`)."""
-        return Principal(self.id, frozenset(self.scopes), self.collection, self.tenant, self.role)
+        """The principal this key acts as (for `policy explain` and key reach)."""
+        return Principal(
+            self.id, frozenset(self.scopes), self.collection, self.tenant, role=self.role, expires_at=self.expires_at
+        )
 
 
 def _aware(moment: datetime) -> datetime:
@@ -114,38 +116,49 @@ async def create_key(
 ) -> tuple[ApiKeyInfo, str]:
     """Mint a key; return its description and the secret, which is shown this once and never stored.
 
-    `creator` is the key asking (None for the operator on the command line): it cannot grant more than it
-    holds, and a pinned creator's key inherits its pins (PermissionDenied otherwise). `audit` writes the
-    audit row in the same transaction. `role` records the policy role the scopes came from (limits may name it).
+    `creator` is the key asking (None for the operator on the command line): the new key must be within its
+    reach in scopes, pins and expiry (`check_key_grant`; PermissionDenied otherwise), and inherits its pins
+    and expiry when they are omitted. `audit` writes the audit row in the same transaction. `role` records
+    the policy role the scopes came from (limits may name it).
     """
     scopes = _validated(name, scopes, tenant, expires_at)
-    if creator is not None:
-        grant = check_key_grant(creator, scopes, collection, tenant)
-        grant.raise_if_denied()
-        collection, tenant = grant.collection, grant.tenant
     secret = SECRET_PREFIX + secrets.token_urlsafe(32)
-    row = ApiKey(
-        id="key_" + secrets.token_hex(12),
-        name=name,
-        secret_hash=hash_secret(secret),
-        scopes=scopes,
-        collection=collection,
-        tenant=tenant,
-        role=role,
-        expires_at=expires_at,
-        created_by=creator.key_id if creator else None,
-        created_at=datetime.now(UTC),
-    )
     async with db.session() as session:
+        if creator is not None:
+            target = creator.collection if collection is None else collection
+            facts = (await collection_facts(session, [target]))[target] if target is not None else None
+            grant = check_key_grant(creator, scopes, collection, tenant, expires_at, facts)
+            grant.raise_if_denied()
+            collection, tenant, expires_at = grant.collection, grant.tenant, grant.args["expires_at"]
         if collection is not None:
             found = await session.scalar(select(Collection.id).where(Collection.name == collection))
             if found is None:
                 raise NotFound(f"collection {collection!r} does not exist; create it before pinning a key to it")
+        row = ApiKey(
+            id="key_" + secrets.token_hex(12),
+            name=name,
+            secret_hash=hash_secret(secret),
+            scopes=scopes,
+            collection=collection,
+            tenant=tenant,
+            role=role,
+            expires_at=expires_at,
+            created_by=creator.key_id if creator else None,
+            created_at=datetime.now(UTC),
+        )
         session.add(row)
         if audit is not None:
             await session.flush()
             await audit(session, _info(row))
     return _info(row), secret
+
+
+async def collection_facts(session: AsyncSession, names: Iterable[str]) -> dict[str, CollectionFacts]:
+    """What the store says about each named collection (exists=False for a name no collection has)."""
+    wanted = set(names)
+    rows = (await session.execute(select(Collection.name, Collection.tenant_field).where(Collection.name.in_(wanted)))).all()
+    found = {name: CollectionFacts(name, True, tenant_field) for name, tenant_field in rows}
+    return {name: found.get(name, CollectionFacts(name, False, None)) for name in wanted}
 
 
 async def list_keys(db: Database) -> list[ApiKeyInfo]:
@@ -200,8 +213,9 @@ async def key_state(session: AsyncSession, secret: str) -> KeyState | None:
     row = await session.scalar(select(ApiKey).where(ApiKey.secret_hash == presented))
     if row is None or not hmac.compare_digest(row.secret_hash, presented):
         return None
-    principal = Principal(row.id, frozenset(row.scopes), row.collection, row.tenant, row.role)
-    return KeyState(principal, _utc(row.expires_at), row.revoked_at is not None, _utc(row.last_used_at))
+    expires_at = _utc(row.expires_at)
+    principal = Principal(row.id, frozenset(row.scopes), row.collection, row.tenant, role=row.role, expires_at=expires_at)
+    return KeyState(principal, expires_at, row.revoked_at is not None, _utc(row.last_used_at))
 
 
 def needs_touch(state: KeyState, now: datetime) -> bool:

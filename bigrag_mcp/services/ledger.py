@@ -73,10 +73,15 @@ class Activity:
     texts: Sequence[str] = ()  # what was embedded, to estimate tokens when the provider reported none
     estimated_tokens: int | None = None  # or that estimate, made already (off the event loop) by the caller
     details: dict[str, Any] = field(default_factory=dict)
+    collection_uid: str | None = None  # the collection's identity, so usage never follows a reused name
 
     @classmethod
     def of(cls, action: str, collection: Collection, **figures: Any) -> Activity:
-        return cls(action=action, collection=collection.name, **{"resource_id": collection.name, **figures})
+        return cls(
+            action=action,
+            collection=collection.name,
+            **{"resource_id": collection.name, "collection_uid": collection.uid, **figures},
+        )
 
     def but(self, **changes: Any) -> Activity:
         return replace(self, **changes)
@@ -110,6 +115,7 @@ class Ledger:
                     session,
                     operation=operation,
                     collection=activity.collection,
+                    collection_uid=activity.collection_uid,
                     tenant=activity.tenant,
                     api_key_id=caller.key_id,
                     documents=activity.documents,

@@ -45,7 +45,7 @@ async def offboard(rt: Runtime, collection_name: str, tenant: str, *, caller: Ca
             # before this (and is deleted below) or checks the fence after us and is refused
             await fence(session, collection_name, tenant, whole_collection=not shared, caller=caller)
             if shared:
-                await rt.index.bump(session, collection, tenant)
+                await rt.index.record(session, collection, tenant, None)
             documents, stored = (await session.execute(
                 select(func.count(), func.coalesce(func.sum(Document.size_bytes), 0)).where(*scope)
             )).one()
@@ -70,6 +70,7 @@ async def offboard(rt: Runtime, collection_name: str, tenant: str, *, caller: Ca
                 Activity(
                     action="tenant.offboarded",
                     collection=collection_name,
+                    collection_uid=collection.uid if collection is not None else None,
                     tenant=tenant,
                     resource_type="tenant",
                     resource_id=tenant,

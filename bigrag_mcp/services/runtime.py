@@ -19,6 +19,7 @@ from bigrag_mcp.services.ledger import Ledger
 from bigrag_mcp.services.lookups import Lookups
 from bigrag_mcp.services.prices import load_prices
 from bigrag_mcp.services.slots import WriteSlots
+from bigrag_mcp.services.snapshots import SnapshotStore
 from bigrag_mcp.settings import Settings
 from bigrag_mcp.store.db import Database
 from bigrag_mcp.types import ChatProvider, EmbeddingProvider, Reranker
@@ -34,7 +35,8 @@ class Runtime:
         self.pm = pm
         self.registry = registry
         self.backend = registry.vector_backend(settings.vector_backend)()
-        self.index = IndexGate(db, self.backend)
+        snapshots = SnapshotStore(settings.data_dir / "index-snapshots") if settings.index_snapshots else None
+        self.index = IndexGate(db, self.backend, snapshots)
         self.lookups = Lookups(db)
         self.limits = Limits(
             db, self.policy.limits, lambda: load_prices(settings.price_file), fast=SqliteFastPath.for_url(db.url)

@@ -38,7 +38,7 @@ def check_request(query: str, top_k: int, min_score: float | None, search_mode: 
     if not 1 <= top_k <= 200:
         raise InvalidArgument("top_k must be between 1 and 200")
     if min_score is not None and not -1.0 <= min_score <= 1.0e6:
-        raise InvalidArgument("min_score must be a number ≥ -1")
+        raise InvalidArgument("min_score must be between -1 and 1000000")
     if search_mode not in ("semantic", "keyword", "hybrid"):
         raise InvalidArgument("search_mode must be 'semantic', 'keyword' or 'hybrid'")
 

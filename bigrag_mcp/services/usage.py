@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bigrag_mcp.errors import InvalidArgument
 from bigrag_mcp.services.prices import PriceTable
 from bigrag_mcp.store.db import Database
-from bigrag_mcp.store.models import UsageEvent
+from bigrag_mcp.store.models import Collection, UsageEvent
 
 OPERATIONS = frozenset({"query", "chat", "upload", "upsert", "delete"})
 MAX_WINDOW_DAYS = 365
@@ -41,6 +41,7 @@ def record_usage(
     *,
     operation: str,
     collection: str | None = None,
+    collection_uid: str | None = None,
     tenant: str | None = None,
     api_key_id: str | None = None,
     documents: int = 0,
@@ -69,7 +70,8 @@ def record_usage(
         raise ValueError("token counts and latency cannot be negative")
     when = (created_at or datetime.now(UTC)).astimezone(UTC)
     session.add(UsageEvent(
-        created_at=when, operation=operation, collection=collection, tenant=tenant or None, api_key_id=api_key_id,
+        created_at=when, operation=operation, collection=collection, collection_uid=collection_uid,
+        tenant=tenant or None, api_key_id=api_key_id,
         documents=documents, chunks=chunks, storage_bytes=storage_bytes, embedding_tokens=embedding_tokens,
         tokens_estimated=tokens_estimated, chat_input_tokens=chat_input_tokens,
         chat_output_tokens=chat_output_tokens, provider=provider, model=model, latency_ms=float(latency_ms),
@@ -208,6 +210,10 @@ async def usage_report(
     day = _utc_day(db.engine.dialect.name).label("day")
     keys = (UsageEvent.collection, UsageEvent.tenant, UsageEvent.provider, UsageEvent.model)
     async with db.session() as session:
+        if collection is not None:  # a name means the collection that holds it now, never an earlier one
+            live = await session.scalar(select(Collection.uid).where(Collection.name == collection))
+            if live is not None:
+                where.append(UsageEvent.collection_uid == live)
         groups = (await session.execute(select(*keys, *_MEASURES).where(*where).group_by(*keys))).all()
         daily = (await session.execute(
             select(day, UsageEvent.provider, UsageEvent.model, *_MEASURES)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,6 +27,11 @@ from sqlalchemy.types import TypeDecorator
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def new_uid() -> str:
+    """A collection identity: random, so a re-created name never meets the old one's index, log or usage."""
+    return secrets.token_hex(8)
 
 
 class UtcDateTime(TypeDecorator[datetime]):
@@ -55,8 +61,10 @@ NO_TENANT = ""
 
 class Collection(Base):
     __tablename__ = "collections"
+    __table_args__ = (UniqueConstraint("uid", name="uq_collections_uid"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    uid: Mapped[str] = mapped_column(String(32), default=new_uid)
     name: Mapped[str] = mapped_column(String(64), unique=True)
     description: Mapped[str] = mapped_column(Text, default="")
     embedding_provider: Mapped[str] = mapped_column(String(64))
@@ -129,13 +137,32 @@ class PageText(Base):
 
 
 class IndexGeneration(Base):
-    """Bumped by every write to a partition, so a process holding an in-memory index knows when to refill it."""
+    """A partition's change sequence: bumped by every write, so a process holding an in-memory copy knows how far it is behind.
+
+    `compacted_through` is the highest sequence whose change rows were removed: a copy older than that refills.
+    """
 
     __tablename__ = "index_generations"
 
-    collection_id: Mapped[int] = mapped_column(ForeignKey("collections.id", ondelete="CASCADE"), primary_key=True)
+    collection_uid: Mapped[str] = mapped_column(
+        ForeignKey("collections.uid", ondelete="CASCADE"), primary_key=True
+    )
     tenant: Mapped[str] = mapped_column(String(256), primary_key=True)
     generation: Mapped[int] = mapped_column(Integer, default=0)
+    compacted_through: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class IndexChange(Base):
+    """What one write changed in a partition: its record ids, or None when the whole partition was reset."""
+
+    __tablename__ = "index_changes"
+    __table_args__ = (Index("ix_index_changes_partition", "collection_uid", "tenant", "seq"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    collection_uid: Mapped[str] = mapped_column(ForeignKey("collections.uid", ondelete="CASCADE"))
+    tenant: Mapped[str] = mapped_column(String(256))
+    seq: Mapped[int] = mapped_column(Integer)
+    record_ids: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
 
 
 class TenantFence(Base):
@@ -194,12 +221,17 @@ class AuditEntry(Base):
 
 class UsageEvent(Base):
     __tablename__ = "usage_events"
-    __table_args__ = (Index("ix_usage_created", "created_at"), Index("ix_usage_collection", "collection", "tenant"))
+    __table_args__ = (
+        Index("ix_usage_created", "created_at"),
+        Index("ix_usage_collection", "collection", "tenant"),
+        Index("ix_usage_collection_uid", "collection_uid"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
     operation: Mapped[str] = mapped_column(String(32))  # query | chat | upload | upsert | delete
     collection: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    collection_uid: Mapped[str | None] = mapped_column(String(32), nullable=True)
     tenant: Mapped[str | None] = mapped_column(String(256), nullable=True)
     api_key_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
     documents: Mapped[int] = mapped_column(Integer, default=0)

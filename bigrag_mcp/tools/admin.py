@@ -31,18 +31,21 @@ def register(server: MCPServer, gate: Gate) -> None:
     @server.tool(annotations=WRITE)
     async def api_keys_create(
         name: str,
-        scopes: Annotated[list[str], Field(description="resource:action scopes, e.g. query:read; empty grants nothing.")],
+        scopes: Annotated[tuple[str, ...], Field(description="resource:action scopes, e.g. query:read; empty grants nothing.")] = (),
+        role: Annotated[str | None, Field(description="A role of the server's policy (e.g. tenant-app, read-only): its scopes are added to `scopes`.")] = None,
         collection: Annotated[str | None, Field(description="Pin the key to this collection.")] = None,
         tenant: Annotated[str | None, Field(description="Pin the key to this tenant of shared collections.")] = None,
-        expires_at: datetime | None = None,
+        expires_at: Annotated[datetime | None, Field(description="When the key stops working; at most (and by default) your own key's expiry.")] = None,
     ) -> CreatedKey:
-        """Mint an API key within your own rights; the secret is returned once."""
+        """Mint an API key within your own reach (scopes, pins, expiry); the secret is returned once."""
 
         async def call(caller: Any, a: dict[str, Any], d: Any) -> CreatedKey:
+            if a["role"] is not None:  # recorded on the key too, so limits that name the role count it
+                a["scopes"] = [*gate.policy.role_scopes(a["role"]), *a["scopes"]]
             info, secret = await admin.mint_key(rt, caller=caller, **a)
             return CreatedKey(key=info, secret=secret)
 
-        args = {"name": name, "scopes": scopes, "collection": collection, "tenant": tenant, "expires_at": expires_at}
+        args = {"name": name, "scopes": scopes, "role": role, "collection": collection, "tenant": tenant, "expires_at": expires_at}
         return await gate.run("api_keys_create", args, call)
 
     @server.tool(annotations=READ)

@@ -20,7 +20,10 @@ Filters = Annotated[
     ),
 ]
 TopK = Annotated[int, Field(ge=1, le=200)]
-MinScore = Annotated[float | None, Field(description="Drop results whose `score` is below this (reranked: its score).")]
+MinScore = Annotated[
+    float | None,
+    Field(ge=-1.0, le=1.0e6, description="Drop results whose `score` is below this (reranked: its score)."),
+]
 Rerank = Annotated[
     str | None,
     Field(

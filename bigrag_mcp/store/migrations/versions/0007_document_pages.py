@@ -1,7 +1,7 @@
 """document pages: chunks.page and the extracted text of each page of paged documents
 
 Revision ID: 0007
-Revises: 0006
+Revises: 0003
 Create Date: 2026-11-27 15:40:00
 """
 
@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = '0007'
-down_revision = '0006'
+down_revision = '0003'
 branch_labels = None
 depends_on = None
 
