@@ -19,6 +19,7 @@ from bigrag_mcp.limits.engine import Hold, Scope
 from bigrag_mcp.policy import Principal
 from bigrag_mcp.services import collections, documents, search
 from bigrag_mcp.services.fences import fence
+from bigrag_mcp.services.index import IndexWrite
 from bigrag_mcp.services.ledger import OPERATOR, Caller
 from bigrag_mcp.services.runtime import Runtime
 from bigrag_mcp.settings import Settings
@@ -104,7 +105,7 @@ async def test_a_failed_write_fails_its_whole_group_and_leaves_nothing(rt: Runti
     async def broken(*args: Any, **kwargs: Any) -> None:
         raise Unavailable("backend down")
 
-    monkeypatch.setattr(rt.backend, "upsert", broken)
+    monkeypatch.setattr(IndexWrite, "upsert", broken)  # indexing fails inside the write transaction
     items = [documents.Upload(text=f"document number {i} about quinces") for i in range(3)]
     outcomes = await documents.upload_many(rt, "docs", items)
     assert [str(o.error) for o in outcomes] == ["unavailable: backend down"] * 3
