@@ -28,6 +28,7 @@ DEFAULT_PLUGINS = (
     "bigrag_mcp.default_plugins.memory_backend",
     "bigrag_mcp.default_plugins.jsonl_billing",
     "bigrag_mcp.default_plugins.text_loaders",
+    "bigrag_mcp.default_plugins.document_loaders",
 )
 
 

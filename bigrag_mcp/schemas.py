@@ -51,12 +51,21 @@ class ChunkInfo(BaseModel):
     id: str
     chunk_index: int
     text: str
+    char_start: int = Field(description="Offset of the chunk's first character in the document's extracted text.")
+    char_end: int = Field(description="Offset just past the chunk's last character in the extracted text.")
+    page: int | None = Field(default=None, description="1-based page (slide, sheet) the chunk starts on; null if unpaged.")
+
+
+class PageInfo(BaseModel):
+    page: int
     char_start: int
     char_end: int
+    text: str = Field(description="The extracted text of the page: the document's extracted text [char_start, char_end).")
 
 
 class DocumentDetail(DocumentInfo):
     chunks: list[ChunkInfo]
+    page: PageInfo | None = Field(default=None, description="The page asked for, with its extracted text.")
     next_chunk_offset: int | None = Field(description="Pass as chunk_offset to read more chunks; null at the end.")
 
 
@@ -91,7 +100,7 @@ class QueryRow(BaseModel):
     document_id: str | None
     document_filename: str | None
     chunk_index: int | None
-    page_no: int | None = None
+    page: int | None = Field(default=None, description="1-based page (slide, sheet) the chunk starts on; null if unpaged.")
     char_start: int | None
     char_end: int | None
     metadata: dict[str, Any]

@@ -45,6 +45,9 @@ class Settings(BaseSettings):
         default=2, ge=1, description="Writes in flight at a time per API key and per tenant; one more is refused (limit_exceeded)."
     )
     price_file: Path | None = Field(default=None, description="TOML price table overriding the built-in one.")
+    loader_timeout_s: float = Field(default=60.0, gt=0, description="Wall time one document's loader may take.")
+    loader_memory_mb: int = Field(default=1024, ge=64, description="Address space one document's loader process may use.")
+    loader_unzipped_mb: int = Field(default=256, ge=1, description="Uncompressed size a DOCX/XLSX/PPTX (a zip) may expand to.")
     compute_threads: int = Field(
         default=0, ge=0, description="Worker threads for CPU-bound work such as searches (0: one per core)."
     )

@@ -198,7 +198,19 @@ class BillingExporterFactory(Protocol):
     def __call__(self, config: Mapping[str, Any]) -> BillingExporter: ...
 
 
-class DocumentLoader(Protocol):
-    """Turn uploaded bytes into text; raise `InvalidArgument` for bytes it cannot read."""
+@dataclass(frozen=True)
+class Extracted:
+    """A loader's text; for paged formats `page_starts[i]` is the offset in `text` where page i + 1 begins."""
 
-    def __call__(self, data: bytes, *, filename: str | None, mime_type: str | None) -> str: ...
+    text: str
+    page_starts: tuple[int, ...] = ()
+
+
+class DocumentLoader(Protocol):
+    """Turn uploaded bytes into text (or `Extracted` with pages); raise `InvalidArgument` for bytes it cannot read.
+
+    Loaders run in a separate process with time and memory bounds (so they must be picklable: module-level
+    functions), unless they set `in_process = True` (pure Python, linear in the input).
+    """
+
+    def __call__(self, data: bytes, *, filename: str | None, mime_type: str | None) -> str | Extracted: ...

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import socket
@@ -216,6 +217,64 @@ async def http_session(url: str, key: str, timeout: float = 5.0) -> AsyncIterato
         Client(streamable_http_client(f"{url}/mcp", http_client=http)) as client,
     ):
         yield client
+
+
+def make_pdf(pages: list[str], *, password: str | None = None) -> bytes:
+    """A real PDF with one text page per entry ("" gives a page without text, like a scan)."""
+    from fpdf import FPDF
+
+    pdf = FPDF()
+    pdf.set_font("helvetica", size=12)
+    for text in pages:
+        pdf.add_page()
+        if text:
+            pdf.multi_cell(0, 8, text)
+    if password:
+        pdf.set_encryption(owner_password=password, user_password=password)
+    return bytes(pdf.output())
+
+
+def make_docx(heading: str, paragraphs: list[str], table: list[list[str]]) -> bytes:
+    import docx
+
+    document = docx.Document()
+    document.add_heading(heading, level=1)
+    for text in paragraphs:
+        document.add_paragraph(text)
+    grid = document.add_table(rows=len(table), cols=len(table[0]))
+    for r, row in enumerate(table):
+        for c, value in enumerate(row):
+            grid.cell(r, c).text = value
+    out = io.BytesIO()
+    document.save(out)
+    return out.getvalue()
+
+
+def make_xlsx(sheets: dict[str, list[list[Any]]]) -> bytes:
+    import openpyxl
+
+    book = openpyxl.Workbook()
+    book.remove(book.active)
+    for title, rows in sheets.items():
+        sheet = book.create_sheet(title)
+        for row in rows:
+            sheet.append(row)
+    out = io.BytesIO()
+    book.save(out)
+    return out.getvalue()
+
+
+def make_pptx(slides: list[str]) -> bytes:
+    import pptx
+    from pptx.util import Inches
+
+    deck = pptx.Presentation()
+    for text in slides:
+        slide = deck.slides.add_slide(deck.slide_layouts[6])
+        slide.shapes.add_textbox(Inches(1), Inches(1), Inches(6), Inches(2)).text_frame.text = text
+    out = io.BytesIO()
+    deck.save(out)
+    return out.getvalue()
 
 
 def within_as_stated(outer: Principal, inner: Principal, shared: set[str]) -> bool:

@@ -42,7 +42,9 @@ def test_the_readme_tour_works_as_written(tmp_path: Path) -> None:
     admin, collection, ingested, hits, tenant_key, served = outputs
     assert json.loads(admin)["key"]["scopes"] == ["*:*"] and (tmp_path / "data" / "bigrag.db").is_file()
     assert json.loads(collection)["tenant_field"] == "tenant_id"
-    assert len(json.loads(ingested)) == len(list((REPO / "examples" / "sample-docs" / "acme").glob("*.md")))
+    summary = json.loads(ingested)
+    assert summary["counts"]["ingested"] == len(list((REPO / "examples" / "sample-docs" / "acme").glob("*.md")))
+    assert summary["counts"]["failed"] == 0 and all(d["chunks"] > 0 for d in summary["ingested"])
     top = json.loads(hits)["results"][0]
     assert top["metadata"]["tenant_id"] == "acme" and re.search(r"refund", top["text"], re.IGNORECASE)
     key = json.loads(tenant_key)["key"]

@@ -73,6 +73,7 @@ class ThreadProbe:
             self.note("loading")
             return data.decode()
 
+        load.in_process = True  # type: ignore[attr-defined]  # a closure: it runs in a worker thread, not the loader host
         register("text/x-probe", load)
 
 

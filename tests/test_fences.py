@@ -127,7 +127,7 @@ async def test_the_fence_is_checked_again_inside_the_write_transaction(
     admin, key = gated_admin
     await call(admin, "collections_create", name="shared", tenant_field="tenant_id", embedding_provider="gated")
     inside, release = anyio.Event(), anyio.Event()
-    real, calls = documents._same_content, []
+    real, calls = documents._existing, []
 
     async def held(*args: Any) -> Any:
         """The upload's second look for the same content runs inside its write, after the fence check at its start."""
@@ -138,7 +138,7 @@ async def test_the_fence_is_checked_again_inside_the_write_transaction(
             await release.wait()
         return found
 
-    monkeypatch.setattr(documents, "_same_content", held)
+    monkeypatch.setattr(documents, "_existing", held)
     outcome: dict[str, Any] = {}
 
     async def uploading() -> None:

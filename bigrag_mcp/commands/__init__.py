@@ -6,7 +6,7 @@ import argparse
 import importlib
 from pathlib import Path
 
-GROUPS = ("serve", "dashboard", "quickstart", "data", "security", "operator")
+GROUPS = ("serve", "dashboard", "quickstart", "data", "ingest", "security", "operator")
 
 
 def add_all(sub: argparse._SubParsersAction[argparse.ArgumentParser], command: str | None = None) -> None:

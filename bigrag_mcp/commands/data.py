@@ -1,17 +1,14 @@
-"""Operator data commands: collections, ingest, query, plugins."""
+"""Operator data commands: collections, query, plugins (ingest has its own module)."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import mimetypes
-import sys
-from pathlib import Path
 from typing import Any
 
 from bigrag_mcp.cli import UsageError, confirm, json_arg, settings_for, with_runtime
 from bigrag_mcp.plugins import describe, plugin_manager
-from bigrag_mcp.services import collections, documents, search
+from bigrag_mcp.services import collections, search
 from bigrag_mcp.services.runtime import Runtime
 
 
@@ -40,20 +37,6 @@ async def collections_cmd(rt: Runtime, a: argparse.Namespace) -> Any:
     )
 
 
-async def ingest_cmd(rt: Runtime, a: argparse.Namespace) -> Any:
-    files = [p for path in a.paths for p in (sorted(Path(path).rglob("*")) if Path(path).is_dir() else [Path(path)])]
-    results = []
-    for number, path in enumerate(f for f in files if f.is_file()):
-        mime = mimetypes.guess_type(path.name)[0] or "text/plain"
-        metadata = dict(a.metadata or {}, source=str(path))
-        result = await documents.upload(
-            rt, a.collection, text=path.read_text(encoding="utf-8"), filename=path.name, mime_type=mime, metadata=metadata
-        )
-        results.append({"file": str(path), "document_id": result.document.id, "chunks": result.document.chunk_count, "deduplicated": result.deduplicated})
-        print(f"[{number + 1}/{len(files)}] {path}: {result.document.chunk_count} chunks", file=sys.stderr)
-    return results
-
-
 async def query_cmd(rt: Runtime, a: argparse.Namespace) -> Any:
     return await search.search(
         rt, a.collection, a.text, top_k=a.top_k, filters=a.filters, search_mode=a.mode, rerank=a.rerank
@@ -80,12 +63,6 @@ def add(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--language", default="english", help="keyword search language: a Snowball stemmer name")
     p.add_argument("--yes", action="store_true", help="delete without asking")
     p.set_defaults(handler=with_runtime(collections_cmd))
-
-    p = sub.add_parser("ingest", help="upload text files (or folders of them) into a collection")
-    p.add_argument("collection")
-    p.add_argument("paths", nargs="+")
-    p.add_argument("--metadata", type=json_arg, help="JSON object added to every document (include the tenant)")
-    p.set_defaults(handler=with_runtime(ingest_cmd))
 
     p = sub.add_parser("query", help="search a collection")
     p.add_argument("collection", help="the collection to search")

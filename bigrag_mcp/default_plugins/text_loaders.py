@@ -1,11 +1,9 @@
-"""Built-in document loaders for text formats: plain text, Markdown, CSV, JSON and HTML."""
+"""Built-in document loaders for text formats: plain text, Markdown, CSV and JSON (pure Python, run in process)."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from html.parser import HTMLParser
-from typing import ClassVar
 
 from bigrag_mcp.errors import InvalidArgument
 from bigrag_mcp.hookspecs import hookimpl
@@ -13,14 +11,17 @@ from bigrag_mcp.types import DocumentLoader
 
 
 def _decode(data: bytes, filename: str | None) -> str:
-    for encoding in ("utf-8-sig", "utf-16"):
-        try:
-            text = data.decode(encoding)
-        except UnicodeDecodeError:
-            continue
-        if "\x00" not in text:
-            return text
-    raise InvalidArgument(f"{filename or 'the document'} is not UTF-8 or UTF-16 text; send text or a supported format")
+    """UTF-8 (with or without a BOM), or UTF-16 with its BOM; text holding NUL characters is binary."""
+    encoding = "utf-16" if data.startswith((b"\xff\xfe", b"\xfe\xff")) else "utf-8-sig"
+    try:
+        text = data.decode(encoding)
+    except UnicodeDecodeError:
+        text = "\x00"
+    if "\x00" in text:
+        raise InvalidArgument(
+            f"{filename or 'the document'} is not UTF-8 or UTF-16 text nor a supported format (PDF, DOCX, XLSX, PPTX, HTML)"
+        )
+    return text
 
 
 def load_text(data: bytes, *, filename: str | None, mime_type: str | None) -> str:
@@ -37,42 +38,16 @@ def load_json(data: bytes, *, filename: str | None, mime_type: str | None) -> st
         raise InvalidArgument(f"{filename or 'the document'} is JSON nested too deeply to load") from None
 
 
-class _TextOfHtml(HTMLParser):
-    BLOCK: ClassVar[frozenset[str]] = frozenset({"p", "div", "br", "li", "h1", "h2", "h3", "h4", "h5", "h6", "tr", "section", "article", "pre"})
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.parts: list[str] = []
-        self.skip = 0
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag in ("script", "style"):
-            self.skip += 1
-        elif tag in self.BLOCK:
-            self.parts.append("\n\n")
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag in ("script", "style") and self.skip:
-            self.skip -= 1
-
-    def handle_data(self, data: str) -> None:
-        if not self.skip:
-            self.parts.append(data)
-
-
-def load_html(data: bytes, *, filename: str | None, mime_type: str | None) -> str:
-    parser = _TextOfHtml()
-    parser.feed(_decode(data, filename))
-    return "".join(parser.parts)
-
-
 LOADERS: dict[str, Callable[..., str]] = {
     "text/plain": load_text,
     "text/markdown": load_text,
     "text/csv": load_text,
     "application/json": load_json,
-    "text/html": load_html,
 }
+
+
+for _loader in LOADERS.values():
+    _loader.in_process = True  # type: ignore[attr-defined]
 
 
 @hookimpl

@@ -15,7 +15,7 @@ import logging
 import math
 import re
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal, NotRequired, TypedDict, Unpack
 
@@ -94,39 +94,6 @@ async def _lock_chain(session: AsyncSession) -> None:
         )
 
 
-async def append_audit(
-    session: AsyncSession,
-    *,
-    actor_key_id: str | None,
-    action: str,
-    resource_type: str,
-    resource_id: str | None = None,
-    tenant: str | None = None,
-    outcome: Literal["allowed", "denied"] = "allowed",
-    reason: str | None = None,
-    request_id: str | None = None,
-    metadata: Mapping[str, Any] | None = None,
-) -> None:
-    """Append one chained row in the caller's transaction: it commits with the audited work or not at all."""
-    if outcome not in OUTCOMES:
-        raise ValueError(f"audit outcome must be one of {sorted(OUTCOMES)}, not {outcome!r}")
-    await _lock_chain(session)
-    last = (await session.execute(
-        select(AuditEntry.id, AuditEntry.entry_hash).order_by(AuditEntry.id.desc()).limit(1)
-    )).first()
-    row = AuditEntry(
-        id=(last.id + 1) if last else 1, created_at=datetime.now(UTC),
-        actor_key_id=_field("actor_key_id", actor_key_id), action=_field("action", action) or "",
-        resource_type=_field("resource_type", resource_type) or "", resource_id=_field("resource_id", resource_id),
-        tenant=_field("tenant", tenant), outcome=outcome, reason=None if reason is None else clean_text(reason),
-        request_id=_field("request_id", request_id), metadata_=_clean_json(dict(metadata or {})),
-        prev_hash=last.entry_hash if last else GENESIS_HASH,
-    )
-    row.entry_hash = entry_hash(row)
-    session.add(row)
-    await session.flush()
-
-
 class AuditFields(TypedDict):
     actor_key_id: str | None
     action: str
@@ -137,6 +104,40 @@ class AuditFields(TypedDict):
     reason: NotRequired[str | None]
     request_id: NotRequired[str | None]
     metadata: NotRequired[Mapping[str, Any] | None]
+
+
+async def append_audit(session: AsyncSession, **fields: Unpack[AuditFields]) -> None:
+    """Append one chained row in the caller's transaction: it commits with the audited work or not at all."""
+    await append_audit_many(session, [fields])
+
+
+async def append_audit_many(session: AsyncSession, entries: Sequence[AuditFields]) -> None:
+    """Append chained rows in order in the caller's transaction, taking the chain lock and reading its head once."""
+    for fields in entries:
+        if fields.get("outcome", "allowed") not in OUTCOMES:
+            raise ValueError(f"audit outcome must be one of {sorted(OUTCOMES)}, not {fields.get('outcome')!r}")
+    if not entries:
+        return
+    await _lock_chain(session)
+    last = (await session.execute(
+        select(AuditEntry.id, AuditEntry.entry_hash).order_by(AuditEntry.id.desc()).limit(1)
+    )).first()
+    prev_id, prev_hash = (last.id, last.entry_hash) if last else (0, GENESIS_HASH)
+    for fields in entries:
+        reason = fields.get("reason")
+        row = AuditEntry(
+            id=prev_id + 1, created_at=datetime.now(UTC),
+            actor_key_id=_field("actor_key_id", fields["actor_key_id"]), action=_field("action", fields["action"]) or "",
+            resource_type=_field("resource_type", fields["resource_type"]) or "",
+            resource_id=_field("resource_id", fields.get("resource_id")), tenant=_field("tenant", fields.get("tenant")),
+            outcome=fields.get("outcome", "allowed"), reason=None if reason is None else clean_text(reason),
+            request_id=_field("request_id", fields.get("request_id")), metadata_=_clean_json(dict(fields.get("metadata") or {})),
+            prev_hash=prev_hash,
+        )
+        row.entry_hash = entry_hash(row)
+        prev_id, prev_hash = row.id, row.entry_hash
+        session.add(row)
+    await session.flush()
 
 
 async def audit_safely(db: Database, **fields: Unpack[AuditFields]) -> bool:

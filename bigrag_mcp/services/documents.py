@@ -1,27 +1,40 @@
-"""Documents: load → chunk → embed → store and index in one transaction; list, read and delete."""
+"""Documents: load → chunk → embed → store and index in one transaction (one or many at a time); list, read, delete."""
 
 from __future__ import annotations
 
 import base64
 import binascii
-import functools
+import bisect
 import hashlib
 import json
-import mimetypes
 import uuid
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import anyio
 import anyio.lowlevel
 import numpy as np
 import numpy.typing as npt
-from sqlalchemy import insert, select
+from anyio.streams.memory import MemoryObjectReceiveStream
+from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bigrag_mcp.chunking import TextChunk, chunk_text
-from bigrag_mcp.errors import InvalidArgument, LimitExceeded, NotFound, TenantRequired
+from bigrag_mcp.errors import BigRagError, InvalidArgument, LimitExceeded, NotFound, TenantRequired
+from bigrag_mcp.limits.engine import Hold
+from bigrag_mcp.loading import extract, resolve_type
+from bigrag_mcp.loading.sniff import is_text_type, normalise
 from bigrag_mcp.metadata_schema import metadata_errors
-from bigrag_mcp.schemas import ChunkInfo, DeleteResult, DocumentDetail, DocumentInfo, DocumentPage, UploadResult
+from bigrag_mcp.schemas import (
+    ChunkInfo,
+    DeleteResult,
+    DocumentDetail,
+    DocumentInfo,
+    DocumentPage,
+    PageInfo,
+    UploadResult,
+)
 from bigrag_mcp.services.collections import find, load, tenant_of_row
 from bigrag_mcp.services.embedding import Progress, embed_matrix
 from bigrag_mcp.services.fences import check_admitted
@@ -29,8 +42,8 @@ from bigrag_mcp.services.index import IndexWrite
 from bigrag_mcp.services.ledger import OPERATOR, Activity, Caller
 from bigrag_mcp.services.runtime import Runtime
 from bigrag_mcp.services.usage import estimate_tokens
-from bigrag_mcp.store.models import NO_TENANT, Chunk, Collection, Document
-from bigrag_mcp.types import VectorRecord
+from bigrag_mcp.store.models import NO_TENANT, Chunk, Collection, Document, PageText, utcnow
+from bigrag_mcp.types import EmbeddingProvider, Extracted, VectorRecord
 
 MAX_DOCUMENT_BYTES = 20 * 1024 * 1024
 MAX_METADATA_BYTES = 64 * 1024
@@ -100,35 +113,215 @@ def document_info(collection: Collection, doc: Document) -> DocumentInfo:
     )
 
 
-def _content(rt: Runtime, text: str | None, content_base64: str | None, filename: str | None, mime: str | None) -> tuple[bytes, str, str]:
-    """The raw bytes, the mime type and the extracted text of an upload."""
-    if (text is None) == (content_base64 is None):
+@dataclass(frozen=True)
+class Upload:
+    """One document to upload: `text`, or its bytes (`data`, or base64 in `content_base64`), with name, type, metadata."""
+
+    text: str | None = None
+    content_base64: str | None = None
+    data: bytes | None = None
+    filename: str | None = None
+    mime_type: str | None = None
+    metadata: dict[str, Any] | None = None
+
+
+@dataclass
+class _Admitted:
+    """An upload whose metadata, tenant, size and type were checked: what is known before loading it."""
+
+    tenant: str | None
+    meta: dict[str, Any]
+    data: bytes
+    mime: str
+    content_hash: str
+    item: Upload
+
+
+@dataclass
+class _Ready:
+    """A document loaded, chunked and reserved under its caller's limits; then its vectors and tokens."""
+
+    doc: Document
+    tenant: str | None
+    pieces: list[TextChunk]
+    pages: list[int | None]
+    page_rows: list[PageText]
+    caller: Caller
+    vectors: npt.NDArray[np.float32] | None = None
+    tokens: int | None = None
+    estimate: int | None = None  # the token estimate when the provider reports none (made off the event loop)
+
+
+def _bytes_of(item: Upload) -> bytes:
+    if sum(x is not None for x in (item.text, item.content_base64, item.data)) != 1:
         raise InvalidArgument("give exactly one of text or content_base64")
-    if text is not None:
-        data, mime = text.encode("utf-8"), mime or "text/plain"
-    else:
-        try:
-            data = base64.b64decode(content_base64 or "", validate=True)
-        except (binascii.Error, ValueError):
-            raise InvalidArgument("content_base64 is not valid base64") from None
-        mime = mime or (mimetypes.guess_type(filename)[0] if filename else None) or "text/plain"
+    if item.text is not None:
+        return item.text.encode("utf-8")
+    if item.data is not None:
+        return item.data
+    try:
+        return base64.b64decode(item.content_base64 or "", validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidArgument("content_base64 is not valid base64") from None
+
+
+def _admit(collection: Collection, item: Upload) -> _Admitted:
+    """Check an upload's metadata, tenant, size and type (from its bytes), without loading it (run in a worker thread)."""
+    meta = check_metadata(collection, item.metadata)
+    tenant = tenant_from_metadata(collection, meta)
+    data = _bytes_of(item)
     if len(data) > MAX_DOCUMENT_BYTES:
         raise LimitExceeded(f"the document is larger than {MAX_DOCUMENT_BYTES // (1024 * 1024)} MB")
-    if text is not None:
-        return data, mime, text
-    loader = rt.registry.document_loaders.get(mime.split(";")[0].strip().lower())
-    if loader is None:
-        known = ", ".join(sorted(rt.registry.document_loaders))
-        raise InvalidArgument(f"no document loader for mime type {mime!r}; supported: {known}")
-    return data, mime, loader(data, filename=filename, mime_type=mime)
+    if item.text is not None:
+        mime = normalise(item.mime_type) or "text/plain"
+        if not is_text_type(mime):
+            raise InvalidArgument(f"text was given but mime_type says {mime}; send its bytes as content_base64")
+    else:
+        mime = resolve_type(data, item.mime_type, item.filename)
+    return _Admitted(tenant, meta, data, mime, hashlib.sha256(data).hexdigest(), item)
 
 
-def _read(
-    rt: Runtime, text: str | None, content_base64: str | None, filename: str | None, mime: str | None
-) -> tuple[int, str, str, str]:
-    """The size, SHA-256, mime type and text of an upload (run in a worker thread; the bytes are not kept)."""
-    data, mime, body = _content(rt, text, content_base64, filename, mime)
-    return len(data), hashlib.sha256(data).hexdigest(), mime or "text/plain", body
+def _chunked(collection: Collection, found: Extracted, max_chunks: int) -> tuple[list[TextChunk], list[int | None]]:
+    pieces = chunk_text(
+        found.text,
+        size=collection.chunk_size,
+        overlap=collection.chunk_overlap,
+        strategy=collection.chunk_strategy,  # type: ignore[arg-type]
+        max_chunks=max_chunks,
+    )
+    starts = found.page_starts
+    return pieces, [bisect.bisect_right(starts, p.start) if starts else None for p in pieces]
+
+
+def _page_rows(doc_id: str, found: Extracted) -> list[PageText]:
+    """Each page's text: from its start to the next page's, without the whitespace that separates them."""
+    ends = [*found.page_starts[1:], len(found.text)]
+    rows = []
+    for i, (start, end) in enumerate(zip(found.page_starts, ends)):
+        text = found.text[start:end].rstrip()
+        rows.append(PageText(document_id=doc_id, page=i + 1, char_start=start, char_end=start + len(text), text=text))
+    return rows
+
+
+async def _prepare(rt: Runtime, collection: Collection, admitted: _Admitted, caller: Caller) -> _Ready:
+    """Load (off the event loop, bounded) and chunk an admitted upload, then reserve it under the caller's limits."""
+    item = admitted.item
+    if item.text is not None:
+        found = Extracted(item.text)
+    else:
+        found = await extract(
+            rt.registry.document_loaders, admitted.data, mime=admitted.mime, filename=item.filename, bounds=rt.loader_bounds
+        )
+    pieces, pages = await anyio.to_thread.run_sync(_chunked, collection, found, rt.settings.max_chunks_per_document)
+    if not pieces:
+        raise InvalidArgument("the document has no text to index")
+    await rt.limits.reserve_upload(
+        caller.hold, pieces=[p.text for p in pieces], size_bytes=len(admitted.data), collection=collection
+    )
+    doc = Document(
+        id=uuid.uuid4().hex,
+        collection_id=collection.id,
+        tenant=admitted.tenant or NO_TENANT,
+        filename=item.filename,
+        mime_type=admitted.mime,
+        content_hash=admitted.content_hash,
+        metadata_=admitted.meta,
+        size_bytes=len(admitted.data),
+        char_count=len(found.text),
+        chunk_count=len(pieces),
+        embedding_tokens=0,
+        created_at=utcnow(),
+    )
+    return _Ready(doc, admitted.tenant, pieces, pages, _page_rows(doc.id, found), caller)
+
+
+async def _embedded(provider: EmbeddingProvider, ready: Sequence[_Ready], progress: Progress | None = None) -> None:
+    """Embed the documents' chunks in full provider batches across documents; tokens apportioned by text share."""
+    texts = [p.text for r in ready for p in r.pieces]
+    vectors, tokens = await embed_matrix(provider, texts, purpose="document", progress=progress)
+    shares = _apportion(tokens, [sum(len(p.text) for p in r.pieces) for r in ready])
+    at = 0
+    for one, share in zip(ready, shares):
+        one.vectors, one.tokens = vectors[at : at + len(one.pieces)], share
+        at += len(one.pieces)
+        if share is None:
+            one.estimate = await anyio.to_thread.run_sync(estimate_tokens, [p.text for p in one.pieces])
+
+
+async def _existing(
+    session: AsyncSession, collection: Collection, tenant: str | None, hashes: Iterable[str]
+) -> dict[str, Document]:
+    """Documents of the partition already holding any of these contents, by content hash."""
+    rows = await session.scalars(
+        select(Document).where(
+            Document.collection_id == collection.id,
+            Document.tenant == (tenant or NO_TENANT),
+            Document.content_hash.in_(set(hashes)),
+        )
+    )
+    return {d.content_hash: d for d in rows}
+
+
+async def _write(rt: Runtime, collection: Collection, tenant: str | None, ready: Sequence[_Ready]) -> list[UploadResult]:
+    """Store and index embedded documents of one partition in one transaction (fence checked inside it); content
+    that landed meanwhile deduplicates; each document settles its caller's limits."""
+    results: list[UploadResult | None] = [None] * len(ready)
+    async with rt.index.writing(collection, tenant) as write:
+        landed = await _existing(write.session, collection, tenant, (r.doc.content_hash for r in ready))
+        fresh: list[_Ready] = []
+        for n, one in enumerate(ready):
+            if one.doc.content_hash in landed:  # the same content landed while this one was being embedded
+                results[n] = UploadResult(
+                    document=document_info(collection, landed[one.doc.content_hash]), deduplicated=True, embedding_tokens=0
+                )
+            else:
+                landed[one.doc.content_hash] = one.doc
+                one.doc.embedding_tokens = one.tokens or 0
+                fresh.append(one)
+                results[n] = UploadResult(document=document_info(collection, one.doc), deduplicated=False, embedding_tokens=one.tokens)
+        write.session.add_all([one.doc for one in fresh])
+        await write.session.flush()  # documents first: chunks and pages refer to them
+        await _store_chunks(write, fresh)
+        write.session.add_all([row for one in fresh for row in one.page_rows])
+        await write.session.flush()
+        await rt.ledger.record_many(
+            write.session,
+            [
+                (
+                    one.caller,
+                    Activity.of(
+                        "document.uploaded", collection, tenant=tenant, resource_type="document", resource_id=one.doc.id,
+                        documents=1, chunks=len(one.pieces), storage_bytes=one.doc.size_bytes, embedding_tokens=one.tokens,
+                        estimated_tokens=one.estimate, provider=collection.embedding_provider, model=collection.embedding_model,
+                    ),
+                )
+                for one in fresh
+            ],
+        )
+    return [r for r in results if r is not None]
+
+
+async def _store_chunks(write: IndexWrite, fresh: Sequence[_Ready]) -> None:
+    """Insert the documents' chunk rows and index their vectors a slice at a time, so the event loop breathes in between."""
+    rows = [(one, i) for one in fresh for i in range(len(one.pieces))]
+    for start in range(0, len(rows), WRITE_SLICE):
+        part = rows[start : start + WRITE_SLICE]
+        chunk_rows, records = [], []
+        for one, i in part:
+            doc, piece, record_id = one.doc, one.pieces[i], f"{one.doc.id}#{i}"
+            vector = one.vectors[i]  # type: ignore[index]
+            chunk_rows.append(
+                {
+                    "collection_id": doc.collection_id, "tenant": doc.tenant, "record_id": record_id, "document_id": doc.id,
+                    "chunk_index": i, "text": piece.text, "metadata_": doc.metadata_, "char_start": piece.start,
+                    "char_end": piece.end, "page": one.pages[i], "vector": vector.tobytes(), "created_at": doc.created_at,
+                }
+            )
+            # plain floats, as the backend contract says, one slice at a time
+            records.append(VectorRecord(record_id, vector.tolist(), piece.text, doc.metadata_))
+        await write.session.execute(insert(Chunk), chunk_rows)  # one executemany, no per-row RETURNING
+        await write.upsert(records)
+        await anyio.lowlevel.checkpoint()
 
 
 async def upload(
@@ -149,114 +342,149 @@ async def upload(
     event loop, and the vectors are kept as one float32 matrix, so other tenants' calls keep flowing.
     """
     collection = await load(rt, collection_name)
-    meta = await anyio.to_thread.run_sync(check_metadata, collection, metadata)
-    tenant = tenant_from_metadata(collection, meta)
-    async with rt.writes.hold(caller, collection.name, tenant):
-        size, content_hash, mime, body = await anyio.to_thread.run_sync(_read, rt, text, content_base64, filename, mime_type)
+    admitted = await anyio.to_thread.run_sync(_admit, collection, Upload(text, content_base64, None, filename, mime_type, metadata))
+    async with rt.writes.hold(caller, collection.name, admitted.tenant):
         async with rt.db.session() as session:
-            await check_admitted(session, collection.name, tenant)  # before the work; the write checks again
-            existing = await _same_content(session, collection, tenant, content_hash)
-        if existing is not None:
-            return UploadResult(document=document_info(collection, existing), deduplicated=True, embedding_tokens=0)
-        pieces = await anyio.to_thread.run_sync(
-            functools.partial(
-                chunk_text,
-                body,
-                size=collection.chunk_size,
-                overlap=collection.chunk_overlap,
-                strategy=collection.chunk_strategy,  # type: ignore[arg-type]
-                max_chunks=rt.settings.max_chunks_per_document,
-            )
-        )
-        if not pieces:
-            raise InvalidArgument("the document has no text to index")
-        char_count, texts = len(body), [p.text for p in pieces]
-        del body
+            await check_admitted(session, collection.name, admitted.tenant)  # before the work; the write checks again
+            existing = await _existing(session, collection, admitted.tenant, [admitted.content_hash])
+        if existing:
+            return UploadResult(document=document_info(collection, existing[admitted.content_hash]), deduplicated=True, embedding_tokens=0)
+        ready = await _prepare(rt, collection, admitted, caller)
+        del admitted
         provider = rt.embedder(collection.embedding_provider, collection.embedding_model, collection.dimension)
-        await rt.limits.reserve_upload(caller.hold, pieces=texts, size_bytes=size, collection=collection)
-        vectors, tokens = await embed_matrix(provider, texts, purpose="document", progress=progress)
-        estimate = await anyio.to_thread.run_sync(estimate_tokens, texts) if tokens is None else None
-        doc = Document(
-            id=uuid.uuid4().hex,
-            collection_id=collection.id,
-            tenant=tenant or NO_TENANT,
-            filename=filename,
-            mime_type=mime,
-            content_hash=content_hash,
-            metadata_=meta,
-            size_bytes=size,
-            char_count=char_count,
-            chunk_count=len(pieces),
-            embedding_tokens=tokens or 0,
-        )
-        async with rt.index.writing(collection, tenant) as write:
-            existing = await _same_content(write.session, collection, tenant, content_hash)
-            if existing is not None:  # the same content landed while this one was being embedded
-                return UploadResult(document=document_info(collection, existing), deduplicated=True, embedding_tokens=0)
-            write.session.add(doc)
-            await write.session.flush()
-            await _store_chunks(write, doc, pieces, vectors, meta)
-            await rt.ledger.record(
-                write.session,
-                caller,
-                Activity.of(
-                    "document.uploaded",
-                    collection,
-                    tenant=tenant,
-                    resource_type="document",
-                    resource_id=doc.id,
-                    documents=1,
-                    chunks=len(pieces),
-                    storage_bytes=doc.size_bytes,
-                    embedding_tokens=tokens,
-                    estimated_tokens=estimate,
-                    provider=collection.embedding_provider,
-                    model=collection.embedding_model,
-                ),
-            )
-    return UploadResult(document=document_info(collection, doc), deduplicated=False, embedding_tokens=tokens)
+        await _embedded(provider, [ready], progress)
+        return (await _write(rt, collection, ready.tenant, [ready]))[0]
 
 
-async def _store_chunks(
-    write: IndexWrite, doc: Document, pieces: list[TextChunk], vectors: npt.NDArray[np.float32], meta: dict[str, Any]
-) -> None:
-    """Insert the chunk rows and index their vectors a slice at a time, so the event loop breathes in between."""
-    for start in range(0, len(pieces), WRITE_SLICE):
-        part = pieces[start : start + WRITE_SLICE]
-        ids = [f"{doc.id}#{start + i}" for i in range(len(part))]
-        await write.session.execute(
-            insert(Chunk),
-            [
-                {
-                    "collection_id": doc.collection_id,
-                    "tenant": doc.tenant,
-                    "record_id": record_id,
-                    "document_id": doc.id,
-                    "chunk_index": start + i,
-                    "text": piece.text,
-                    "metadata_": meta,
-                    "char_start": piece.start,
-                    "char_end": piece.end,
-                    "vector": vectors[start + i].tobytes(),
-                }
-                for i, (record_id, piece) in enumerate(zip(ids, part))
-            ],
-        )
-        rows = vectors[start : start + len(part)].tolist()  # plain floats, as the backend contract says, one slice at a time
-        await write.upsert([VectorRecord(record_id, row, piece.text, meta) for record_id, row, piece in zip(ids, rows, part)])
-        await anyio.lowlevel.checkpoint()
+@dataclass(frozen=True)
+class Outcome:
+    """What became of item `index` of a batch: its result, or the error that refused it (nothing of it written)."""
+
+    index: int
+    result: UploadResult | None = None
+    error: BigRagError | None = None
 
 
-async def _same_content(
-    session: AsyncSession, collection: Collection, tenant: str | None, content_hash: str
-) -> Document | None:
-    return await session.scalar(
-        select(Document).where(
-            Document.collection_id == collection.id,
-            Document.tenant == (tenant or NO_TENANT),
-            Document.content_hash == content_hash,
-        )
-    )
+GROUP_DOCUMENTS = 256  # documents loaded, embedded and written together at most
+GROUP_BYTES = 4 << 20  # ... and their bytes
+
+
+def _apportion(total: int | None, weights: Sequence[int]) -> list[int | None]:
+    """Split a batch's reported token count over its documents by their share of the text."""
+    if total is None:
+        return [None] * len(weights)
+    whole = sum(weights) or 1
+    shares = [total * w // whole for w in weights]
+    if shares:
+        shares[-1] += total - sum(shares)
+    return list(shares)
+
+
+def _groups(items: Iterable[Upload]) -> Iterator[list[tuple[int, Upload]]]:
+    group: list[tuple[int, Upload]] = []
+    size = 0
+    for index, item in enumerate(items):
+        group.append((index, item))
+        size += len(item.data or item.text or item.content_base64 or "")
+        if len(group) >= GROUP_DOCUMENTS or size >= GROUP_BYTES:
+            yield group
+            group, size = [], 0
+    if group:
+        yield group
+
+
+def _own_hold(caller: Caller) -> Caller:
+    """The caller with a hold of its own for one document of a batch, so each document reserves and settles alone."""
+    hold = caller.hold
+    return caller if hold is None else replace(caller, hold=Hold(hold.scope, hold.actor, hold.request_id))
+
+
+async def upload_many(
+    rt: Runtime,
+    collection_name: str,
+    items: Iterable[Upload],
+    *,
+    caller: Caller = OPERATOR,
+    on_outcome: Callable[[Outcome], Awaitable[None]] | None = None,
+) -> list[Outcome]:
+    """Upload many documents: embedded in full provider batches across documents, written many per transaction,
+    the next group loading and embedding while the previous one is written. A bad item fails alone; the same
+    steps as `upload` (fences, write slots, chunk bounds, limits reserved and settled per document)."""
+    collection = await load(rt, collection_name)
+    provider = rt.embedder(collection.embedding_provider, collection.embedding_model, collection.dimension)
+    outcomes: list[Outcome] = []
+
+    async def report(index: int, owner: Caller | None, result: UploadResult | None = None, error: BigRagError | None = None) -> None:
+        if owner is not None and owner.hold is not caller.hold:
+            await rt.limits.release(owner.hold)  # what the document held and did not settle
+        outcome = Outcome(index, result, error)
+        outcomes.append(outcome)
+        if on_outcome is not None:
+            await on_outcome(outcome)
+
+    async def embedded(group: list[tuple[int, Upload]]) -> list[tuple[int, _Ready]]:
+        admitted: list[tuple[int, _Admitted]] = []
+        for index, item in group:
+            try:
+                admitted.append((index, await anyio.to_thread.run_sync(_admit, collection, item)))
+            except BigRagError as exc:
+                await report(index, None, error=exc)
+        known: dict[tuple[str | None, str], Document] = {}
+        fenced: dict[str | None, BigRagError] = {}
+        async with rt.db.session() as session:
+            for tenant in {a.tenant for _, a in admitted}:
+                try:
+                    await check_admitted(session, collection.name, tenant)  # before the work; the write checks again
+                except BigRagError as exc:
+                    fenced[tenant] = exc
+                    continue
+                hashes = [a.content_hash for _, a in admitted if a.tenant == tenant]
+                known.update(((tenant, h), d) for h, d in (await _existing(session, collection, tenant, hashes)).items())
+        ready: list[tuple[int, _Ready]] = []
+        for index, one in admitted:
+            if one.tenant in fenced:
+                await report(index, None, error=fenced[one.tenant])
+            elif (one.tenant, one.content_hash) in known:
+                document = document_info(collection, known[(one.tenant, one.content_hash)])
+                await report(index, None, UploadResult(document=document, deduplicated=True, embedding_tokens=0))
+            else:
+                own = _own_hold(caller)
+                try:
+                    ready.append((index, await _prepare(rt, collection, one, own)))
+                except BigRagError as exc:
+                    await report(index, own, error=exc)
+        try:
+            await _embedded(provider, [r for _, r in ready])
+        except BigRagError as exc:
+            for index, failed in ready:
+                await report(index, failed.caller, error=exc)
+            return []
+        return ready
+
+    async def write(batches: MemoryObjectReceiveStream[list[tuple[int, _Ready]]]) -> None:
+        async with batches:
+            async for batch in batches:
+                for tenant in dict.fromkeys(one.tenant for _, one in batch):
+                    part = [b for b in batch if b[1].tenant == tenant]
+                    try:
+                        async with rt.writes.hold(caller, collection.name, tenant):
+                            results = await _write(rt, collection, tenant, [one for _, one in part])
+                    except BigRagError as exc:
+                        for index, one in part:
+                            await report(index, one.caller, error=exc)
+                        continue
+                    for (index, one), result in zip(part, results):
+                        await report(index, one.caller, result)
+
+    send, receive = anyio.create_memory_object_stream[list[tuple[int, _Ready]]](1)
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(write, receive)
+        async with send:
+            for group in _groups(items):
+                batch = await embedded(group)
+                if batch:
+                    await send.send(batch)
+    return sorted(outcomes, key=lambda o: o.index)
 
 
 async def _document(session: AsyncSession, collection: Collection, tenant: str, document_id: str) -> Document:
@@ -271,29 +499,47 @@ async def _document(session: AsyncSession, collection: Collection, tenant: str, 
 
 
 async def get(
-    rt: Runtime, collection_name: str, document_id: str, *, tenant: str | None = None, chunk_offset: int = 0, chunk_limit: int = 20
+    rt: Runtime,
+    collection_name: str,
+    document_id: str,
+    *,
+    tenant: str | None = None,
+    chunk_offset: int = 0,
+    chunk_limit: int = 20,
+    page: int | None = None,
 ) -> DocumentDetail:
+    """A document with a page of its chunks; with `page`, that page's extracted text and only its chunks."""
     if chunk_offset < 0 or not 0 <= chunk_limit <= 200:
         raise InvalidArgument("chunk_offset must be ≥ 0 and chunk_limit between 0 and 200")
+    if page is not None and page < 1:
+        raise InvalidArgument("page counts from 1")
     async with rt.db.session() as session:
         collection = await find(session, collection_name)
         doc = await _document(session, collection, check_tenant_argument(collection, tenant), document_id)
-        rows = await session.scalars(
-            select(Chunk)
-            .where(Chunk.document_id == doc.id)
-            .order_by(Chunk.chunk_index)
-            .offset(chunk_offset)
-            .limit(chunk_limit)
-        )
+        query = select(Chunk).where(Chunk.document_id == doc.id)
+        page_info = None
+        if page is not None:
+            row = await session.get(PageText, (doc.id, page))
+            if row is None:
+                pages = await session.scalar(select(func.count()).select_from(PageText).where(PageText.document_id == doc.id))
+                raise NotFound(f"document {document_id!r} has no page {page} (it has {pages or 'no'} pages)")
+            page_info = PageInfo(page=row.page, char_start=row.char_start, char_end=row.char_end, text=row.text)
+            query = query.where(Chunk.page == page)
+        rows = await session.scalars(query.order_by(Chunk.chunk_index).offset(chunk_offset).limit(chunk_limit + 1))
         chunks = [
-            ChunkInfo(id=c.record_id, chunk_index=c.chunk_index or 0, text=c.text or "", char_start=c.char_start or 0, char_end=c.char_end or 0)
+            ChunkInfo(
+                id=c.record_id, chunk_index=c.chunk_index or 0, text=c.text or "", char_start=c.char_start or 0,
+                char_end=c.char_end or 0, page=c.page,
+            )
             for c in rows
         ]
-    end = chunk_offset + len(chunks)
+    more = len(chunks) > chunk_limit
+    chunks = chunks[:chunk_limit]
     return DocumentDetail(
         **document_info(collection, doc).model_dump(),
         chunks=chunks,
-        next_chunk_offset=end if end < doc.chunk_count and chunks else None,
+        page=page_info,
+        next_chunk_offset=chunk_offset + len(chunks) if more and chunks else None,
     )
 
 

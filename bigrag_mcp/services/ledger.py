@@ -11,10 +11,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bigrag_mcp.limits.engine import Hold, Limits
 from bigrag_mcp.policy import Principal
-from bigrag_mcp.services.audit import append_audit
+from bigrag_mcp.services.audit import AuditFields, append_audit_many
 from bigrag_mcp.services.outbox import enqueue_billing, new_event_id
 from bigrag_mcp.services.usage import record_usage, resolve_tokens
-from bigrag_mcp.services.webhooks import EVENT_TYPES, enqueue_webhook_event
+from bigrag_mcp.services.webhooks import EVENT_TYPES, enqueue_webhook_events
 from bigrag_mcp.store.models import Collection
 from bigrag_mcp.types import BillingEvent
 
@@ -95,62 +95,77 @@ class Ledger:
         self.limits = limits
 
     async def record(self, session: AsyncSession, caller: Caller, activity: Activity) -> None:
-        if activity.embedding_tokens is None and activity.estimated_tokens is not None:
-            tokens, estimated = activity.estimated_tokens, True
-        else:
-            tokens, estimated = resolve_tokens(activity.embedding_tokens, activity.texts)
-        operation = USAGE_OPERATIONS.get(activity.action)
-        if operation is not None and self.limits is not None:
-            await self.limits.settle(session, caller, activity)
-        if operation is not None:
-            record_usage(
-                session,
-                operation=operation,
-                collection=activity.collection,
-                collection_uid=activity.collection_uid,
-                tenant=activity.tenant,
-                api_key_id=caller.key_id,
-                documents=activity.documents,
-                chunks=activity.chunks,
-                storage_bytes=activity.storage_bytes,
-                embedding_tokens=tokens,
-                tokens_estimated=estimated and tokens > 0,
-                chat_input_tokens=activity.chat_input_tokens,
-                chat_output_tokens=activity.chat_output_tokens,
-                provider=activity.provider,
-                model=activity.model,
-                latency_ms=activity.latency_ms,
-            )
-        if activity.action not in NOT_AUDITED:
-            await append_audit(
-                session,
-                actor_key_id=caller.key_id,
-                action=activity.action,
-                resource_type=activity.resource_type,
-                resource_id=activity.resource_id,
-                tenant=activity.tenant,
-                request_id=caller.request_id,
-                metadata={"collection": activity.collection, **activity.details},
-            )
-        if activity.action in EVENT_TYPES:
-            await enqueue_webhook_event(
-                session,
-                activity.action,
-                {"collection": activity.collection, "tenant": activity.tenant, "resource_id": activity.resource_id, **activity.details},
-            )
-        if self.billing_exporters and operation in ("query", "chat", "upload"):
-            for event, value in ((operation, 1), ("embedding_tokens", tokens)):
-                if value:
-                    enqueue_billing(
-                        session,
-                        BillingEvent(
-                            id=new_event_id(),
-                            event=event,
-                            value=value,
-                            timestamp=datetime.now(UTC),
-                            collection=activity.collection,
-                            tenant=activity.tenant,
-                            properties={"model": activity.model, "estimated": estimated} if event == "embedding_tokens" else {},
-                        ),
-                        self.billing_exporters,
+        await self.record_many(session, [(caller, activity)])
+
+    async def record_many(self, session: AsyncSession, entries: Sequence[tuple[Caller, Activity]]) -> None:
+        """Several activities of one transaction, each settled on its caller's hold: audit rows chained in one append,
+        webhooks read once."""
+        audits: list[AuditFields] = []
+        events: list[tuple[str, dict[str, Any]]] = []
+        for caller, activity in entries:
+            if activity.embedding_tokens is None and activity.estimated_tokens is not None:
+                tokens, estimated = activity.estimated_tokens, True
+            else:
+                tokens, estimated = resolve_tokens(activity.embedding_tokens, activity.texts)
+            operation = USAGE_OPERATIONS.get(activity.action)
+            if operation is not None and self.limits is not None:
+                await self.limits.settle(session, caller, activity)
+            if operation is not None:
+                record_usage(
+                    session,
+                    operation=operation,
+                    collection=activity.collection,
+                    collection_uid=activity.collection_uid,
+                    tenant=activity.tenant,
+                    api_key_id=caller.key_id,
+                    documents=activity.documents,
+                    chunks=activity.chunks,
+                    storage_bytes=activity.storage_bytes,
+                    embedding_tokens=tokens,
+                    tokens_estimated=estimated and tokens > 0,
+                    chat_input_tokens=activity.chat_input_tokens,
+                    chat_output_tokens=activity.chat_output_tokens,
+                    provider=activity.provider,
+                    model=activity.model,
+                    latency_ms=activity.latency_ms,
+                )
+            if activity.action not in NOT_AUDITED:
+                audits.append(
+                    AuditFields(
+                        actor_key_id=caller.key_id,
+                        action=activity.action,
+                        resource_type=activity.resource_type,
+                        resource_id=activity.resource_id,
+                        tenant=activity.tenant,
+                        request_id=caller.request_id,
+                        metadata={"collection": activity.collection, **activity.details},
                     )
+                )
+            if activity.action in EVENT_TYPES:
+                events.append(
+                    (
+                        activity.action,
+                        {"collection": activity.collection, "tenant": activity.tenant, "resource_id": activity.resource_id, **activity.details},
+                    )
+                )
+            if self.billing_exporters and operation in ("query", "chat", "upload"):
+                self._bill(session, activity, operation, tokens, estimated)
+        await append_audit_many(session, audits)
+        await enqueue_webhook_events(session, events)
+
+    def _bill(self, session: AsyncSession, activity: Activity, operation: str, tokens: int, estimated: bool) -> None:
+        for event, value in ((operation, 1), ("embedding_tokens", tokens)):
+            if value:
+                enqueue_billing(
+                    session,
+                    BillingEvent(
+                        id=new_event_id(),
+                        event=event,
+                        value=value,
+                        timestamp=datetime.now(UTC),
+                        collection=activity.collection,
+                        tenant=activity.tenant,
+                        properties={"model": activity.model, "estimated": estimated} if event == "embedding_tokens" else {},
+                    ),
+                    self.billing_exporters,
+                )

@@ -11,6 +11,7 @@ from bigrag_mcp.default_plugins.local_embedder import local_model_available
 from bigrag_mcp.errors import InvalidArgument
 from bigrag_mcp.limits.engine import Limits
 from bigrag_mcp.limits.fastpath import SqliteFastPath
+from bigrag_mcp.loading import Bounds
 from bigrag_mcp.plugins import Registry, build_registry, plugin_manager
 from bigrag_mcp.policy import Policy, load_policy
 from bigrag_mcp.services.index import IndexGate
@@ -42,6 +43,7 @@ class Runtime:
         )
         self.ledger = Ledger(list(settings.billing_exporters), self.limits)
         self.writes = WriteSlots(settings.write_concurrency)
+        self.loader_bounds = Bounds(settings.loader_timeout_s, settings.loader_memory_mb, settings.loader_unzipped_mb)
         self._embedders: dict[tuple[str, str | None, int | None], EmbeddingProvider] = {}
         self._chat_providers: dict[tuple[str, str | None], ChatProvider] = {}
         self._rerankers: dict[str, Reranker] = {}

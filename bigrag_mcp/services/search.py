@@ -135,6 +135,7 @@ async def _search_one(
                     document_id=chunk.document_id,
                     document_filename=filename,
                     chunk_index=chunk.chunk_index,
+                    page=chunk.page,
                     char_start=chunk.char_start,
                     char_end=chunk.char_end,
                     metadata=chunk.metadata_ or {},

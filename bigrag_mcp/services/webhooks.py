@@ -175,27 +175,37 @@ def subscribed(patterns: Sequence[str], event_type: str) -> bool:
 
 async def enqueue_webhook_event(session: AsyncSession, event_type: str, data: Mapping[str, Any]) -> list[str]:
     """Queue one delivery per matching subscription in the caller's transaction; returns the delivery ids."""
-    if event_type not in EVENT_TYPES:
-        raise InvalidArgument(f"unknown webhook event {event_type!r}; known: {', '.join(sorted(EVENT_TYPES))}")
+    return await enqueue_webhook_events(session, [(event_type, data)])
+
+
+async def enqueue_webhook_events(session: AsyncSession, events: Sequence[tuple[str, Mapping[str, Any]]]) -> list[str]:
+    """Queue deliveries for several events, reading the subscriptions once; returns the delivery ids."""
+    for event_type, _ in events:
+        if event_type not in EVENT_TYPES:
+            raise InvalidArgument(f"unknown webhook event {event_type!r}; known: {', '.join(sorted(EVENT_TYPES))}")
+    if not events:
+        return []
+    hooks = (await session.scalars(select(Webhook).order_by(Webhook.id))).all()
     now = utcnow()
-    body = {"id": f"evt_{uuid.uuid4().hex}", "type": event_type, "created_at": now.isoformat(), "data": dict(data)}
     delivery_ids = []
-    for hook in (await session.scalars(select(Webhook).order_by(Webhook.id))).all():
-        if subscribed(hook.events, event_type):
-            delivery_id = f"dlv_{uuid.uuid4().hex}"
-            session.add(
-                OutboxEvent(
-                    id=delivery_id,
-                    kind="webhook",
-                    target=hook.id,
-                    payload=body,
-                    status="pending",
-                    attempts=0,
-                    next_attempt_at=now,
-                    created_at=now,
+    for event_type, data in events:
+        body = {"id": f"evt_{uuid.uuid4().hex}", "type": event_type, "created_at": now.isoformat(), "data": dict(data)}
+        for hook in hooks:
+            if subscribed(hook.events, event_type):
+                delivery_id = f"dlv_{uuid.uuid4().hex}"
+                session.add(
+                    OutboxEvent(
+                        id=delivery_id,
+                        kind="webhook",
+                        target=hook.id,
+                        payload=body,
+                        status="pending",
+                        attempts=0,
+                        next_attempt_at=now,
+                        created_at=now,
+                    )
                 )
-            )
-            delivery_ids.append(delivery_id)
+                delivery_ids.append(delivery_id)
     return delivery_ids
 
 

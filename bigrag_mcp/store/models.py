@@ -120,8 +120,21 @@ class Chunk(Base):
     metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
     char_start: Mapped[int | None] = mapped_column(Integer, nullable=True)
     char_end: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    page: Mapped[int | None] = mapped_column(Integer, nullable=True)  # 1-based, for paged formats (PDF, PPTX, XLSX)
     vector: Mapped[bytes] = mapped_column(LargeBinary)  # float32, little-endian
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+
+
+class PageText(Base):
+    """The extracted text of one page of a paged document, at [char_start, char_end) of its extracted text."""
+
+    __tablename__ = "document_pages"
+
+    document_id: Mapped[str] = mapped_column(ForeignKey("documents.id", ondelete="CASCADE"), primary_key=True)
+    page: Mapped[int] = mapped_column(Integer, primary_key=True)
+    char_start: Mapped[int] = mapped_column(Integer)
+    char_end: Mapped[int] = mapped_column(Integer)
+    text: Mapped[str] = mapped_column(Text)
 
 
 class IndexGeneration(Base):

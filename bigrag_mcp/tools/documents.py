@@ -28,9 +28,13 @@ def register(server: MCPServer, gate: Gate) -> None:
         collection: Collection,
         ctx: Context,
         text: Annotated[str | None, Field(description="The document as text.")] = None,
-        content_base64: Annotated[str | None, Field(description="The document's bytes, base64 (text formats).")] = None,
+        content_base64: Annotated[
+            str | None, Field(description="The document's bytes, base64: PDF, DOCX, XLSX, PPTX, HTML or text (typed by its bytes).")
+        ] = None,
         filename: str | None = None,
-        mime_type: Annotated[str | None, Field(description="text/plain, text/markdown, text/html, text/csv, application/json, ...")] = None,
+        mime_type: Annotated[
+            str | None, Field(description="Optional; the bytes decide the type, and a declared type that contradicts them is refused.")
+        ] = None,
         metadata: Annotated[
             dict[str, Any] | None,
             Field(description="Copied onto every chunk; must match the collection's schema and carry the tenant in shared collections."),
@@ -81,13 +85,20 @@ def register(server: MCPServer, gate: Gate) -> None:
         tenant: Tenant = None,
         chunk_offset: Annotated[int, Field(ge=0)] = 0,
         chunk_limit: Annotated[int, Field(ge=0, le=200)] = 20,
+        page: Annotated[
+            int | None, Field(ge=1, description="A page (slide, sheet) of a paged document: its extracted text and its chunks.")
+        ] = None,
     ) -> DocumentDetail:
-        """A document with a page of its chunks."""
+        """A document with a page of its chunks, or one page's extracted text with that page's chunks."""
         return await gate.run(
             "documents_get",
-            {"collection": collection, "document_id": document_id, "tenant": tenant, "chunk_offset": chunk_offset, "chunk_limit": chunk_limit},
+            {
+                "collection": collection, "document_id": document_id, "tenant": tenant, "chunk_offset": chunk_offset,
+                "chunk_limit": chunk_limit, "page": page,
+            },
             lambda caller, a, d: documents.get(
-                rt, a["collection"], a["document_id"], tenant=a.get("tenant"), chunk_offset=a["chunk_offset"], chunk_limit=a["chunk_limit"]
+                rt, a["collection"], a["document_id"], tenant=a.get("tenant"), chunk_offset=a["chunk_offset"],
+                chunk_limit=a["chunk_limit"], page=a.get("page"),
             ),
         )
 

@@ -1,0 +1,116 @@
+"""Ingest throughput: `bigrag-mcp ingest` end to end against the embedder alone on the same chunk texts.
+
+Usage: python benchmarks/ingest.py [--docs 2000] [--doc-bytes 2048] [--embedder hash|local] [--single 300]
+Prints JSON: chunks/s of the embedder alone (the floor), of `bigrag-mcp ingest` (the batch path, measured inside
+the command and on the wall clock including process start), of the one-document-at-a-time upload path, and
+their ratios to the floor, all from the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+WORDS = ["orchard", "harvest", "ledger", "tariff", "harbour", "keeper", "lantern", "census", "invoice", "tenant", "quarterly", "forecast", "revenue", "refund", "policy", "shipment", "anchor", "plum", "cherry", "budget", "contract", "audit", "latency", "cluster", "replica", "partition", "vector"]
+
+
+def corpus(count: int, size: int, seed: int = 7) -> list[str]:
+    """`count` distinct documents of about `size` characters: paragraphs of random sentences."""
+    rnd = random.Random(seed)
+    docs = []
+    for n in range(count):
+        parts: list[str] = [f"Document {n}."]
+        while sum(len(p) + 1 for p in parts) < size:
+            sentence = " ".join(rnd.choice(WORDS) for _ in range(rnd.randint(6, 14))).capitalize() + "."
+            parts.append(sentence + ("\n\n" if rnd.random() < 0.25 else ""))
+        docs.append(" ".join(parts))
+    return docs
+
+
+def env(data_dir: Path, embedder: str) -> dict[str, str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("BIGRAG_")}
+    return base | {"BIGRAG_DATA_DIR": str(data_dir), "BIGRAG_EMBEDDING_PROVIDER": embedder, "BIGRAG_LOAD_PLUGINS": ""}
+
+
+def cli(data_dir: Path, embedder: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bigrag_mcp", *args], env=env(data_dir, embedder), capture_output=True, text=True, check=True
+    )
+
+
+async def floor_and_single(texts: list[str], embedder: str, data_dir: Path, single: int) -> dict[str, Any]:
+    """The embedder alone on the chunks the collection would make, and the per-document upload path."""
+    from bigrag_mcp.chunking import chunk_text
+    from bigrag_mcp.services import collections, documents
+    from bigrag_mcp.services.embedding import embed_all
+    from bigrag_mcp.services.runtime import Runtime
+    from bigrag_mcp.settings import Settings
+
+    rt = await Runtime.open(Settings(data_dir=data_dir, embedding_provider=embedder, load_plugins="", _env_file=None))  # type: ignore[call-arg]
+    try:
+        info = await collections.create(rt, name="single")
+        pieces = [p.text for t in texts for p in chunk_text(t, size=info.chunk_size, overlap=info.chunk_overlap, strategy="recursive")]
+        provider = rt.embedder(info.embedding_provider, info.embedding_model, info.dimension)
+        await provider.embed(["warm up"], purpose="document")
+        started = time.perf_counter()
+        await embed_all(provider, pieces, purpose="document")
+        floor = len(pieces) / (time.perf_counter() - started)
+        started, chunks = time.perf_counter(), 0
+        for text in texts[:single]:
+            chunks += (await documents.upload(rt, "single", text=text)).document.chunk_count
+        per_document = chunks / (time.perf_counter() - started)
+    finally:
+        await rt.close()
+    return {"chunks": len(pieces), "floor": floor, "per_document": per_document}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--docs", type=int, default=2000)
+    parser.add_argument("--doc-bytes", type=int, default=2048)
+    parser.add_argument("--embedder", default="hash")
+    parser.add_argument("--single", type=int, default=300, help="documents for the one-at-a-time path")
+    args = parser.parse_args()
+    texts = corpus(args.docs, args.doc_bytes)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "docs"
+        folder.mkdir()
+        for n, text in enumerate(texts):
+            (folder / f"{n:05}.txt").write_text(text, encoding="utf-8")
+        measured = asyncio.run(floor_and_single(texts, args.embedder, Path(tmp) / "single", args.single))
+        data_dir = Path(tmp) / "ingest"
+        cli(data_dir, args.embedder, "collections", "create", "bench")
+        started = time.perf_counter()
+        done = cli(data_dir, args.embedder, "ingest", "bench", str(folder))
+        wall = time.perf_counter() - started
+    counts = json.loads(done.stdout)["counts"]
+    floor = measured["floor"]
+    result = {
+        "embedder": args.embedder,
+        "documents": args.docs,
+        "doc_bytes": args.doc_bytes,
+        "chunks": counts["chunks"],
+        "embedder_alone_chunks_per_s": round(floor, 1),
+        "ingest_chunks_per_s": counts["chunks_per_second"],
+        "ingest_wall_chunks_per_s": round(counts["chunks"] / wall, 1),
+        "per_document_upload_chunks_per_s": round(measured["per_document"], 1),
+        "ratio_ingest_to_floor": round(counts["chunks_per_second"] / floor, 3),
+        "ratio_ingest_wall_to_floor": round(counts["chunks"] / wall / floor, 3),
+        "ratio_per_document_to_floor": round(measured["per_document"] / floor, 3),
+        "load_average": os.getloadavg()[0],
+    }
+    assert counts["chunks"] == measured["chunks"], "ingest made other chunks than the floor embedded"
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

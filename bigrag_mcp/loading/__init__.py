@@ -1,0 +1,8 @@
+"""Turning uploaded bytes into text: the type from the bytes, then the registered loader under bounds."""
+
+from __future__ import annotations
+
+from bigrag_mcp.loading.run import Bounds, extract
+from bigrag_mcp.loading.sniff import resolve_type
+
+__all__ = ["Bounds", "extract", "resolve_type"]

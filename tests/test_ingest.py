@@ -1,0 +1,242 @@
+"""`bigrag-mcp ingest` and the batch upload path: a messy folder, exact summaries, nothing half-written."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import make_docx, make_pdf, server_env
+from sqlalchemy import func, select
+
+from bigrag_mcp.cli import Outcome, build_parser
+from bigrag_mcp.commands.ingest import ingest_cmd
+from bigrag_mcp.errors import Unavailable
+from bigrag_mcp.limits.engine import Hold, Scope
+from bigrag_mcp.policy import Principal
+from bigrag_mcp.services import collections, documents, search
+from bigrag_mcp.services.fences import fence
+from bigrag_mcp.services.index import IndexWrite
+from bigrag_mcp.services.ledger import OPERATOR, Caller
+from bigrag_mcp.services.runtime import Runtime
+from bigrag_mcp.settings import Settings
+from bigrag_mcp.store.models import Chunk, Document, PageText
+
+pytestmark = pytest.mark.anyio
+PAGES = ["Cherry harvest forecast for the western orchards.", "Damson plums on page two, picked by hand in September."]
+
+
+def messy(root: Path) -> Path:
+    """Good files (text, Markdown in a subfolder, PDF, DOCX), a corrupt PDF, a binary, hidden ones, one too large."""
+    (root / "sub").mkdir(parents=True)
+    (root / ".git").mkdir()
+    (root / "a.txt").write_text("Apples ripen in late summer orchards.", encoding="utf-8")
+    (root / "a.txt.meta.json").write_text('{"lang": "en"}', encoding="utf-8")
+    (root / "sub" / "b.md").write_text("# Bananas\n\nBananas grow in warm climates.", encoding="utf-8")
+    (root / "report.pdf").write_bytes(make_pdf(PAGES))
+    (root / "plan.docx").write_bytes(make_docx("Plan", ["Elderberry syrup recipe."], [["k", "v"]]))
+    (root / "broken.pdf").write_bytes(b"%PDF-1.7\n1 0 obj << /Type /Catalog >> garbage")
+    (root / "blob.bin").write_bytes(bytes(range(256)) * 8)
+    (root / ".hidden.txt").write_text("hidden words", encoding="utf-8")
+    (root / ".git" / "config").write_text("git words", encoding="utf-8")
+    with (root / "huge.txt").open("wb") as handle:
+        handle.truncate(documents.MAX_DOCUMENT_BYTES + 1)
+    return root
+
+
+async def ingest(rt: Runtime, *argv: str) -> Outcome:
+    return await ingest_cmd(rt, build_parser().parse_args(["ingest", *argv]))
+
+
+async def test_messy_folder_exact_summary_and_nothing_half_written(rt: Runtime, tmp_path: Path) -> None:
+    await collections.create(rt, name="docs", chunk_size=64, chunk_overlap=0)
+    root = messy(tmp_path / "folder")
+    first = await ingest(rt, "docs", str(root))
+    summary = first.value
+    assert first.exit_code == 1
+    assert sorted(Path(d["file"]).name for d in summary["ingested"]) == ["a.txt", "b.md", "plan.docx", "report.pdf"]
+    failed = {Path(f["file"]).name: f["error"] for f in summary["failed"]}
+    assert sorted(failed) == ["blob.bin", "broken.pdf", "huge.txt"]
+    assert failed["huge.txt"].startswith("limit_exceeded:")
+    assert failed["blob.bin"].startswith("invalid_argument:") and failed["broken.pdf"].startswith("invalid_argument:")
+    assert summary["counts"] | {"seconds": 0, "chunks_per_second": 0} == {
+        "ingested": 4, "deduplicated": 0, "failed": 3, "chunks": sum(d["chunks"] for d in summary["ingested"]),
+        "seconds": 0, "chunks_per_second": 0,
+    }
+    async with rt.db.session() as session:
+        docs = list(await session.scalars(select(Document)))
+        chunks = await session.scalar(select(func.count()).select_from(Chunk))
+        pages = list(await session.scalars(select(PageText).order_by(PageText.page)))
+    assert sorted(d.filename for d in docs) == ["a.txt", "b.md", "plan.docx", "report.pdf"]
+    assert chunks == summary["counts"]["chunks"] == sum(d.chunk_count for d in docs)
+    assert [p.text for p in pages] == PAGES
+    assert next(d for d in docs if d.filename == "a.txt").metadata_ == {"lang": "en", "source": str(root / "a.txt")}
+
+    again = await ingest(rt, "docs", str(root))  # re-running skips what is already there
+    assert again.exit_code == 1 and again.value["counts"]["ingested"] == 0
+    assert again.value["counts"]["deduplicated"] == 4 and again.value["counts"]["failed"] == 3
+
+    hits = await search.search(rt, "docs", "damson plums", top_k=1)
+    assert hits.results[0].document_filename == "report.pdf" and hits.results[0].page == 2
+
+
+async def test_globs_tenant_sidecar_and_manifest(rt: Runtime, tmp_path: Path) -> None:
+    await collections.create(rt, name="shared", tenant_field="tenant_id")
+    root = tmp_path / "in"
+    root.mkdir()
+    for name in ("keep.md", "skip.md", "notes.txt"):
+        (root / name).write_text(f"Contents of {name} about figs.", encoding="utf-8")
+    (root / "manifest.csv").write_text("file,team\nkeep.md,legal\n", encoding="utf-8")
+    done = await ingest(
+        rt, "shared", str(root), "--tenant", "acme", "--include", "*.md", "--exclude", "skip*", "--manifest",
+        str(root / "manifest.csv"), "--metadata", '{"year": 2026}',
+    )
+    assert done.exit_code == 0 and [Path(d["file"]).name for d in done.value["ingested"]] == ["keep.md"]
+    page = await documents.list_page(rt, "shared", tenant="acme")
+    assert page.documents[0].metadata == {"tenant_id": "acme", "year": 2026, "team": "legal", "source": str(root / "keep.md")}
+
+
+async def test_a_failed_write_fails_its_whole_group_and_leaves_nothing(rt: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
+    await collections.create(rt, name="docs")
+
+    async def broken(*args: Any, **kwargs: Any) -> None:
+        raise Unavailable("backend down")
+
+    monkeypatch.setattr(IndexWrite, "upsert", broken)  # indexing fails inside the write transaction
+    items = [documents.Upload(text=f"document number {i} about quinces") for i in range(3)]
+    outcomes = await documents.upload_many(rt, "docs", items)
+    assert [str(o.error) for o in outcomes] == ["unavailable: backend down"] * 3
+    async with rt.db.session() as session:
+        assert await session.scalar(select(func.count()).select_from(Document)) == 0
+        assert await session.scalar(select(func.count()).select_from(Chunk)) == 0
+
+
+async def test_the_batch_path_honours_fences_before_the_work_and_inside_the_write(
+    rt: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await collections.create(rt, name="shared", tenant_field="tenant_id")
+    async with rt.db.session() as session:
+        await fence(session, "shared", "acme", whole_collection=False, caller=OPERATOR)
+    items = [documents.Upload(text=f"{t} notes on pears", metadata={"tenant_id": t}) for t in ("acme", "globex")]
+    first = await documents.upload_many(rt, "shared", items)
+    assert str(first[0].error).startswith("permission_denied: tenant 'acme' of collection 'shared' was offboarded")
+    assert first[1].error is None and first[1].result is not None
+
+    real = documents._embedded
+
+    async def fenced_meanwhile(*args: Any, **kwargs: Any) -> None:
+        """Offboarding commits after the batch's fence check and embedding, before its write."""
+        await real(*args, **kwargs)
+        async with rt.db.session() as session:
+            await fence(session, "shared", "globex", whole_collection=False, caller=OPERATOR)
+
+    monkeypatch.setattr(documents, "_embedded", fenced_meanwhile)
+    late = await documents.upload_many(rt, "shared", [documents.Upload(text="globex plums", metadata={"tenant_id": "globex"})])
+    assert str(late[0].error).startswith("permission_denied: tenant 'globex' of collection 'shared' was offboarded")
+    async with rt.db.session() as session:
+        assert await session.scalar(select(func.count()).select_from(Document).where(Document.tenant == "acme")) == 0
+        assert await session.scalar(select(func.count()).select_from(Document).where(Document.tenant == "globex")) == 1
+
+
+async def test_the_batch_path_reserves_and_settles_limits_per_document_and_takes_write_slots(
+    settings: Settings, tmp_path: Path
+) -> None:
+    policy = tmp_path / "policy.toml"
+    default = (Path(__file__).resolve().parent.parent / "bigrag_mcp" / "policy" / "default.toml").read_text(encoding="utf-8")
+    policy.write_text(default + '\n[[limits]]\nname = "chunks"\nmetric = "chunks"\nmax = 3\nper = "day"\n', encoding="utf-8")
+    rt = await Runtime.open(settings.model_copy(update={"policy_file": policy, "write_concurrency": 1}))
+    try:
+        await collections.create(rt, name="docs", chunk_size=64, chunk_overlap=0)
+        principal = Principal(key_id="k1", scopes=frozenset({"*:*"}))
+        caller = Caller(principal, "r1", Hold(Scope("k1", None, "docs", None), "k1", "r1"))
+        three = "\n\n".join(f"Paragraph {i} says one thing only." for i in range(3))
+        items = [documents.Upload(text="one small note"), documents.Upload(text=three), documents.Upload(text="another note")]
+        outcomes = await documents.upload_many(rt, "docs", items, caller=caller)
+        assert outcomes[0].error is None and outcomes[2].error is None  # the one that did not fit failed alone
+        assert str(outcomes[1].error).startswith("limit_exceeded: chunks: chunks 1/3 per day")
+        assert [s.used for s in await rt.limits.status(None) if s.name == "chunks"] == [2]  # settled, nothing left held
+        assert caller.hold is not None and caller.hold.held == {}
+
+        async with rt.writes.hold(caller, "docs", None):  # the key's one write slot is taken
+            busy = await documents.upload_many(rt, "docs", [documents.Upload(text="a third note")], caller=caller)
+        assert str(busy[0].error).startswith("limit_exceeded: this API key already has 1 writes in progress")
+        assert [s.used for s in await rt.limits.status(None) if s.name == "chunks"] == [2]  # its reservation released
+        async with rt.db.session() as session:
+            assert await session.scalar(select(func.count()).select_from(Document)) == 2
+    finally:
+        await rt.close()
+
+
+async def test_batch_path_matches_the_single_path(rt: Runtime) -> None:
+    """Many documents in one batch: same chunks and vectors as one by one, duplicates within the batch stored once."""
+    await collections.create(rt, name="one")
+    await collections.create(rt, name="many")
+    texts = [f"Paragraph {i} on orchard pests.\n\n" + "Aphids and mites. " * (i + 3) for i in range(40)]
+    for text in texts:
+        await documents.upload(rt, "one", text=text)
+    outcomes = await documents.upload_many(rt, "many", [documents.Upload(text=t) for t in [*texts, texts[0]]])
+    assert [o.error for o in outcomes] == [None] * 41
+    assert [o.result.deduplicated for o in outcomes if o.result] == [False] * 40 + [True]
+    async with rt.db.session() as session:
+        rows = {
+            name: sorted((c.text, c.char_start, c.char_end, c.vector) for c in await session.scalars(
+                select(Chunk).join(Document).where(Document.collection_id == (await collections.find(session, name)).id)
+            ))
+            for name in ("one", "many")
+        }
+    assert rows["one"] == rows["many"] and len(rows["one"]) > 40
+
+
+def test_cli_exit_codes_and_missing_path(settings: Settings, tmp_path: Path) -> None:
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "bigrag_mcp", *args], env=server_env(settings), capture_output=True, text=True,
+            timeout=300, check=False,
+        )
+
+    assert run("collections", "create", "docs").returncode == 0
+    tmp_path = tmp_path / "in"
+    tmp_path.mkdir()
+    (tmp_path / "ok.txt").write_text("Grapes need sun.", encoding="utf-8")
+    (tmp_path / "bad.pdf").write_bytes(b"not a pdf at all")
+    missing = run("ingest", "docs", str(tmp_path / "nope"))
+    assert missing.returncode == 2 and "does not exist" in missing.stderr and "usage: bigrag-mcp ingest" in missing.stderr
+    other = tmp_path.parent / "other-data"  # the global --data-dir, given after the command, wins over BIGRAG_DATA_DIR
+    assert run("--data-dir", str(other), "collections", "create", "docs").returncode == 0
+    elsewhere = run("ingest", "docs", str(tmp_path / "ok.txt"), "--data-dir", str(other))
+    assert elsewhere.returncode == 0 and json.loads(elsewhere.stdout)["counts"]["ingested"] == 1
+    done = run("ingest", "docs", str(tmp_path))
+    summary = json.loads(done.stdout)
+    assert done.returncode == 1 and summary["counts"]["ingested"] == 1 and summary["counts"]["failed"] == 1
+    assert "[2/2]" in done.stderr  # plain progress lines when stderr is not a terminal
+    assert "not a application/pdf file" in summary["failed"][0]["error"]
+
+
+async def test_statements_per_upload_do_not_grow_with_chunks_or_documents(rt: Runtime) -> None:
+    """One upload's SQL statements do not depend on its chunk count; a batch's grow by at most one a document."""
+    from sqlalchemy import event
+
+    await collections.create(rt, name="docs", chunk_size=64, chunk_overlap=0)
+    await documents.upload(rt, "docs", text="A first upload loads the partition.")
+    seen: list[str] = []
+    listener = lambda *args: seen.append(args[2])  # (conn, cursor, statement, ...)
+    event.listen(rt.db.engine.sync_engine, "before_cursor_execute", listener)
+    try:
+        counts = []
+        for text in ("One short chunk.", " ".join(f"Sentence number {i} about medlars." for i in range(40))):
+            seen.clear()
+            result = await documents.upload(rt, "docs", text=text)
+            counts.append((result.document.chunk_count, len(seen)))
+        batches = []
+        for size in (10, 40):
+            seen.clear()
+            await documents.upload_many(rt, "docs", [documents.Upload(text=f"batch {size} doc {i} on loquats") for i in range(size)])
+            batches.append(len(seen))
+    finally:
+        event.remove(rt.db.engine.sync_engine, "before_cursor_execute", listener)
+    (small_chunks, small), (big_chunks, big) = counts
+    assert small_chunks == 1 and big_chunks > 20 and small == big
+    assert batches[1] - batches[0] <= 30  # at most the usage row of each document (usage.py inserts it singly)
