@@ -172,8 +172,8 @@ async def test_the_batch_path_reserves_and_settles_limits_per_document_and_takes
 
 async def test_batch_path_matches_the_single_path(rt: Runtime) -> None:
     """Many documents in one batch: same chunks and vectors as one by one, duplicates within the batch stored once."""
-    await collections.create(rt, name="one")
-    await collections.create(rt, name="many")
+    await collections.create(rt, name="one", chunk_size=256, chunk_overlap=32)  # several chunks per document
+    await collections.create(rt, name="many", chunk_size=256, chunk_overlap=32)
     texts = [f"Paragraph {i} on orchard pests.\n\n" + "Aphids and mites. " * (i + 3) for i in range(40)]
     for text in texts:
         await documents.upload(rt, "one", text=text)
