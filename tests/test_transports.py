@@ -172,3 +172,19 @@ async def test_two_tenant_keys_work_concurrently_over_http_and_one_is_revoked_mi
             rows = (await call(acme, "query", collection="shared", query="secret number", top_k=50))["results"]
             assert len(rows) == 4 and all(r["text"].startswith("acme") for r in rows)
             assert (await refused(acme, "query", collection="shared", query="x", filters={"tenant_id": "globex"})).startswith("permission_denied")
+
+
+async def test_stdio_servers_exit_when_their_client_goes_away(settings: Settings, admin_key: str) -> None:
+    """Several servers whose input closes at once (while their outbox relay is mid-pass) all end, none hangs."""
+    started = [
+        await anyio.open_process(
+            [sys.executable, "-m", "bigrag_mcp", "serve", "--transport", "stdio"], env=server_env(settings, BIGRAG_API_KEY=admin_key)
+        )
+        for _ in range(6)
+    ]
+    with anyio.fail_after(120):
+        for process in started:
+            assert process.stdin is not None
+            await process.stdin.aclose()
+        codes = [await process.wait() for process in started]
+    assert codes == [0] * 6

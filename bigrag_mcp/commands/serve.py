@@ -11,7 +11,7 @@ from bigrag_mcp.cli import settings_for
 from bigrag_mcp.dashboard import Dashboard
 from bigrag_mcp.policy import PolicyError, load_policy
 from bigrag_mcp.server import build_server
-from bigrag_mcp.services.background import background_work
+from bigrag_mcp.services.background import STOP_GRACE_SECONDS, background_work
 from bigrag_mcp.services.documents import MAX_REQUEST_BODY_BYTES
 from bigrag_mcp.services.keys import authenticate, refusal_reason
 from bigrag_mcp.services.runtime import Runtime
@@ -49,15 +49,17 @@ async def serve(settings: Settings, transport: str, host: str, port: int) -> int
             base = (settings.public_url or f"http://{host}:{port}").rstrip("/")
             server = build_server(rt, policy, http_url=base + ("/sse" if transport == "sse" else "/mcp"))
             Dashboard(rt, policy).install(server)
+        stop = anyio.Event()
         async with anyio.create_task_group() as tasks:
-            tasks.start_soon(background_work, rt)
+            tasks.start_soon(background_work, rt, stop)
             if transport == "stdio":
                 await server.run_stdio_async()
             elif transport == "sse":
                 await server.run_sse_async(host=host, port=port, max_request_body_size=MAX_REQUEST_BODY_BYTES)
             else:
                 await server.run_streamable_http_async(host=host, port=port, max_request_body_size=MAX_REQUEST_BODY_BYTES)
-            tasks.cancel_scope.cancel()
+            stop.set()  # the relay ends after its current pass; cancelled only if that outlasts the grace period
+            tasks.cancel_scope.deadline = anyio.current_time() + STOP_GRACE_SECONDS
     finally:
         await rt.close()
     return 0

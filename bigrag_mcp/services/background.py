@@ -12,6 +12,7 @@ from bigrag_mcp.services.webhooks import WebhookSender
 
 log = logging.getLogger(__name__)
 RELAY_INTERVAL_SECONDS = 5.0
+STOP_GRACE_SECONDS = 10.0  # how long a stopping server lets the relay finish the pass it is in
 
 
 def relay_for(rt: Runtime) -> OutboxRelay:
@@ -20,12 +21,12 @@ def relay_for(rt: Runtime) -> OutboxRelay:
     return OutboxRelay(rt.db, exporters, WebhookSender(rt.db, allow_private=rt.settings.webhook_allow_private))
 
 
-async def background_work(rt: Runtime) -> None:
+async def background_work(rt: Runtime, stop: anyio.Event) -> None:
+    """Relay the outbox until `stop` is set. The pass in flight then finishes, so no store call is cut off halfway
+    (a statement cancelled inside the SQLite driver's thread can leave a connection that never closes)."""
     relay = relay_for(rt)
-    stop = anyio.Event()
     try:
         await relay.run_forever(stop, RELAY_INTERVAL_SECONDS)
     finally:
-        stop.set()
         with anyio.CancelScope(shield=True):
             await relay.close()
