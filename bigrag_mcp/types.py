@@ -10,6 +10,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
+from bigrag_mcp.errors import InvalidArgument
 from bigrag_mcp.filters import FilterNode
 
 SearchMode = Literal["semantic", "keyword", "hybrid"]
@@ -49,6 +50,18 @@ class SearchRequest:
     text: str | None = None
     min_score: float | None = None
     filter: FilterNode | None = None
+
+    def check(self, modes: frozenset[str]) -> None:
+        """Refuse (InvalidArgument) a request a backend offering `modes` cannot answer: an unknown mode, a bad
+        top_k, or a missing vector or text."""
+        if self.mode not in modes:
+            raise InvalidArgument(f"search mode {self.mode!r} is not one of {sorted(modes)}")
+        if self.top_k < 1:
+            raise InvalidArgument("top_k must be at least 1")
+        if self.mode in ("semantic", "hybrid") and self.vector is None:
+            raise InvalidArgument(f"{self.mode} search needs a query vector")
+        if self.mode in ("keyword", "hybrid") and self.text is None:
+            raise InvalidArgument(f"{self.mode} search needs a query text")
 
 
 @dataclass(frozen=True)

@@ -287,7 +287,7 @@ class MemoryBackend:
         return await compute.run(self._write, self._delete, where, ids)
 
     async def search(self, where: Partition, request: SearchRequest) -> list[Hit]:
-        _check(request)
+        request.check(self.search_modes)
         return await compute.run(self._read, self._search, where, request)
 
     async def drop(self, collection: str, tenant: str | None = None) -> None:
@@ -360,18 +360,6 @@ class MemoryBackend:
 
     async def close(self) -> None:
         self._partitions.clear()
-
-
-def _check(request: SearchRequest) -> None:
-    """Reject a request that cannot be answered: unknown mode, bad top_k, or a missing vector or text."""
-    if request.mode not in MemoryBackend.search_modes:
-        raise InvalidArgument(f"search mode {request.mode!r} is not one of {sorted(MemoryBackend.search_modes)}")
-    if request.top_k < 1:
-        raise InvalidArgument("top_k must be at least 1")
-    if request.mode in ("semantic", "hybrid") and request.vector is None:
-        raise InvalidArgument(f"{request.mode} search needs a query vector")
-    if request.mode in ("keyword", "hybrid") and request.text is None:
-        raise InvalidArgument(f"{request.mode} search needs a query text")
 
 
 @hookimpl

@@ -208,7 +208,7 @@ class PgvectorBackend:
     # --- reads -----------------------------------------------------------------------------------------
 
     async def search(self, where: Partition, request: SearchRequest) -> list[Hit]:
-        _check(request)
+        request.check(self.search_modes)
         if request.vector is not None and request.mode != "keyword":
             _check_vector(request.vector, "query vector")
         params = Params()
@@ -270,13 +270,3 @@ class PgvectorBackend:
         await self._engine.dispose()
 
 
-def _check(request: SearchRequest) -> None:
-    """Reject a request that cannot be answered: unknown mode, bad top_k, or a missing vector or text."""
-    if request.mode not in PgvectorBackend.search_modes:
-        raise InvalidArgument(f"search mode {request.mode!r} is not one of {sorted(PgvectorBackend.search_modes)}")
-    if request.top_k < 1:
-        raise InvalidArgument("top_k must be at least 1")
-    if request.mode in ("semantic", "hybrid") and request.vector is None:
-        raise InvalidArgument(f"{request.mode} search needs a query vector")
-    if request.mode in ("keyword", "hybrid") and request.text is None:
-        raise InvalidArgument(f"{request.mode} search needs a query text")
