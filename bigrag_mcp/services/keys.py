@@ -51,15 +51,6 @@ class ApiKeyInfo(BaseModel):
         )
 
 
-def _aware(moment: datetime) -> datetime:
-    """SQLite hands back naive datetimes; every time this module stores is UTC."""
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-
-
-def _utc(moment: datetime | None) -> datetime | None:
-    return None if moment is None else _aware(moment)
-
-
 def _info(row: ApiKey) -> ApiKeyInfo:
     return ApiKeyInfo(
         id=row.id,
@@ -68,11 +59,11 @@ def _info(row: ApiKey) -> ApiKeyInfo:
         collection=row.collection,
         tenant=row.tenant,
         role=row.role,
-        expires_at=_utc(row.expires_at),
+        expires_at=row.expires_at,
         created_by=row.created_by,
-        created_at=_aware(row.created_at),
-        last_used_at=_utc(row.last_used_at),
-        revoked_at=_utc(row.revoked_at),
+        created_at=row.created_at,
+        last_used_at=row.last_used_at,
+        revoked_at=row.revoked_at,
     )
 
 
@@ -213,9 +204,9 @@ async def key_state(session: AsyncSession, secret: str) -> KeyState | None:
     row = await session.scalar(select(ApiKey).where(ApiKey.secret_hash == presented))
     if row is None or not hmac.compare_digest(row.secret_hash, presented):
         return None
-    expires_at = _utc(row.expires_at)
+    expires_at = row.expires_at
     principal = Principal(row.id, frozenset(row.scopes), row.collection, row.tenant, role=row.role, expires_at=expires_at)
-    return KeyState(principal, expires_at, row.revoked_at is not None, _utc(row.last_used_at))
+    return KeyState(principal, expires_at, row.revoked_at is not None, row.last_used_at)
 
 
 def needs_touch(state: KeyState, now: datetime) -> bool:
