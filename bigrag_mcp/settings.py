@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     write_concurrency: int = Field(
         default=2, ge=1, description="Writes in flight at a time per API key and per tenant; one more is refused (limit_exceeded)."
     )
+    relay_interval_s: float = Field(
+        default=5.0, gt=0, le=3600, description="Seconds the outbox relay waits between passes when it found little to send."
+    )
     price_file: Path | None = Field(default=None, description="TOML price table overriding the built-in one.")
     loader_timeout_s: float = Field(default=60.0, gt=0, description="Wall time one document's loader may take.")
     loader_memory_mb: int = Field(default=1024, ge=64, description="Address space one document's loader process may use.")

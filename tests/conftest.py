@@ -36,6 +36,7 @@ from bigrag_mcp.settings import Settings
 from bigrag_mcp.store.db import Database
 from bigrag_mcp.store.models import Collection
 from bigrag_mcp.testing.relay import temporary_database
+from bigrag_mcp.testing.replicas import free_port, fresh_postgres_database
 from bigrag_mcp.types import EmbeddingProviderFactory, Embeddings, Purpose
 
 ALL = ["*:*"]
@@ -157,12 +158,6 @@ async def refused(client: Client, tool: str, **args: Any) -> str:
     result = await client.call_tool(tool, args)
     assert result.is_error, f"{tool} unexpectedly succeeded: {result.structured_content}"
     return result.content[0].text  # type: ignore[union-attr]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def server_env(settings: Settings, **extra: str) -> dict[str, str]:
@@ -287,6 +282,22 @@ def within_as_stated(outer: Principal, inner: Principal, shared: set[str]) -> bo
     if outer.tenant is not None and inner.tenant != outer.tenant:
         return False
     return outer.tenant is None or outer.collection is not None or inner.collection is None or inner.collection in shared
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """One real Postgres 16 with pgvector (the `pgserver` wheel of the pgvector plugin's test extra) per session."""
+    from bigrag_pgvector.testing import postgres_server
+
+    with postgres_server() as url:
+        yield url
+
+
+@pytest.fixture
+async def postgres_store(postgres_url: str) -> AsyncIterator[str]:
+    """An empty database on that server for one test: its asyncpg URL, for BIGRAG_DATABASE_URL."""
+    async with fresh_postgres_database(postgres_url) as url:
+        yield url
 
 
 @pytest.fixture

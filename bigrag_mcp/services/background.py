@@ -11,7 +11,6 @@ from bigrag_mcp.services.runtime import Runtime
 from bigrag_mcp.services.webhooks import WebhookSender
 
 log = logging.getLogger(__name__)
-RELAY_INTERVAL_SECONDS = 5.0
 STOP_GRACE_SECONDS = 10.0  # how long a stopping server lets the relay finish the pass it is in
 
 
@@ -26,7 +25,7 @@ async def background_work(rt: Runtime, stop: anyio.Event) -> None:
     (a statement cancelled inside the SQLite driver's thread can leave a connection that never closes)."""
     relay = relay_for(rt)
     try:
-        await relay.run_forever(stop, RELAY_INTERVAL_SECONDS)
+        await relay.run_forever(stop, rt.settings.relay_interval_s)
     finally:
         with anyio.CancelScope(shield=True):
             await relay.close()
