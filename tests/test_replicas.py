@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import httpx
 import pytest
 from conftest import ALL, call, http_session, refused, server_env
 from mcp import Client
@@ -74,15 +75,27 @@ class Deployment:
     env: dict[str, str]
 
 
+async def legacy_sessions_live_in_one_replica(issuer: str, other: str, key: str) -> None:
+    """A client on the 2025-11-25 handshake gets a session id that only the replica that issued it knows."""
+    headers = {"Authorization": f"Bearer {key}", "Accept": "application/json, text/event-stream"}
+    hello = {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "legacy", "version": "1"}}
+    async with httpx.AsyncClient(headers=headers, timeout=60) as http:
+        started = await http.post(f"{issuer}/mcp", json={"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": hello})
+        session = {"mcp-session-id": started.headers["mcp-session-id"], "mcp-protocol-version": "2025-11-25"}
+        await http.post(f"{issuer}/mcp", json={"jsonrpc": "2.0", "method": "notifications/initialized"}, headers=session)
+        listing = {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}
+        assert (await http.post(f"{issuer}/mcp", json=listing, headers=session)).status_code == 200
+        elsewhere = await http.post(f"{other}/mcp", json=listing, headers=session)
+        assert elsewhere.status_code == 404 and "Session not found" in elsewhere.text
+
+
 @pytest.fixture
 async def deployment(
     request: pytest.FixtureRequest, settings: Settings, postgres_store: str, tmp_path: Path
 ) -> AsyncIterator[Deployment]:
-    """Three replicas of the vector backend named by the test's parameter on a fresh Postgres database (their
-    stderr in the test's temporary folder)."""
+    """Three replicas of the vector backend named by the test's parameter, started together on an empty Postgres
+    database (so they migrate it at once); their stderr is kept in the test's temporary folder."""
     store = Database(postgres_store)
-    await store.migrate()
-    _, admin_key = await create_key(store, name="admin", scopes=ALL)
     with Receiver() as receiver:
         env = server_env(
             settings,
@@ -95,6 +108,7 @@ async def deployment(
             BIGRAG_COMPUTE_THREADS="1",
         )
         async with serve_replicas(env, 3, log_dir=tmp_path) as urls:
+            _, admin_key = await create_key(store, name="admin", scopes=ALL)
             yield Deployment(urls, admin_key, store, receiver, env)
     await store.close()
 
@@ -102,6 +116,7 @@ async def deployment(
 @pytest.mark.parametrize("deployment", ["memory", "pgvector"], indirect=True)
 async def test_three_replicas_share_one_store(deployment: Deployment) -> None:
     (url_a, url_b, url_c), admin_key, store, receiver = deployment.urls, deployment.admin_key, deployment.store, deployment.receiver
+    await legacy_sessions_live_in_one_replica(url_a, url_b, admin_key)
     async with AsyncExitStack() as stack:
         a, b, c = [await stack.enter_async_context(http_session(url, admin_key, timeout=60)) for url in (url_a, url_b, url_c)]
         await call(a, "webhooks_create", url=f"{receiver.url}/hook", events=["document.*", "tenant.offboarded"])

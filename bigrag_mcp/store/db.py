@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from alembic.config import Config
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+MIGRATION_LOCK_KEY = 0x62696772616D6967  # any fixed 64-bit number: the advisory lock taken while migrating
 _REVISION_LINE = re.compile(r"^(down_revision|revision)\b[^=]*=\s*['\"]?([\w-]+|None)['\"]?", re.MULTILINE)
 
 
@@ -63,7 +64,12 @@ def _at_head(connection: Connection) -> bool:
 
 
 def _upgrade(connection: Connection) -> None:
-    """Migrate to the head; a store already there is left alone without loading Alembic (a faster server start)."""
+    """Migrate to the head; a store already there is left alone without loading Alembic (a faster server start).
+
+    On Postgres the migration holds a transaction-scoped advisory lock, so replicas starting at once on a new store
+    migrate one after another (the later ones find it at the head) instead of racing to create the same tables."""
+    if connection.dialect.name == "postgresql":
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
     if _at_head(connection):
         return
     from alembic import command

@@ -13,7 +13,7 @@ import sys
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 from typing import IO
 
@@ -81,11 +81,13 @@ async def _wait_ready(url: str, process: Process, log: IO[bytes], deadline: floa
 
 
 async def _stop(process: Process) -> None:
-    process.terminate()
+    with suppress(ProcessLookupError):  # it may have exited already
+        process.terminate()
     with anyio.move_on_after(15):
         await process.wait()
         return
-    process.kill()
+    with suppress(ProcessLookupError):
+        process.kill()
     await process.wait()
 
 
