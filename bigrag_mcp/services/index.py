@@ -34,7 +34,7 @@ IN_BATCH = 500  # record ids per IN (...) when re-reading changed records
 FILL_BLOCK = 10_000  # rows per block when refilling a whole partition
 SNAPSHOT_MIN_ROWS = 10_000  # smaller partitions load from the store about as fast as from a snapshot
 DIRECT_DRIVERS = frozenset({"aiosqlite"})  # read refills from the driver's cursor: 2-3x faster than result rows
-# metadata as its JSON text on every store (asyncpg would otherwise decode JSON itself), parsed once per distinct text
+# The metadata as its JSON text (a cast, not a type_coerce: asyncpg would otherwise hand back parsed objects)
 _COLUMNS = (Chunk.record_id, Chunk.vector, cast(Chunk.metadata_, Text), Chunk.text)
 
 
