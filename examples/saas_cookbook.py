@@ -81,7 +81,7 @@ async def refused(client: Client, tool: str, **args: Any) -> str:
 async def pattern_a(data_dir: Path, admin: Client) -> None:
     step("Pattern A: a collection per customer, with the recipe's metadata schema")
     for tenant in ("acme", "globex"):
-        await ok(admin, "collections_create", name=f"tenant_{tenant}", metadata_schema=ARTICLE_SCHEMA)
+        await ok(admin, "collections_create", collection=f"tenant_{tenant}", metadata_schema=ARTICLE_SCHEMA)
     made = await ok(admin, "api_keys_create", name="acme app", scopes=TENANT_APP_SCOPES, collection="tenant_acme")
     print(f"   minted {made['key']['id']} pinned to tenant_acme")
     async with session(data_dir, made["secret"]) as acme:
@@ -96,7 +96,7 @@ async def pattern_a(data_dir: Path, admin: Client) -> None:
 
 async def pattern_b(data_dir: Path, admin: Client) -> dict[str, str]:
     step("Pattern B: one shared collection with a tenant field")
-    await ok(admin, "collections_create", name="support", tenant_field="tenant_id")
+    await ok(admin, "collections_create", collection="support", tenant_field="tenant_id")
     keys = {}
     for tenant, fact in (("acme", "Acme ships within 2 days."), ("globex", "Globex ships within 3 weeks.")):
         made = await ok(admin, "api_keys_create", name=f"{tenant} support", scopes=TENANT_APP_SCOPES, collection="support", tenant=tenant)
