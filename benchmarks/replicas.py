@@ -70,7 +70,7 @@ async def upload(client: Client, round_: int) -> None:
 
 async def measure(url_a: str, url_b: str, key: str, rounds: int, seed: int) -> dict[str, Any]:
     async with session(url_a, key) as a, session(url_b, key) as b:
-        await call(a, "collections_create", name=COLLECTION, tenant_field="tenant_id", dimension=DIM)
+        await call(a, "collections_create", collection=COLLECTION, tenant_field="tenant_id", dimension=DIM)
         rng = np.random.default_rng(7)
         for start in range(0, seed, 1000):
             records = [{"id": f"seed{i}", "vector": rng.standard_normal(DIM).tolist(), "text": f"seed text {i}",

@@ -121,7 +121,7 @@ async def test_three_replicas_share_one_store(deployment: Deployment) -> None:
         a, b, c = [await stack.enter_async_context(http_session(url, admin_key, timeout=60)) for url in (url_a, url_b, url_c)]
         await call(a, "webhooks_create", url=f"{receiver.url}/hook", events=["document.*", "tenant.offboarded"])
         assert (await refused(c, "query", collection=SHARED, query="x", filters={"tenant_id": "acme"})).startswith("not_found")
-        await call(b, "collections_create", name=SHARED, tenant_field="tenant_id")
+        await call(b, "collections_create", collection=SHARED, tenant_field="tenant_id")
         assert await found(c, "acme", "orchard") == []  # C holds the (empty) partition now, so it must follow writes
 
         # a document uploaded through A is found through C (and B) on their next call
