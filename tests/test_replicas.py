@@ -43,10 +43,7 @@ class Receiver(ScriptedHTTPServer):
 
     def idempotency_keys(self) -> list[str]:
         """One key per delivery received: the webhook delivery id, or the billing event's id."""
-        keys = []
-        for r in list(self.requests):
-            keys.append(r.headers["x-bigrag-delivery"] if r.path == "/hook" else r.body["id"])
-        return keys
+        return [r.headers["x-bigrag-delivery"] if r.path == "/hook" else r.body["id"] for r in list(self.requests)]
 
 
 async def eventually(condition: Any, *, within: float = 60.0) -> None:
@@ -65,14 +62,13 @@ async def found(client: Client, tenant: str, text: str) -> list[str]:
 
 @dataclass
 class Deployment:
-    """Three replicas' base URLs, an admin key, the store (to read the outbox), the receiver their relays deliver
-    billing events and webhooks to, and the environment they run with."""
+    """Three replicas' base URLs, an admin key, the store (to read the outbox), and the receiver their relays
+    deliver billing events and webhooks to."""
 
     urls: list[str]
     admin_key: str
     store: Database
     receiver: Receiver
-    env: dict[str, str]
 
 
 async def legacy_sessions_live_in_one_replica(issuer: str, other: str, key: str) -> None:
@@ -109,7 +105,7 @@ async def deployment(
         )
         async with serve_replicas(env, 3, log_dir=tmp_path) as urls:
             _, admin_key = await create_key(store, name="admin", scopes=ALL)
-            yield Deployment(urls, admin_key, store, receiver, env)
+            yield Deployment(urls, admin_key, store, receiver)
     await store.close()
 
 
