@@ -155,29 +155,6 @@ _EPOCH = date(1970, 1, 1)
 Key = tuple[Any, ...]
 
 
-class _Sums:
-    """Adds rows of sums in `_SUMS` order, each of one (provider, model) whose price per token it is given."""
-
-    def __init__(self) -> None:
-        self.values: list[Any] = [0] * (len(_SUMS) - 1) + [0.0]
-        self.cost: Decimal | None = Decimal(0)
-
-    def add(self, values: list[Any], price: Decimal | None) -> None:
-        self.values = [mine + theirs for mine, theirs in zip(self.values, values, strict=True)]
-        tokens = values[_TOKENS]
-        if tokens and self.cost is not None:
-            self.cost = None if price is None else self.cost + price * tokens
-
-    def figures(self) -> dict[str, Any]:
-        counts = dict(zip(_COUNTS, self.values[1:-1], strict=True))
-        calls = counts["queries"] + counts["chat_calls"]
-        return {
-            **counts,
-            "embedding_cost_usd_estimate": None if self.cost is None else float(self.cost),
-            "avg_latency_ms": self.values[-1] / calls if calls else None,
-        }
-
-
 class _Net:
     """Sums per key: rollup rows added, events after `now` (in the rollup's last day) taken away."""
 
@@ -208,6 +185,32 @@ class _Prices:
             price = self.prices.price(provider, model)
             self.known[provider, model] = None if price is None else Decimal(str(price)) / 1_000_000
         return self.known[provider, model]
+
+
+Sums = tuple[str | None, str | None, list[Any]]  # (provider, model, sums in `_SUMS` order)
+
+
+def _figures(rows: list[Sums], price: _Prices) -> dict[str, Any]:
+    """The report's figures of some rows of sums, pricing each (provider, model)'s tokens."""
+    values = [sum(column) for column in zip(*(sums for _, _, sums in rows), strict=True)] or [0] * len(_SUMS)
+    tokens: dict[tuple[str | None, str | None], int] = {}
+    for provider, model, sums in rows:
+        if sums[_TOKENS]:
+            tokens[provider, model] = tokens.get((provider, model), 0) + sums[_TOKENS]
+    cost: Decimal | None = Decimal(0)
+    for (provider, model), count in tokens.items():
+        unit = price(provider, model)
+        if unit is None or cost is None:
+            cost = None
+        else:
+            cost += unit * count
+    counts = dict(zip(_COUNTS, values[1:-1], strict=True))
+    calls = counts["queries"] + counts["chat_calls"]
+    return {
+        **counts,
+        "embedding_cost_usd_estimate": None if cost is None else float(cost),
+        "avg_latency_ms": values[-1] / calls if calls else None,
+    }
 
 
 def _day_number(day: date) -> int:
@@ -303,20 +306,20 @@ async def usage_report(
         per_day.add((last, provider, model), tuple(values), -1)
 
     price = _Prices(prices)
-    totals = _Sums()
-    per_collection: dict[str | None, _Sums] = {}
-    per_tenant: dict[tuple[str | None, str], _Sums] = {}
+    every: list[Sums] = []
+    per_collection: dict[str | None, list[Sums]] = {}
+    per_tenant: dict[tuple[str | None, str], list[Sums]] = {}
     for (name, group_tenant, provider, model), sums in per_group.items():
-        unit = price(provider, model)
-        totals.add(sums, unit)
-        per_collection.setdefault(name, _Sums()).add(sums, unit)
+        row = (provider, model, sums)
+        every.append(row)
+        per_collection.setdefault(name, []).append(row)
         if group_tenant is not None:
-            per_tenant.setdefault((name, group_tenant), _Sums()).add(sums, unit)
-    timeline = {start + timedelta(days=i): _Sums() for i in range(window_days)}
+            per_tenant.setdefault((name, group_tenant), []).append(row)
+    timeline: dict[date, list[Sums]] = {start + timedelta(days=i): [] for i in range(window_days)}
     for (day, provider, model), sums in per_day.items():
-        timeline[_EPOCH + timedelta(days=day)].add(sums, price(provider, model))
+        timeline[_EPOCH + timedelta(days=day)].append((provider, model, sums))
 
-    figures = totals.figures()
+    figures = _figures(every, price)
     return UsageReport(
         window_days=window_days, start=start, end=end, collection=collection, tenant=tenant,
         queries_total=figures["queries"], chat_calls_total=figures["chat_calls"],
@@ -326,9 +329,9 @@ async def usage_report(
         embedding_cost_usd_estimate=figures["embedding_cost_usd_estimate"],
         chat_input_tokens_total=figures["chat_input_tokens"], chat_output_tokens_total=figures["chat_output_tokens"],
         avg_latency_ms=figures["avg_latency_ms"],
-        timeline=[UsageDay(date=d, **sums.figures()) for d, sums in timeline.items()],
-        by_collection=[CollectionUsage(collection=name, **sums.figures())
-                       for name, sums in sorted(per_collection.items(), key=lambda kv: (kv[0] is None, kv[0] or ""))],
-        by_tenant=[TenantUsage(collection=name, tenant=t, **sums.figures())
-                   for (name, t), sums in sorted(per_tenant.items(), key=lambda kv: (kv[0][0] or "", kv[0][1]))],
+        timeline=[UsageDay(date=d, **_figures(rows, price)) for d, rows in timeline.items()],
+        by_collection=[CollectionUsage(collection=name, **_figures(rows, price))
+                       for name, rows in sorted(per_collection.items(), key=lambda kv: (kv[0] is None, kv[0] or ""))],
+        by_tenant=[TenantUsage(collection=name, tenant=t, **_figures(rows, price))
+                   for (name, t), rows in sorted(per_tenant.items(), key=lambda kv: (kv[0][0] or "", kv[0][1]))],
     )
