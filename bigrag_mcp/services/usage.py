@@ -152,23 +152,23 @@ _EVENT_SUMS = [  # the rollup's sums in its order, over raw events
 _TOKENS = _SUMS.index("embedding_tokens")
 _EPOCH = date(1970, 1, 1)
 
-Key = tuple[Any, ...]
+_Key = tuple[Any, ...]
 
 
 class _Net:
     """Sums per key: rollup rows added, events after `now` (in the rollup's last day) taken away."""
 
     def __init__(self) -> None:
-        self.sums: dict[Key, list[Any]] = {}
+        self.sums: dict[_Key, list[Any]] = {}
 
-    def add(self, key: Key, values: tuple[Any, ...], sign: int = 1) -> None:
+    def add(self, key: _Key, values: tuple[Any, ...], sign: int = 1) -> None:
         mine = self.sums.get(key)
         if mine is None and sign > 0:
             self.sums[key] = list(values)
         else:
             self.sums[key] = [a + sign * b for a, b in zip(mine or [0] * len(values), values, strict=True)]
 
-    def items(self) -> list[tuple[Key, list[Any]]]:
+    def items(self) -> list[tuple[_Key, list[Any]]]:
         """The keys that still have events."""
         return [(key, sums) for key, sums in self.sums.items() if sums[0] > 0]
 
@@ -187,10 +187,10 @@ class _Prices:
         return self.known[provider, model]
 
 
-Sums = tuple[str | None, str | None, list[Any]]  # (provider, model, sums in `_SUMS` order)
+_Row = tuple[str | None, str | None, list[Any]]  # (provider, model, sums in `_SUMS` order)
 
 
-def _figures(rows: list[Sums], price: _Prices) -> dict[str, Any]:
+def _figures(rows: list[_Row], price: _Prices) -> dict[str, Any]:
     """The report's figures of some rows of sums, pricing each (provider, model)'s tokens."""
     values = [sum(column) for column in zip(*(sums for _, _, sums in rows), strict=True)] or [0] * len(_SUMS)
     tokens: dict[tuple[str | None, str | None], int] = {}
@@ -214,6 +214,7 @@ def _figures(rows: list[Sums], price: _Prices) -> dict[str, Any]:
 
 
 def _day_number(day: date) -> int:
+    """Days since 1970-01-01, the rollup's day numbers."""
     return (day - _EPOCH).days
 
 
@@ -306,16 +307,16 @@ async def usage_report(
         per_day.add((last, provider, model), tuple(values), -1)
 
     price = _Prices(prices)
-    every: list[Sums] = []
-    per_collection: dict[str | None, list[Sums]] = {}
-    per_tenant: dict[tuple[str | None, str], list[Sums]] = {}
+    every: list[_Row] = []
+    per_collection: dict[str | None, list[_Row]] = {}
+    per_tenant: dict[tuple[str | None, str], list[_Row]] = {}
     for (name, group_tenant, provider, model), sums in per_group.items():
         row = (provider, model, sums)
         every.append(row)
         per_collection.setdefault(name, []).append(row)
         if group_tenant is not None:
             per_tenant.setdefault((name, group_tenant), []).append(row)
-    timeline: dict[date, list[Sums]] = {start + timedelta(days=i): [] for i in range(window_days)}
+    timeline: dict[date, list[_Row]] = {start + timedelta(days=i): [] for i in range(window_days)}
     for (day, provider, model), sums in per_day.items():
         timeline[_EPOCH + timedelta(days=day)].append((provider, model, sums))
 
