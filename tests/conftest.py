@@ -284,19 +284,10 @@ def within_as_stated(outer: Principal, inner: Principal, shared: set[str]) -> bo
     return outer.tenant is None or outer.collection is not None or inner.collection is None or inner.collection in shared
 
 
-@pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
-    """One real Postgres 16 with pgvector (the `pgserver` wheel of the pgvector plugin's test extra) per session."""
-    from bigrag_pgvector.testing import postgres_server
-
-    with postgres_server() as url:
-        yield url
-
-
 @pytest.fixture
-async def postgres_store(postgres_url: str) -> AsyncIterator[str]:
-    """An empty database on that server for one test: its asyncpg URL, for BIGRAG_DATABASE_URL."""
-    async with fresh_postgres_database(postgres_url) as url:
+async def postgres_store(postgres_store_url: str) -> AsyncIterator[str]:
+    """An empty database of its own on the session's Postgres, for one test: its asyncpg URL (BIGRAG_DATABASE_URL)."""
+    async with fresh_postgres_database(postgres_store_url) as url:
         yield url
 
 
