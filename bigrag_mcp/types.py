@@ -9,6 +9,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bigrag_mcp.errors import InvalidArgument
 from bigrag_mcp.filters import FilterNode
@@ -127,6 +128,15 @@ class Refillable(Protocol):
 
     async def replace(self, where: Partition, rows: PartitionRows) -> None:
         """Make the partition hold exactly `rows`, atomically for every other caller."""
+
+
+@runtime_checkable
+class StoreJoinable(Protocol):
+    """A persistent backend that can write inside the store's own transaction when both live in one database."""
+
+    def joined(self, connection: AsyncConnection) -> VectorBackend | None:
+        """This backend writing (upsert, delete, drop) through the store's `connection` and its open transaction,
+        or None when that connection is not to the backend's own database."""
 
 
 class VectorBackendFactory(Protocol):

@@ -24,7 +24,7 @@ from bigrag_mcp.services.fences import check_admitted
 from bigrag_mcp.services.snapshots import SnapshotStore
 from bigrag_mcp.store.db import Database
 from bigrag_mcp.store.models import NO_TENANT, Chunk, Collection, IndexChange, IndexGeneration
-from bigrag_mcp.types import Partition, PartitionRows, Refillable, VectorBackend, VectorRecord
+from bigrag_mcp.types import Partition, PartitionRows, Refillable, StoreJoinable, VectorBackend, VectorRecord
 
 log = logging.getLogger(__name__)
 
@@ -316,7 +316,10 @@ class IndexGate:
         """A store transaction and the partition, held under the partition's lock.
 
         The backend is changed inside the transaction; if anything fails after that, the touched ids are
-        repaired from the committed store state, so the index never disagrees with the store. Each write logs
+        repaired from the committed store state, so the index never disagrees with the store. A backend that
+        shares the store's database (`StoreJoinable`) writes through the store's own transaction instead, so the
+        two commit or roll back together and nothing needs repair; such a write takes the partition's generation
+        row first, the order offboarding takes it in. Each write logs
         the ids it touched under the partition's next sequence, so other processes apply just that. A process
         that holds no copy of an in-memory partition (a CLI ingest beside a server) writes the store and the log
         only: it never loads the partition to write to it. A fenced (offboarded) tenant is refused up front, and
@@ -329,13 +332,17 @@ class IndexGate:
             await self._forget_old_identity(collection)
         async with self._lock(where):
             write: IndexWrite | None = None
+            joined: VectorBackend | None = None
             try:
                 async with self.db.session() as session:
                     await check_admitted(session, collection.name, tenant)
+                    joined = await self._joined(session)
+                    if joined is not None:
+                        await session.execute(select(IndexGeneration.generation).where(*self._row(collection, tenant)).with_for_update())
                     if held:
                         await self._refresh(session, collection, where)
                     before = self._loaded.get(where)
-                    write = IndexWrite(session, where, self.backend if held else None)
+                    write = IndexWrite(session, where, joined or (self.backend if held else None))
                     yield write
                     seq = await self.record(session, collection, tenant, write.touched)
                     await check_admitted(session, collection.name, tenant)
@@ -344,9 +351,22 @@ class IndexGate:
                 if before is not None and seq == before + 1 and not self.backend.persistent:
                     self._loaded[where] = seq
             except BaseException:
-                if write is not None and write.touched and held:
+                if write is not None and write.touched and held and joined is None:
                     await self._repair(collection, where, write.touched)
                 raise
+
+    async def _joined(self, session: AsyncSession) -> VectorBackend | None:
+        """The backend bound to the session's transaction when it shares the store's database, else None."""
+        if not isinstance(self.backend, StoreJoinable):
+            return None
+        return self.backend.joined(await session.connection())
+
+    async def drop_joined(self, session: AsyncSession, collection: Collection, tenant: str | None = None) -> None:
+        """Drop the partition in the store's transaction when the backend shares the store's database (see
+        `writing`); `drop` after the commit still forgets what this process holds, and finds the backend empty."""
+        joined = await self._joined(session)
+        if joined is not None:
+            await joined.drop(partition_of(collection, tenant).collection, tenant)
 
     async def _repair(self, collection: Collection, where: Partition, ids: set[str]) -> None:
         try:

@@ -8,6 +8,7 @@ name and the integer dimension.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import re
@@ -15,7 +16,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import URL, text
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
@@ -38,6 +39,11 @@ def _tenant(where: Partition) -> str:
 
 def _vector_literal(vector: Sequence[float]) -> str:
     return "[" + ",".join(repr(float(x)) for x in vector) + "]"
+
+
+def _identity(url: URL) -> tuple[object, ...]:
+    """Server, database and role: two URLs with the same identity reach one database as one role."""
+    return (url.host or url.query.get("host"), url.port or 5432, url.database, url.username)
 
 
 def _check_vector(vector: Sequence[float], label: str) -> None:
@@ -74,18 +80,33 @@ class PgvectorBackend:
         self._partitions = f"{self._schema}.bigrag_pgvector_partitions"
         self._tables: set[int] = set()
         self._ready = False
+        self._store: AsyncConnection | None = None  # set in a view that writes in the store's transaction
 
     def _table(self, dimension: int) -> str:
         return f"{self._schema}.bigrag_pgvector_cosine_{int(dimension)}"
 
+    def joined(self, connection: AsyncConnection) -> PgvectorBackend | None:
+        """This backend writing through the store's `connection` and its open transaction, when the store is this
+        backend's database (same server, database and role); None otherwise. Tables are still created through the
+        backend's own connections, before the first write to them."""
+        if connection.dialect.name != "postgresql" or _identity(connection.engine.url) != _identity(self._engine.url):
+            return None
+        view = copy.copy(self)
+        view._store = connection
+        return view
+
     @asynccontextmanager
     async def _tx(self, dimension: int | None = None) -> AsyncIterator[AsyncConnection]:
-        """One transaction, after the schema (and the table of `dimension`) exist; lost connections -> unavailable."""
+        """One transaction (the store's, when joined), after the schema (and the table of `dimension`) exist;
+        lost connections -> unavailable."""
         try:
             if not self._ready or (dimension is not None and dimension not in self._tables):
                 await self._setup(dimension)
-            async with self._engine.begin() as conn:
-                yield conn
+            if self._store is not None:
+                yield self._store
+            else:
+                async with self._engine.begin() as conn:
+                    yield conn
         except (OperationalError, InterfaceError, OSError) as exc:
             raise Unavailable(f"the pgvector database cannot be reached: {type(exc).__name__}") from exc
         except DBAPIError as exc:
