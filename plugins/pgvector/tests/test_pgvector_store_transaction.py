@@ -3,6 +3,7 @@ write, delete, offboarding or collection delete that fails anywhere leaves both 
 
 from __future__ import annotations
 
+import asyncio
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -174,3 +175,43 @@ async def test_a_collection_delete_failing_before_commit_keeps_both(
     assert await index_rows(shared_rt) == [] and await store_rows(shared_rt) == (0, 0)
     with pytest.raises(NotFound):
         await collections.get(shared_rt, "notes")
+
+
+async def lock_waiters(rt: Runtime) -> int:
+    """How many sessions of the store's database wait for a lock."""
+    async with rt.db.engine.connect() as conn:
+        found = await conn.scalar(
+            text(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            )
+        )
+    return int(found or 0)
+
+
+async def test_a_write_and_an_offboarding_of_one_tenant_queue_instead_of_deadlocking(
+    shared_rt: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await shared(shared_rt)
+    original = shared_rt.index.record
+    written, resume = asyncio.Event(), asyncio.Event()
+
+    async def paused(*args: Any) -> int:
+        written.set()  # the index rows are written and locked; the store's log entry is next
+        await resume.wait()
+        return await original(*args)
+
+    monkeypatch.setattr(shared_rt.index, "record", paused)
+    upload = asyncio.create_task(
+        documents.upload(shared_rt, "notes", text="Acme invoices are due monthly.", metadata={"tenant_id": "acme"})
+    )
+    await written.wait()
+    monkeypatch.setattr(shared_rt.index, "record", original)
+    offboard = asyncio.create_task(offboarding.offboard(shared_rt, "notes", "acme"))
+    while not await lock_waiters(shared_rt):  # the offboarding waits for the write's transaction
+        assert not offboard.done(), offboard
+        await asyncio.sleep(0.01)
+    resume.set()
+    await upload
+    done = await offboard
+    assert done.documents_removed == 2  # the write committed first, so the offboarding removed it too
+    assert await index_rows(shared_rt) == [] and await store_rows(shared_rt) == (0, 0)
