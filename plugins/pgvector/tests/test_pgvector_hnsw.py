@@ -1,5 +1,6 @@
-"""HNSW for big partitions: built concurrently once a partition reaches `hnsw_min_rows`, used for semantic search
-with the same answers as exact search (filters, min_score, tenants), dropped with its partition."""
+"""HNSW for big partitions: built concurrently once a partition reaches `hnsw_min_rows`, used for unfiltered
+semantic search with the same answers as exact search (min_score, tenants; filters stay exact), dropped with its
+partition."""
 
 from __future__ import annotations
 
@@ -73,6 +74,7 @@ def requests(seed: int) -> list[SearchRequest]:
         SearchRequest(top_k=5, vector=queries[1], filter=parse_filter({"kind": "none"})),
         SearchRequest(top_k=10, vector=queries[2], min_score=0.3),
         SearchRequest(top_k=3, vector=queries[3], filter=parse_filter({"kind": {"$in": ["k1", "k2"]}}), min_score=0.1),
+        SearchRequest(top_k=50, vector=queries[4]),  # deeper than hnsw_ef_search: exact
     ]
 
 
@@ -99,9 +101,12 @@ async def test_a_big_partition_gets_an_index_and_answers_as_exact_search(
             return rows
 
         monkeypatch.setattr(backend, "_ann", counted)
+        async with backend._engine.connect() as conn:  # the session setting the index search reads
+            await conn.execute(text("SELECT CAST('[1]' AS vector)"))
+            assert await conn.scalar(text("SHOW hnsw.ef_search")) == "40"
         assert await answers(backend, BIG) == exact[BIG]
-        assert ann_calls == [10, 10, 10, 10, 10, 5, 0, 10, 3]  # the index answered all but the filter matching none
-        assert await answers(backend, SMALL) == exact[SMALL] and len(ann_calls) == 9  # small: exact only
+        assert ann_calls == [10] * 6  # the index answered the unfiltered searches no deeper than ef_search
+        assert await answers(backend, SMALL) == exact[SMALL] and len(ann_calls) == 6  # small: exact only
         await backend.drop(BIG.collection, BIG.tenant)
         assert await indexes(backend) == {}
         assert await answers(backend, SMALL) == exact[SMALL]
