@@ -23,10 +23,10 @@ class PgvectorSettings(BaseSettings):
     )
     pool_size: int = Field(default=5, ge=1, le=100, description="Connections kept open to the server.")
     hnsw_min_rows: int = Field(
-        default=20_000, ge=0, description="Partitions with at least this many rows get an HNSW index (0: never)."
+        default=50_000, ge=0, description="Partitions with at least this many rows get an HNSW index (0: never)."
     )
     hnsw_ef_search: int = Field(
-        default=100, ge=10, le=1000, description="Candidates an HNSW search visits (hnsw.ef_search; at least top_k)."
+        default=400, ge=10, le=1000, description="Candidates an HNSW search visits (hnsw.ef_search; at least top_k)."
     )
 
     def async_url(self) -> str:
