@@ -319,10 +319,9 @@ class IndexGate:
         repaired from the committed store state, so the index never disagrees with the store. A backend that
         shares the store's database (`StoreJoinable`) writes through the store's own transaction instead, so the
         two commit or roll back together and nothing needs repair; such a write takes the partition's generation
-        row first, the order offboarding takes it in. Each write logs
-        the ids it touched under the partition's next sequence, so other processes apply just that. A process
-        that holds no copy of an in-memory partition (a CLI ingest beside a server) writes the store and the log
-        only: it never loads the partition to write to it. A fenced (offboarded) tenant is refused up front, and
+        row first, the order offboarding takes it in. Each write logs the ids it touched under the partition's
+        next sequence, so other processes apply just that. A process that holds no copy of an in-memory partition
+        (a CLI ingest beside a server) writes the store and the log only: it never loads the partition to write to it. A fenced (offboarded) tenant is refused up front, and
         again after the log entry, when the transaction holds the write lock (SQLite) or the generation row's lock
         (other databases), so an offboarding that committed meanwhile wins.
         """
@@ -338,7 +337,8 @@ class IndexGate:
                     await check_admitted(session, collection.name, tenant)
                     joined = await self._joined(session)
                     if joined is not None:
-                        await session.execute(select(IndexGeneration.generation).where(*self._row(collection, tenant)).with_for_update())
+                        generation = select(IndexGeneration.generation).where(*self._row(collection, tenant))
+                        await session.execute(generation.with_for_update())
                     if held:
                         await self._refresh(session, collection, where)
                     before = self._loaded.get(where)
@@ -363,7 +363,8 @@ class IndexGate:
 
     async def drop_joined(self, session: AsyncSession, collection: Collection, tenant: str | None = None) -> None:
         """Drop the partition in the store's transaction when the backend shares the store's database (see
-        `writing`); `drop` after the commit still forgets what this process holds, and finds the backend empty."""
+        `writing`); `drop` after the commit still forgets what this process holds and lets the backend finish
+        outside the transaction (pgvector drops the partition's HNSW index there)."""
         joined = await self._joined(session)
         if joined is not None:
             await joined.drop(partition_of(collection, tenant).collection, tenant)
