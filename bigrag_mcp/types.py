@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
@@ -127,6 +128,14 @@ class Refillable(Protocol):
 
     async def replace(self, where: Partition, rows: PartitionRows) -> None:
         """Make the partition hold exactly `rows`, atomically for every other caller."""
+
+
+@runtime_checkable
+class GraphIndexed(Protocol):
+    """A backend that can give big partitions an approximate (graph) index beside exact search."""
+
+    def configure_ann(self, min_rows: int, folder: Path | None) -> None:
+        """Use a graph for partitions of at least `min_rows` records (0: never), saving graphs in `folder` if given."""
 
 
 class VectorBackendFactory(Protocol):
