@@ -14,6 +14,9 @@ import pytest
 from bigrag_mcp.default_plugins import hnsw
 from bigrag_mcp.default_plugins.memory_backend import MemoryBackend
 from bigrag_mcp.filters import parse_filter
+from bigrag_mcp.services import collections, index, search, vectors
+from bigrag_mcp.services.runtime import Runtime
+from bigrag_mcp.settings import Settings
 from bigrag_mcp.testing.backends import VectorBackendConformance
 from bigrag_mcp.types import Partition, PartitionRows, SearchRequest, VectorBackend, VectorRecord
 
@@ -234,3 +237,49 @@ async def test_the_default_background_thread_builds_the_graph(rng: np.random.Gen
     hits = await backend.search(WHERE, semantic(vectors[3], top_k=1))
     assert hits[0].id == "r3"
     await backend.close()
+
+
+async def test_through_the_service_a_restart_maps_the_saved_graph(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """BIGRAG_ANN_MIN_ROWS with snapshots on: the graph is built after the load, saved, and mapped after a restart."""
+    monkeypatch.setattr(index, "SNAPSHOT_MIN_ROWS", 5)
+    on = settings.model_copy(update={"index_snapshots": True, "ann_min_rows": 20})
+    rt = await Runtime.open(on)
+    await collections.create(rt, name="notes", tenant_field="tenant_id", dimension=4)
+    await vectors.upsert(rt, "notes", [
+        {"id": f"v{i}", "vector": [1.0, i % 7, i % 5, 2.0 + i % 3], "text": f"alpha v{i}",
+         "metadata": {"tenant_id": "acme", "n": i}}
+        for i in range(40)
+    ])
+    await rt.close()
+
+    async def answers(rt: Runtime) -> list[list[tuple[str, float]]]:
+        found = []
+        for query, extra, mode in [("alpha", None, "semantic"), ("alpha v3", {"n": {"$gte": 2}}, "hybrid")]:
+            filters = {"tenant_id": "acme", **(extra or {})}
+            result = await search.search(rt, "notes", query, top_k=8, filters=filters, search_mode=mode)
+            found.append([(r.id, round(r.score, 6)) for r in result.results])
+        return found
+
+    def built(rt: Runtime) -> hnsw.Graph:
+        assert isinstance(rt.backend, MemoryBackend) and rt.backend._executor is not None
+        rt.backend._executor.submit(lambda: None).result()  # the one graph thread has done what was queued
+        (part,) = rt.backend._partitions.values()
+        assert part.graph is not None
+        return part.graph
+
+    rt = await Runtime.open(on)
+    exact = await answers(rt)  # loads the partition (exactly), which queues its graph
+    assert built(rt).index.ntotal == 40 and len(list(on.data_dir.glob("index-snapshots/*.hnsw.faiss"))) == 1
+    assert await answers(rt) == exact
+    await rt.close()
+
+    monkeypatch.setattr(hnsw.Graph, "add", lambda *a: pytest.fail("the saved graph was rebuilt"))
+    rt = await Runtime.open(on)
+    try:
+        assert await answers(rt) == exact
+        assert built(rt).index.ntotal == 40
+        assert await answers(rt) == exact
+    finally:
+        await rt.close()
