@@ -3,7 +3,7 @@
 Clustered unit vectors (as `ann_candidates.py`) go into two memory backends, one exact and one with
 `ann_min_rows=1` whose graph is built inline (what the background thread does, timed). Then, through
 `MemoryBackend.search`: p50 latency and recall@10 of the graph against exact, unfiltered and with a filter letting
-half of the rows through; the time to save the graph and to map it again on a restart against the build time.
+half of the rows through, at several `ef`; the time to save the graph and to map it again on a restart against the build time.
 
 Run by hand: `pip install -e ".[ann]"; python benchmarks/ann.py [--n N] [--dim D]`; prints JSON.
 """
@@ -22,9 +22,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from ann_candidates import clustered
+from ann_candidates import DATA, dataset
 
 from bigrag_mcp import compute
+from bigrag_mcp.default_plugins import hnsw
 from bigrag_mcp.default_plugins.memory_backend import MemoryBackend
 from bigrag_mcp.filters import parse_filter
 from bigrag_mcp.types import Hit, Partition, PartitionRows, SearchRequest
@@ -64,11 +65,12 @@ async def main() -> None:
     parser.add_argument("--n", type=int, default=100_000)
     parser.add_argument("--dim", type=int, default=384)
     parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--data", choices=sorted(DATA), default="latent")
+    parser.add_argument("--efs", default="64,128,256")
     args = parser.parse_args()
     compute.configure(0, 1)
-    rng = np.random.default_rng(0)
-    matrix, queries = clustered(rng, args.n, args.dim), clustered(rng, args.queries, args.dim)
-    report: dict[str, Any] = {"n": args.n, "dim": args.dim, "load_avg_1m": os.getloadavg()[0]}
+    matrix, queries = dataset(args.data, args.n, args.queries, args.dim)
+    report: dict[str, Any] = {"n": args.n, "dim": args.dim, "data": args.data, "load_avg_1m": os.getloadavg()[0]}
     exact = MemoryBackend()
     await exact.replace(WHERE, rows(matrix))
     with tempfile.TemporaryDirectory() as folder:
@@ -84,13 +86,15 @@ async def main() -> None:
         report["restart_vs_build"] = round(report["restart_with_saved_graph_s"] / report["build_and_save_s"], 4)
         for label, kw in (("unfiltered", {}), ("filter_half", {"filter": parse_filter({"half": 1})})):
             exact_p50, truth = await measure(exact, queries, **kw)
-            ann_p50, found = await measure(restarted, queries, **kw)
-            report[label] = {
-                "exact_p50_ms": round(exact_p50 * 1000, 3),
-                "hnsw_p50_ms": round(ann_p50 * 1000, 3),
-                "hnsw_vs_exact": round(ann_p50 / exact_p50, 4),
-                "recall_at_10": recall(found, truth),
-            }
+            report[label] = {"exact_p50_ms": round(exact_p50 * 1000, 3)}
+            for ef in map(int, args.efs.split(",")):
+                hnsw.EF_SEARCH = ef
+                ann_p50, found = await measure(restarted, queries, **kw)
+                report[label][f"ef{ef}"] = {
+                    "hnsw_p50_ms": round(ann_p50 * 1000, 3),
+                    "hnsw_vs_exact": round(ann_p50 / exact_p50, 4),
+                    "recall_at_10": recall(found, truth),
+                }
         await ann.close()
         await restarted.close()
     print(json.dumps(report, indent=2))

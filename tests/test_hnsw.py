@@ -283,3 +283,13 @@ async def test_through_the_service_a_restart_maps_the_saved_graph(
         assert await answers(rt) == exact
     finally:
         await rt.close()
+
+
+async def test_a_mostly_stale_saved_graph_is_built_anew(rng: np.random.Generator, tmp_path: Path) -> None:
+    vectors = clustered(rng, 600)
+    await restarted(tmp_path, vectors)
+    changed = vectors.copy()
+    changed[:300] = clustered(rng, 300)
+    after = await restarted(tmp_path, changed)
+    graph = graph_of(after)
+    assert graph.index.ntotal == 600 and graph.dead == 0  # not 600 loaded + 300 re-added

@@ -225,8 +225,9 @@ class _Partition:
             self.building.reserve(len(self.matrix))
         return self.building or self.graph
 
-    def adopt(self, graph: Graph, ids: Sequence[str | None]) -> None:
-        """Take a saved graph as the one being built, keeping each label whose record still has exactly its vector."""
+    def adopt(self, graph: Graph, ids: Sequence[str | None]) -> bool:
+        """Take a saved graph as the one being built, keeping each label whose record still has exactly its vector;
+        False (and the graph not taken) when so much changed that it would be worn."""
         stored = graph.stored(0, len(ids))
         kept: list[str | None] = []
         for start in range(0, len(ids), 16_384):
@@ -237,8 +238,11 @@ class _Partition:
             kept.extend(i if ok else None for i, ok in zip(ids[start : start + len(block)], same.tolist()))
         graph.reserve(len(self.matrix))
         graph.install(0, kept, self.rows)
-        graph.unsaved = sum(i is None for i in kept)
+        if graph.worn():
+            return False
+        graph.unsaved = graph.dead
         self.building = graph
+        return True
 
     def promote(self, graph: Graph) -> None:
         if self.building is graph:
@@ -498,7 +502,7 @@ class MemoryBackend:
         if part is None or graph is None:
             return
         path = self._graph_path(where)
-        if path is not None and graph is part.building and graph.index.ntotal == 0:
+        if path is not None and part.graph is None and graph.index.ntotal == 0:  # this process's first graph of it
             graph = self._restore(where, part, graph, path)
         while not self._closed:
             with self._lock.reading():
@@ -523,9 +527,8 @@ class MemoryBackend:
         if loaded is None:
             return graph
         with self._lock.writing():
-            if self._partitions.get(where) is not part or part.building is not graph:
+            if self._partitions.get(where) is not part or part.building is not graph or not part.adopt(*loaded):
                 return graph
-            part.adopt(*loaded)
         return loaded[0]
 
 
