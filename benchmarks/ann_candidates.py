@@ -4,7 +4,8 @@ For each installed library (faiss-cpu, usearch, hnswlib) it builds an HNSW index
 vector in one batch call) over unit vectors (`--data`) with 1 and with 2 threads, and reports build time, index
 size, p50 query latency and recall@10 against exact top-10 at several `ef` values, beside the exact kernel's own
 latency (matrix product + partial selection, as the memory backend does) and the ratio of each to it.
-`--data latent` (default) has the low intrinsic dimension of text embeddings; `--data clustered` is a harder case.
+`--data latent` (default) has the low intrinsic dimension of text embeddings; `--data clustered` is a harder case;
+`--data minilm` is real: CISI sentences embedded by the `local` model (as many as there are, up to N).
 
 Run by hand: `pip install faiss-cpu usearch hnswlib; python benchmarks/ann_candidates.py [--n N] [--dim D]`;
 prints JSON.
@@ -50,13 +51,25 @@ def latent(rng: np.random.Generator, n: int, dim: int) -> Matrix:
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
-DATA = {"latent": latent, "clustered": clustered}
+def minilm(rng: np.random.Generator, n: int, dim: int) -> Matrix:
+    """Real text embeddings: CISI sentences (`../shared/data/cisi`) embedded by the `local` MiniLM model (384 dims)."""
+    from embedders import DEFAULT_DATA, sentences
+
+    from bigrag_mcp.default_plugins.local_embedder import create_local_embedder
+
+    texts = sentences(DEFAULT_DATA, n)
+    order = rng.permutation(len(texts))  # held-out queries from anywhere in the corpus
+    vectors = np.asarray(create_local_embedder().embed_sync([texts[i] for i in order]).vectors, dtype=np.float32)
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+DATA = {"latent": latent, "clustered": clustered, "minilm": minilm}
 
 
 def dataset(name: str, n: int, queries: int, dim: int) -> tuple[Matrix, Matrix]:
-    """The vectors and the queries (drawn from the same distribution) of one data set."""
+    """The vectors and the queries (drawn from the same distribution, the last `queries`) of one data set."""
     both = DATA[name](np.random.default_rng(0), n + queries, dim)
-    return both[:n], both[n:]
+    return both[:-queries], both[-queries:]
 
 
 def exact(matrix: Matrix, query: Matrix) -> list[int]:

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import logging
 import operator
+import queue
+import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
@@ -350,7 +351,7 @@ class MemoryBackend:
         """`ann_min_rows` 0 keeps search exact; `background` runs graph work (default: one thread of its own)."""
         self._partitions: dict[Partition, _Partition] = {}
         self._lock = ReadWriteLock()
-        self._executor: ThreadPoolExecutor | None = None
+        self._jobs: queue.SimpleQueue[Callable[[], None] | None] | None = None  # the graph thread's work
         self._background = background
         self._tending: set[Partition] = set()
         self._closed = False
@@ -457,8 +458,8 @@ class MemoryBackend:
 
     async def close(self) -> None:
         self._closed = True
-        if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
+        if self._jobs is not None:
+            self._jobs.put(None)
         self._partitions.clear()
 
     # --- HNSW graphs, grown in the background --------------------------------------------------------------
@@ -480,12 +481,15 @@ class MemoryBackend:
         if self.ann_min_rows <= 0 or (len(part) < self.ann_min_rows and not part.graphs()):
             return
         self._tending.add(where)
-        if self._background is not None:
-            self._background(partial(self._tend, where))
-            return
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bigrag-hnsw")
-        self._executor.submit(self._tend, where)
+        (self._background or self._submit)(partial(self._tend, where))
+
+    def _submit(self, job: Callable[[], None]) -> None:
+        """Queue `job` for the graph thread, a daemon: an exiting process does not wait for a build (files are
+        written to a temporary name and renamed, so an interrupted save leaves no graph file behind)."""
+        if self._jobs is None:
+            self._jobs = queue.SimpleQueue()
+            threading.Thread(target=_work, args=(self._jobs,), name="bigrag-hnsw", daemon=True).start()
+        self._jobs.put(job)
 
     def _tend(self, where: Partition) -> None:
         self._tending.discard(where)
@@ -530,6 +534,11 @@ class MemoryBackend:
             if self._partitions.get(where) is not part or part.building is not graph or not part.adopt(*loaded):
                 return graph
         return loaded[0]
+
+
+def _work(jobs: queue.SimpleQueue[Callable[[], None] | None]) -> None:
+    while (job := jobs.get()) is not None:
+        job()
 
 
 @hookimpl
