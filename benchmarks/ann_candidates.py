@@ -5,7 +5,8 @@ vector in one batch call) over unit vectors (`--data`) with 1 and with 2 threads
 size, p50 query latency and recall@10 against exact top-10 at several `ef` values, beside the exact kernel's own
 latency (matrix product + partial selection, as the memory backend does) and the ratio of each to it.
 `--data latent` (default) has the low intrinsic dimension of text embeddings; `--data clustered` is a harder case;
-`--data minilm` is real: CISI sentences embedded by the `local` model (as many as there are, up to N).
+`--data minilm` is real: CISI sentences embedded by the `local` model (as many as there are, up to N; the folder
+`../shared/data/cisi` or $CISI_DIR).
 
 Run by hand: `pip install faiss-cpu usearch hnswlib; python benchmarks/ann_candidates.py [--n N] [--dim D]`;
 prints JSON.
@@ -20,6 +21,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -57,7 +59,7 @@ def minilm(rng: np.random.Generator, n: int, dim: int) -> Matrix:
 
     from bigrag_mcp.default_plugins.local_embedder import create_local_embedder
 
-    texts = sentences(DEFAULT_DATA, n)
+    texts = sentences(Path(os.environ.get("CISI_DIR", DEFAULT_DATA)), n)
     order = rng.permutation(len(texts))  # held-out queries from anywhere in the corpus
     vectors = np.asarray(create_local_embedder().embed_sync([texts[i] for i in order]).vectors, dtype=np.float32)
     return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)

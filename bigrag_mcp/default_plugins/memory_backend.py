@@ -227,8 +227,7 @@ class _Partition:
         return self.building or self.graph
 
     def adopt(self, graph: Graph, ids: Sequence[str | None]) -> bool:
-        """Take a saved graph as the one being built, keeping each label whose record still has exactly its vector;
-        False (and the graph not taken) when so much changed that it would be worn."""
+        """Take a saved graph as the one being built, keeping labels whose record has exactly their vector; False if worn."""
         stored = graph.stored(0, len(ids))
         kept: list[str | None] = []
         for start in range(0, len(ids), 16_384):
@@ -484,8 +483,7 @@ class MemoryBackend:
         (self._background or self._submit)(partial(self._tend, where))
 
     def _submit(self, job: Callable[[], None]) -> None:
-        """Queue `job` for the graph thread, a daemon: an exiting process does not wait for a build (files are
-        written to a temporary name and renamed, so an interrupted save leaves no graph file behind)."""
+        """Queue `job` for the graph thread, a daemon: an exit does not wait for a build (saves write and rename)."""
         if self._jobs is None:
             self._jobs = queue.SimpleQueue()
             threading.Thread(target=_work, args=(self._jobs,), name="bigrag-hnsw", daemon=True).start()
