@@ -25,7 +25,6 @@ import numpy as np
 from ann_candidates import DATA, dataset
 
 from bigrag_mcp import compute
-from bigrag_mcp.default_plugins import hnsw
 from bigrag_mcp.default_plugins.memory_backend import MemoryBackend
 from bigrag_mcp.filters import parse_filter
 from bigrag_mcp.types import Hit, Partition, PartitionRows, SearchRequest
@@ -88,7 +87,9 @@ async def main() -> None:
             exact_p50, truth = await measure(exact, queries, **kw)
             report[label] = {"exact_p50_ms": round(exact_p50 * 1000, 3)}
             for ef in map(int, args.efs.split(",")):
-                hnsw.EF_SEARCH = ef
+                graph = restarted._partitions[WHERE].graph
+                assert graph is not None
+                graph.ef = ef
                 ann_p50, found = await measure(restarted, queries, **kw)
                 report[label][f"ef{ef}"] = {
                     "hnsw_p50_ms": round(ann_p50 * 1000, 3),

@@ -4,7 +4,8 @@ For each installed library (faiss-cpu, usearch, hnswlib) it builds an HNSW index
 vector in one batch call) over unit vectors (`--data`) with 1 and with 2 threads, and reports build time, index
 size, p50 query latency and recall@10 against exact top-10 at several `ef` values, beside the exact kernel's own
 latency (matrix product + partial selection, as the memory backend does) and the ratio of each to it.
-`--data latent` (default) has the low intrinsic dimension of text embeddings; `--data clustered` is a harder case;
+`--data latent` (default) has the low intrinsic dimension of text embeddings, `--data clustered` noise in every
+dimension; queries are drawn like the data (a query from elsewhere is the hard case: see the README);
 `--data minilm` is real: CISI sentences embedded by the `local` model (as many as there are, up to N; the folder
 `../shared/data/cisi` or $CISI_DIR).
 
@@ -42,11 +43,7 @@ def clustered(rng: np.random.Generator, n: int, dim: int) -> Matrix:
 
 
 def latent(rng: np.random.Generator, n: int, dim: int) -> Matrix:
-    """Unit vectors of low intrinsic dimension, as text embeddings are: clusters in a 32-dim space mapped to `dim`.
-
-    `clustered` is the hard case: its isotropic noise in every dimension makes a cluster's points nearly equidistant
-    from a query, so the true top-10 is decided by tiny margins that no graph search follows closely.
-    """
+    """Unit vectors of low intrinsic dimension, as text embeddings are: clusters in a 32-dim space mapped to `dim`."""
     centres = rng.standard_normal((200, 32), dtype=np.float32)
     points = centres[rng.integers(0, 200, n)] + 0.5 * rng.standard_normal((n, 32), dtype=np.float32)
     x = points @ rng.standard_normal((32, dim), dtype=np.float32) + 0.5 * rng.standard_normal((n, dim), dtype=np.float32)

@@ -134,8 +134,8 @@ class Refillable(Protocol):
 class GraphIndexed(Protocol):
     """A backend that can give big partitions an approximate (graph) index beside exact search."""
 
-    def configure_ann(self, min_rows: int, folder: Path | None) -> None:
-        """Use a graph for partitions of at least `min_rows` records (0: never), saving graphs in `folder` if given."""
+    def configure_ann(self, min_rows: int, folder: Path | None, ef: int) -> None:
+        """Use a graph for partitions of at least `min_rows` records (0: never), searched with `ef`, saved in `folder`."""
 
 
 class VectorBackendFactory(Protocol):

@@ -251,7 +251,7 @@ async def test_through_the_service_a_restart_maps_the_saved_graph(
 ) -> None:
     """BIGRAG_ANN_MIN_ROWS with snapshots on: the graph is built after the load, saved, and mapped after a restart."""
     monkeypatch.setattr(index, "SNAPSHOT_MIN_ROWS", 5)
-    on = settings.model_copy(update={"index_snapshots": True, "ann_min_rows": 20})
+    on = settings.model_copy(update={"index_snapshots": True, "ann_min_rows": 20, "ann_ef": 200})
     rt = await Runtime.open(on)
     await collections.create(rt, name="notes", tenant_field="tenant_id", dimension=4)
     points = np.random.default_rng(3).standard_normal((40, 4))  # no two scores tie
@@ -279,7 +279,8 @@ async def test_through_the_service_a_restart_maps_the_saved_graph(
 
     rt = await Runtime.open(on)
     exact = await answers(rt)  # loads the partition (exactly), which queues its graph
-    assert built(rt).index.ntotal == 40 and len(list(on.data_dir.glob("index-snapshots/*.hnsw.faiss"))) == 1
+    assert built(rt).index.ntotal == 40 and built(rt).ef == 200
+    assert len(list(on.data_dir.glob("index-snapshots/*.hnsw.faiss"))) == 1
     assert await answers(rt) == exact
     await rt.close()
 

@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 
 M = 16  # links per node
 EF_CONSTRUCTION = 128
-EF_SEARCH = 128  # candidates explored per query (at least the depth asked for); chosen by benchmarks/ann.py
+EF_SEARCH = 128  # default candidates explored per query (at least the depth asked for); see benchmarks/ann.py
 ADD_BATCH = 4096  # rows per faiss add: searches of this graph go exact while one is added
 REBUILD_DEAD = 0.25  # rebuild in the background once this share of the labels is dead
 Rows = npt.NDArray[np.intp]
@@ -63,6 +63,7 @@ class Graph:
         self.lock = ReadWriteLock()
         self.busy = False  # a batch is being added: searches use exact
         self.unsaved = 0  # labels added since the graph was last saved or loaded
+        self.ef = EF_SEARCH
 
     # --- kept in step with the partition's rows (under the backend's write lock) -----------------------
 
@@ -135,7 +136,7 @@ class Graph:
         if allowed is not None:
             live &= allowed[np.maximum(self.label_row, 0)]
         params = faiss.SearchParametersHNSW()
-        params.efSearch = max(EF_SEARCH, depth)
+        params.efSearch = max(self.ef, depth)
         bits = None
         if not live.all():
             bits = np.packbits(live, bitorder="little")

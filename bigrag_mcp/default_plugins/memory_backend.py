@@ -356,12 +356,13 @@ class MemoryBackend:
         self._closed = False
         self.configure_ann(ann_min_rows, ann_folder)
 
-    def configure_ann(self, min_rows: int, folder: Path | None) -> None:
-        """Give partitions of at least `min_rows` records (0: none) an HNSW graph, saved in `folder` when given."""
+    def configure_ann(self, min_rows: int, folder: Path | None, ef: int = hnsw.EF_SEARCH) -> None:
+        """Give partitions of at least `min_rows` records (0: none) an HNSW graph searched with `ef`, saved in `folder`."""
         if min_rows > 0 and not hnsw.available():
             log.warning("ann_min_rows is set but faiss is not installed (the `ann` extra): searching exactly")
         self.ann_min_rows = min_rows if hnsw.available() else 0
         self.ann_folder = folder
+        self.ann_ef = ef
 
     async def upsert(self, where: Partition, records: Sequence[VectorRecord]) -> None:
         if records:
@@ -506,6 +507,7 @@ class MemoryBackend:
         path = self._graph_path(where)
         if path is not None and part.graph is None and graph.index.ntotal == 0:  # this process's first graph of it
             graph = self._restore(where, part, graph, path)
+        graph.ef = self.ann_ef
         while not self._closed:
             with self._lock.reading():
                 if self._partitions.get(where) is not part:

@@ -37,7 +37,7 @@ class Runtime:
         self.backend = registry.vector_backend(settings.vector_backend)()
         snapshots = SnapshotStore(settings.data_dir / "index-snapshots") if settings.index_snapshots else None
         if isinstance(self.backend, GraphIndexed):
-            self.backend.configure_ann(settings.ann_min_rows, snapshots.folder if snapshots else None)
+            self.backend.configure_ann(settings.ann_min_rows, snapshots.folder if snapshots else None, settings.ann_ef)
         self.index = IndexGate(db, self.backend, snapshots)
         self.lookups = Lookups(db)
         self.limits = Limits(
