@@ -302,3 +302,14 @@ async def test_a_mostly_stale_saved_graph_is_built_anew(rng: np.random.Generator
     after = await restarted(tmp_path, changed)
     graph = graph_of(after)
     assert graph.index.ntotal == 600 and graph.dead == 0  # not 600 loaded + 300 re-added
+
+
+async def test_without_faiss_a_big_partition_stays_exact(
+    rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(hnsw, "available", lambda: False)
+    backend = hnsw_backend()
+    vectors = clustered(rng, 50)
+    await backend.upsert(WHERE, records(vectors))
+    assert backend._partitions[WHERE].graphs() == [] and backend.ann_min_rows == 0
+    assert (await backend.search(WHERE, semantic(vectors[7], top_k=1)))[0].id == "r7"

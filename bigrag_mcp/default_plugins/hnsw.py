@@ -26,11 +26,7 @@ import numpy.typing as npt
 from bigrag_mcp.compute import ReadWriteLock
 from bigrag_mcp.partition_files import crc32_of
 
-faiss: Any
-try:
-    faiss = importlib.import_module("faiss")
-except ImportError:  # the `ann` extra is not installed: every partition is searched exactly
-    faiss = None
+faiss: Any = None  # imported by `available`, on the first partition big enough (it takes ~1 s)
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +40,14 @@ Matrix = npt.NDArray[np.float32]
 
 
 def available() -> bool:
-    return faiss is not None
+    """Whether faiss (the `ann` extra) is installed, importing it on first use; without it search stays exact."""
+    global faiss
+    if faiss is None:
+        try:
+            faiss = importlib.import_module("faiss")
+        except ImportError:
+            return False
+    return True
 
 
 class Graph:

@@ -358,9 +358,7 @@ class MemoryBackend:
 
     def configure_ann(self, min_rows: int, folder: Path | None, ef: int = hnsw.EF_SEARCH) -> None:
         """Give partitions of at least `min_rows` records (0: none) an HNSW graph searched with `ef`, saved in `folder`."""
-        if min_rows > 0 and not hnsw.available():
-            log.warning("ann_min_rows is set but faiss is not installed (the `ann` extra): searching exactly")
-        self.ann_min_rows = min_rows if hnsw.available() else 0
+        self.ann_min_rows = min_rows
         self.ann_folder = folder
         self.ann_ef = ef
 
@@ -479,6 +477,10 @@ class MemoryBackend:
         if self._closed or part is None or where in self._tending:
             return
         if self.ann_min_rows <= 0 or (len(part) < self.ann_min_rows and not part.graphs()):
+            return
+        if not hnsw.available():
+            log.warning("a partition reached ann_min_rows but faiss (the `ann` extra) is not installed: exact search")
+            self.ann_min_rows = 0
             return
         self._tending.add(where)
         (self._background or self._submit)(partial(self._tend, where))
