@@ -313,3 +313,22 @@ async def test_without_faiss_a_big_partition_stays_exact(
     await backend.upsert(WHERE, records(vectors))
     assert backend._partitions[WHERE].graphs() == [] and backend.ann_min_rows == 0
     assert (await backend.search(WHERE, semantic(vectors[7], top_k=1)))[0].id == "r7"
+
+
+async def test_a_search_between_a_batch_and_its_install_skips_the_new_labels(
+    rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ann = hnsw_backend()
+    vectors = clustered(rng, 300)
+    await ann.upsert(WHERE, records(vectors[:200]))
+    add = hnsw.Graph.add
+    seen = []
+
+    def add_then_search(graph: hnsw.Graph, batch: Any) -> int:
+        first = add(graph, batch)  # the graph now holds labels the partition has not mapped yet
+        seen.append(ann._read(ann._search, WHERE, semantic(vectors[250], top_k=5)))
+        return first
+
+    monkeypatch.setattr(hnsw.Graph, "add", add_then_search)
+    await ann.upsert(WHERE, records(vectors[200:], 200))
+    assert seen and seen[0][0].id == "r250" and seen[0][0].score == pytest.approx(1.0)

@@ -140,13 +140,16 @@ class Graph:
             live &= allowed[np.maximum(self.label_row, 0)]
         params = faiss.SearchParametersHNSW()
         params.efSearch = max(self.ef, depth)
-        bits = None
-        if not live.all():
-            bits = np.packbits(live, bitorder="little")
-            params.sel = faiss.IDSelectorBitmap(len(live), faiss.swig_ptr(bits))
         with self.lock.reading():
-            _, labels = self.index.search(query[None], min(depth, len(live)), params=params)
-        del bits  # the selector read it during the search
+            total = int(self.index.ntotal)  # more than there are labels if a batch went in since this search began
+            if total > len(live):
+                live = np.concatenate([live, np.zeros(total - len(live), dtype=bool)])
+            bits = None
+            if not live.all():
+                bits = np.packbits(live, bitorder="little")
+                params.sel = faiss.IDSelectorBitmap(total, faiss.swig_ptr(bits))
+            _, labels = self.index.search(query[None], min(depth, total), params=params)
+            del bits  # the selector read it during the search
         found = labels[0]
         return self.label_row[found[found >= 0]]
 
