@@ -356,3 +356,12 @@ async def sign_in(client: httpx.AsyncClient, key: str) -> httpx.Response:
     csrf = re.search(r'name="csrf" value="([^"]+)"', form.text)
     assert csrf is not None
     return await client.post("/dashboard/login", data={"csrf": csrf.group(1), "api_key": key})
+
+
+@pytest.fixture(scope="session")
+def postgres_store_url() -> Iterator[str]:
+    """A throwaway real Postgres (pgserver) for the whole session, as the store's asyncpg URL."""
+    from bigrag_pgvector.testing import postgres_server
+
+    with postgres_server() as url:
+        yield url.replace("postgresql://", "postgresql+asyncpg://", 1)

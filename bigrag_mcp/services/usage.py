@@ -1,4 +1,4 @@
-"""Usage metering: record billable operations in the caller's transaction and report them, aggregated in SQL."""
+"""Usage metering: record billable operations in the caller's transaction and report them from the usage rollup."""
 
 from __future__ import annotations
 
@@ -9,13 +9,13 @@ from decimal import Decimal
 from typing import Any
 
 from pydantic import BaseModel
-from sqlalchemy import ColumnElement, case, func, select
+from sqlalchemy import BigInteger, ColumnElement, Float, case, cast, false, func, select, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bigrag_mcp.errors import InvalidArgument
 from bigrag_mcp.services.prices import PriceTable
 from bigrag_mcp.store.db import Database
-from bigrag_mcp.store.models import Collection, UsageEvent
+from bigrag_mcp.store.models import ROLLUP_SPANS, Collection, UsageEvent, UsageRollup
 
 OPERATIONS = frozenset({"query", "chat", "upload", "upsert", "delete"})
 MAX_WINDOW_DAYS = 365
@@ -137,55 +137,110 @@ class UsageReport(BaseModel):
 
 _COUNTS = ("queries", "chat_calls", "documents", "chunks", "storage_bytes", "embedding_tokens",
            "embedding_tokens_estimated", "chat_input_tokens", "chat_output_tokens")
+_SUMS = ("events", *_COUNTS, "latency_sum")
 _IS_CALL = UsageEvent.operation.in_(("query", "chat"))
-_MEASURES = (
-    func.sum(case((UsageEvent.operation == "query", 1), else_=0)).label("queries"),
-    func.sum(case((UsageEvent.operation == "chat", 1), else_=0)).label("chat_calls"),
-    *(func.sum(getattr(UsageEvent, name)).label(name)
-      for name in ("documents", "chunks", "storage_bytes", "embedding_tokens", "chat_input_tokens",
-                   "chat_output_tokens")),
-    func.sum(case((UsageEvent.tokens_estimated, UsageEvent.embedding_tokens), else_=0))
-    .label("embedding_tokens_estimated"),
-    func.sum(case((_IS_CALL, UsageEvent.latency_ms), else_=0.0)).label("latency_sum"),
-)
+_DERIVED: dict[str, ColumnElement[Any]] = {
+    "events": func.count(),
+    "queries": func.sum(case((UsageEvent.operation == "query", 1), else_=0)),
+    "chat_calls": func.sum(case((UsageEvent.operation == "chat", 1), else_=0)),
+    "embedding_tokens_estimated": func.sum(case((UsageEvent.tokens_estimated, UsageEvent.embedding_tokens), else_=0)),
+    "latency_sum": func.sum(case((_IS_CALL, UsageEvent.latency_ms), else_=0.0)),
+}
+_EVENT_SUMS = [  # the rollup's sums in its order, over raw events
+    (_DERIVED[name] if name in _DERIVED else func.sum(getattr(UsageEvent, name))).label(name) for name in _SUMS
+]
+_TOKENS = _SUMS.index("embedding_tokens")
+_EPOCH = date(1970, 1, 1)
+
+_Key = tuple[Any, ...]
 
 
-class _Sums:
-    """Adds grouped SQL rows of one (provider, model) each, pricing their tokens as it goes."""
+class _Net:
+    """Sums per key: rollup rows added, events after `now` (in the rollup's last day) taken away."""
 
     def __init__(self) -> None:
-        self.counts = dict.fromkeys(_COUNTS, 0)
-        self.latency_sum = 0.0
-        self.cost: Decimal | None = Decimal(0)
+        self.sums: dict[_Key, list[Any]] = {}
 
-    def add(self, row: Any, prices: PriceTable) -> None:
-        for name in _COUNTS:
-            self.counts[name] += int(getattr(row, name) or 0)
-        self.latency_sum += float(row.latency_sum or 0.0)
-        tokens = int(row.embedding_tokens or 0)
-        if tokens and self.cost is not None:
-            price = prices.price(row.provider, row.model)
-            self.cost = None if price is None else self.cost + Decimal(str(price)) * tokens / 1_000_000
+    def add(self, key: _Key, values: tuple[Any, ...], sign: int = 1) -> None:
+        mine = self.sums.get(key)
+        if mine is None and sign > 0:
+            self.sums[key] = list(values)
+        else:
+            self.sums[key] = [a + sign * b for a, b in zip(mine or [0] * len(values), values, strict=True)]
 
-    def figures(self) -> dict[str, Any]:
-        calls = self.counts["queries"] + self.counts["chat_calls"]
-        return {
-            **self.counts,
-            "embedding_cost_usd_estimate": None if self.cost is None else float(self.cost),
-            "avg_latency_ms": self.latency_sum / calls if calls else None,
-        }
+    def items(self) -> list[tuple[_Key, list[Any]]]:
+        """The keys that still have events."""
+        return [(key, sums) for key, sums in self.sums.items() if sums[0] > 0]
 
 
-def _utc_day(dialect: str) -> ColumnElement[str]:
-    """The UTC calendar day of an event as 'YYYY-MM-DD'."""
-    if dialect == "postgresql":
-        return func.to_char(func.timezone("UTC", UsageEvent.created_at), "YYYY-MM-DD")
-    return func.strftime("%Y-%m-%d", UsageEvent.created_at)  # SQLite stores UTC text
+class _Prices:
+    """Price per token of each (provider, model), looked up once."""
+
+    def __init__(self, prices: PriceTable) -> None:
+        self.prices = prices
+        self.known: dict[tuple[str | None, str | None], Decimal | None] = {}
+
+    def __call__(self, provider: str | None, model: str | None) -> Decimal | None:
+        if (provider, model) not in self.known:
+            price = self.prices.price(provider, model)
+            self.known[provider, model] = None if price is None else Decimal(str(price)) / 1_000_000
+        return self.known[provider, model]
+
+
+_Row = tuple[str | None, str | None, list[Any]]  # (provider, model, sums in `_SUMS` order)
+
+
+def _figures(rows: list[_Row], price: _Prices) -> dict[str, Any]:
+    """The report's figures of some rows of sums, pricing each (provider, model)'s tokens."""
+    values = [sum(column) for column in zip(*(sums for _, _, sums in rows), strict=True)] or [0] * len(_SUMS)
+    tokens: dict[tuple[str | None, str | None], int] = {}
+    for provider, model, sums in rows:
+        if sums[_TOKENS]:
+            tokens[provider, model] = tokens.get((provider, model), 0) + sums[_TOKENS]
+    cost: Decimal | None = Decimal(0)
+    for (provider, model), count in tokens.items():
+        unit = price(provider, model)
+        if unit is None or cost is None:
+            cost = None
+        else:
+            cost += unit * count
+    counts = dict(zip(_COUNTS, values[1:-1], strict=True))
+    calls = counts["queries"] + counts["chat_calls"]
+    return {
+        **counts,
+        "embedding_cost_usd_estimate": None if cost is None else float(cost),
+        "avg_latency_ms": values[-1] / calls if calls else None,
+    }
+
+
+def _day_number(day: date) -> int:
+    """Days since 1970-01-01, the rollup's day numbers."""
+    return (day - _EPOCH).days
+
+
+def rollup_blocks(first: int, last: int) -> list[tuple[int, int]]:
+    """The aligned (span, start_day) blocks of the rollup that tile days first..last exactly, each as long as fits."""
+    blocks = []
+    while first <= last:
+        span = max(s for s in ROLLUP_SPANS if first % s == 0 and first + s - 1 <= last)
+        blocks.append((span, first))
+        first += span
+    return blocks
+
+
+def _rollup_sums(columns: Any) -> list[ColumnElement[Any]]:
+    """Sums of the rollup's columns, counts as integers on every database (Postgres sums bigints as numeric)."""
+    return [cast(func.sum(columns[name]), Float if name == "latency_sum" else BigInteger).label(name) for name in _SUMS]
 
 
 def _check_window(window_days: int) -> None:
     if isinstance(window_days, bool) or not isinstance(window_days, int) or not 1 <= window_days <= MAX_WINDOW_DAYS:
         raise InvalidArgument(f"window_days must be a whole number from 1 to {MAX_WINDOW_DAYS}, not {window_days!r}")
+
+
+def _matches(column: Any, value: str) -> ColumnElement[bool]:
+    """column == value in the rollup, where "" stands for no value (and so matches no filter)."""
+    return column == value if value else false()
 
 
 async def usage_report(
@@ -197,42 +252,75 @@ async def usage_report(
     prices: PriceTable,
     now: datetime | None = None,
 ) -> UsageReport:
-    """Usage of the last `window_days` UTC days up to `now`; `collection`/`tenant` restrict every figure exactly."""
+    """Usage of the last `window_days` UTC days up to `now`; `collection`/`tenant` restrict every figure exactly.
+
+    Read from the rollup's blocks covering the window's whole days, less the events after `now` on its last day.
+    """
     _check_window(window_days)
     now = (now or datetime.now(UTC)).astimezone(UTC)
     end = now.date()
     start = end - timedelta(days=window_days - 1)
-    where = [UsageEvent.created_at >= datetime.combine(start, time(), UTC), UsageEvent.created_at <= now]
+    first, last = _day_number(start), _day_number(end)
+    late = [UsageEvent.created_at > now, UsageEvent.created_at < datetime.combine(end + timedelta(days=1), time(), UTC)]
+    rolled: list[ColumnElement[bool]] = []
     if collection is not None:
-        where.append(UsageEvent.collection == collection)
+        late.append(UsageEvent.collection == collection)
+        rolled.append(_matches(UsageRollup.collection, collection))
     if tenant is not None:
-        where.append(UsageEvent.tenant == tenant)
-    day = _utc_day(db.engine.dialect.name).label("day")
-    keys = (UsageEvent.collection, UsageEvent.tenant, UsageEvent.provider, UsageEvent.model)
+        late.append(UsageEvent.tenant == tenant)
+        rolled.append(_matches(UsageRollup.tenant, tenant))
+    # the timeline's rows: one tenant's own, one collection's, or everything's
+    scope = 0 if tenant is not None else 1 if collection is not None else 2
+    keys = (UsageRollup.collection, UsageRollup.tenant, UsageRollup.provider, UsageRollup.model)
     async with db.session() as session:
         if collection is not None:  # a name means the collection that holds it now, never an earlier one
             live = await session.scalar(select(Collection.uid).where(Collection.name == collection))
             if live is not None:
-                where.append(UsageEvent.collection_uid == live)
-        groups = (await session.execute(select(*keys, *_MEASURES).where(*where).group_by(*keys))).all()
-        daily = (await session.execute(
-            select(day, UsageEvent.provider, UsageEvent.model, *_MEASURES)
-            .where(*where).group_by(day, UsageEvent.provider, UsageEvent.model)
+                late.append(UsageEvent.collection_uid == live)
+                rolled.append(UsageRollup.collection_uid == live)
+        blocks = union_all(*(
+            select(*keys, *(getattr(UsageRollup, name) for name in _SUMS))
+            .where(UsageRollup.scope == 0, UsageRollup.span == span, UsageRollup.start_day == day, *rolled)
+            for span, day in rollup_blocks(first, last)
+        )).subquery()
+        block_keys = [blocks.c[column.key] for column in keys]
+        groups = (await session.execute(
+            select(*block_keys, *_rollup_sums(blocks.c)).group_by(*block_keys)
         )).all()
+        daily_keys = (UsageRollup.start_day, UsageRollup.provider, UsageRollup.model)
+        daily = (await session.execute(
+            select(*daily_keys, *_rollup_sums(UsageRollup.__table__.c))
+            .where(UsageRollup.scope == scope, UsageRollup.span == 1, UsageRollup.start_day.between(first, last),
+                   *rolled)
+            .group_by(*daily_keys)
+        )).all()
+        event_keys = (UsageEvent.collection, UsageEvent.tenant, UsageEvent.provider, UsageEvent.model)
+        after_now = (await session.execute(select(*event_keys, *_EVENT_SUMS).where(*late).group_by(*event_keys))).all()
 
-    totals = _Sums()
-    per_collection: dict[str | None, _Sums] = {}
-    per_tenant: dict[tuple[str | None, str], _Sums] = {}
-    for row in groups:
-        totals.add(row, prices)
-        per_collection.setdefault(row.collection, _Sums()).add(row, prices)
-        if row.tenant is not None:
-            per_tenant.setdefault((row.collection, row.tenant), _Sums()).add(row, prices)
-    per_day = {start + timedelta(days=i): _Sums() for i in range(window_days)}
-    for row in daily:
-        per_day[date.fromisoformat(row.day)].add(row, prices)
+    per_group, per_day = _Net(), _Net()
+    for collection_, tenant_, provider, model, *values in groups:
+        per_group.add((collection_ or None, tenant_ or None, provider or None, model or None), tuple(values))
+    for day, provider, model, *values in daily:
+        per_day.add((day, provider or None, model or None), tuple(values))
+    for collection_, tenant_, provider, model, *values in after_now:
+        per_group.add((collection_, tenant_, provider, model), tuple(values), -1)
+        per_day.add((last, provider, model), tuple(values), -1)
 
-    figures = totals.figures()
+    price = _Prices(prices)
+    every: list[_Row] = []
+    per_collection: dict[str | None, list[_Row]] = {}
+    per_tenant: dict[tuple[str | None, str], list[_Row]] = {}
+    for (name, group_tenant, provider, model), sums in per_group.items():
+        row = (provider, model, sums)
+        every.append(row)
+        per_collection.setdefault(name, []).append(row)
+        if group_tenant is not None:
+            per_tenant.setdefault((name, group_tenant), []).append(row)
+    timeline: dict[date, list[_Row]] = {start + timedelta(days=i): [] for i in range(window_days)}
+    for (day, provider, model), sums in per_day.items():
+        timeline[_EPOCH + timedelta(days=day)].append((provider, model, sums))
+
+    figures = _figures(every, price)
     return UsageReport(
         window_days=window_days, start=start, end=end, collection=collection, tenant=tenant,
         queries_total=figures["queries"], chat_calls_total=figures["chat_calls"],
@@ -242,9 +330,9 @@ async def usage_report(
         embedding_cost_usd_estimate=figures["embedding_cost_usd_estimate"],
         chat_input_tokens_total=figures["chat_input_tokens"], chat_output_tokens_total=figures["chat_output_tokens"],
         avg_latency_ms=figures["avg_latency_ms"],
-        timeline=[UsageDay(date=d, **sums.figures()) for d, sums in per_day.items()],
-        by_collection=[CollectionUsage(collection=name, **sums.figures())
-                       for name, sums in sorted(per_collection.items(), key=lambda kv: (kv[0] is None, kv[0] or ""))],
-        by_tenant=[TenantUsage(collection=name, tenant=t, **sums.figures())
-                   for (name, t), sums in sorted(per_tenant.items(), key=lambda kv: (kv[0][0] or "", kv[0][1]))],
+        timeline=[UsageDay(date=d, **_figures(rows, price)) for d, rows in timeline.items()],
+        by_collection=[CollectionUsage(collection=name, **_figures(rows, price))
+                       for name, rows in sorted(per_collection.items(), key=lambda kv: (kv[0] is None, kv[0] or ""))],
+        by_tenant=[TenantUsage(collection=name, tenant=t, **_figures(rows, price))
+                   for (name, t), rows in sorted(per_tenant.items(), key=lambda kv: (kv[0][0] or "", kv[0][1]))],
     )

@@ -247,6 +247,42 @@ class UsageEvent(Base):
     latency_ms: Mapped[float] = mapped_column(Float, default=0.0)
 
 
+# Days per usage rollup block: every event adds to the aligned block of each span holding its UTC day, so a window
+# of up to a year is a handful of blocks per (collection, tenant, provider, model) instead of one row per event.
+ROLLUP_SPANS = (1, 2, 4, 8, 16, 32, 64)
+
+
+class UsageRollup(Base):
+    """Sums of `usage_events` per aligned block of days, kept by a trigger on every insert into `usage_events`.
+
+    scope 0 = one (collection, tenant) with every span; 1 = one collection, daily; 2 = everything, daily.
+    Absent keys are "" (NULL would never conflict). `start_day` counts UTC days since 1970-01-01.
+    """
+
+    __tablename__ = "usage_rollup"
+    __table_args__ = ({"sqlite_with_rowid": False},)
+
+    scope: Mapped[int] = mapped_column(Integer, primary_key=True)
+    span: Mapped[int] = mapped_column(Integer, primary_key=True)
+    start_day: Mapped[int] = mapped_column(Integer, primary_key=True)
+    collection: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(256), primary_key=True)
+    collection_uid: Mapped[str] = mapped_column(String(32), primary_key=True)
+    provider: Mapped[str] = mapped_column(String(64), primary_key=True)
+    model: Mapped[str] = mapped_column(String(200), primary_key=True)
+    events: Mapped[int] = mapped_column(BigInteger)
+    queries: Mapped[int] = mapped_column(BigInteger)
+    chat_calls: Mapped[int] = mapped_column(BigInteger)
+    documents: Mapped[int] = mapped_column(BigInteger)
+    chunks: Mapped[int] = mapped_column(BigInteger)
+    storage_bytes: Mapped[int] = mapped_column(BigInteger)
+    embedding_tokens: Mapped[int] = mapped_column(BigInteger)
+    embedding_tokens_estimated: Mapped[int] = mapped_column(BigInteger)
+    chat_input_tokens: Mapped[int] = mapped_column(BigInteger)
+    chat_output_tokens: Mapped[int] = mapped_column(BigInteger)
+    latency_sum: Mapped[float] = mapped_column(Float)  # of query and chat calls
+
+
 class OutboxEvent(Base):
     """Billing events and webhook deliveries, written in the same transaction as the work they report."""
 
