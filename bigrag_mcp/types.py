@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
@@ -137,6 +138,14 @@ class StoreJoinable(Protocol):
     def joined(self, connection: AsyncConnection) -> VectorBackend | None:
         """This backend writing (upsert, delete, drop) through the store's `connection` and its open transaction,
         or None when that connection is not to the backend's own database."""
+
+
+@runtime_checkable
+class GraphIndexed(Protocol):
+    """A backend that can give big partitions an approximate (graph) index beside exact search."""
+
+    def configure_ann(self, min_rows: int, folder: Path | None, ef: int) -> None:
+        """Use a graph for partitions of at least `min_rows` records (0: never), searched with `ef`, saved in `folder`."""
 
 
 class VectorBackendFactory(Protocol):

@@ -22,7 +22,7 @@ from bigrag_mcp.services.slots import WriteSlots
 from bigrag_mcp.services.snapshots import SnapshotStore
 from bigrag_mcp.settings import Settings
 from bigrag_mcp.store.db import Database
-from bigrag_mcp.types import ChatProvider, EmbeddingProvider, Reranker
+from bigrag_mcp.types import ChatProvider, EmbeddingProvider, GraphIndexed, Reranker
 
 
 class Runtime:
@@ -36,6 +36,8 @@ class Runtime:
         self.registry = registry
         self.backend = registry.vector_backend(settings.vector_backend)()
         snapshots = SnapshotStore(settings.data_dir / "index-snapshots") if settings.index_snapshots else None
+        if isinstance(self.backend, GraphIndexed):
+            self.backend.configure_ann(settings.ann_min_rows, snapshots.folder if snapshots else None, settings.ann_ef)
         self.index = IndexGate(db, self.backend, snapshots)
         self.lookups = Lookups(db)
         self.limits = Limits(
