@@ -13,7 +13,7 @@ from bigrag_mcp.limits.engine import Hold, Limits
 from bigrag_mcp.policy import Principal
 from bigrag_mcp.services.audit import AuditFields, append_audit_many
 from bigrag_mcp.services.outbox import enqueue_billing, new_event_id
-from bigrag_mcp.services.usage import record_usage, resolve_tokens
+from bigrag_mcp.services.usage import record_usage_many, resolve_tokens, usage_row
 from bigrag_mcp.services.webhooks import EVENT_TYPES, enqueue_webhook_events
 from bigrag_mcp.store.models import Collection
 from bigrag_mcp.types import BillingEvent
@@ -101,6 +101,7 @@ class Ledger:
         """Several activities of one transaction, each settled on its caller's hold: audit rows chained in one append,
         webhooks read once."""
         audits: list[AuditFields] = []
+        usage: list[dict[str, Any]] = []
         events: list[tuple[str, dict[str, Any]]] = []
         for caller, activity in entries:
             if activity.embedding_tokens is None and activity.estimated_tokens is not None:
@@ -111,8 +112,7 @@ class Ledger:
             if operation is not None and self.limits is not None:
                 await self.limits.settle(session, caller, activity)
             if operation is not None:
-                record_usage(
-                    session,
+                usage.append(usage_row(
                     operation=operation,
                     collection=activity.collection,
                     collection_uid=activity.collection_uid,
@@ -128,7 +128,7 @@ class Ledger:
                     provider=activity.provider,
                     model=activity.model,
                     latency_ms=activity.latency_ms,
-                )
+                ))
             if activity.action not in NOT_AUDITED:
                 audits.append(
                     AuditFields(
@@ -150,6 +150,7 @@ class Ledger:
                 )
             if self.billing_exporters and operation in ("query", "chat", "upload"):
                 self._bill(session, activity, operation, tokens, estimated)
+        await record_usage_many(session, usage)
         await append_audit_many(session, audits)
         await enqueue_webhook_events(session, events)
 
