@@ -179,15 +179,15 @@ def server_env(settings: Settings, **extra: str) -> dict[str, str]:
 
 @pytest.fixture
 def http_server(settings: Settings) -> Iterator[Any]:
-    """Start `bigrag-mcp serve` over HTTP in a subprocess; yields a function(transport, **env) -> base URL.
+    """Start `bigrag-mcp serve` over HTTP in a subprocess; yields a function(transport, *options, **env) -> base URL.
 
     The processes are in `start.procs`, for tests that read a server's stderr after stopping it."""
     procs: list[subprocess.Popen[bytes]] = []
 
-    def start(transport: str, **env: str) -> str:
+    def start(transport: str, *options: str, **env: str) -> str:
         port = free_port()
         proc = subprocess.Popen(
-            [sys.executable, "-m", "bigrag_mcp", "serve", "--transport", transport, "--port", str(port)],
+            [sys.executable, "-m", "bigrag_mcp", "serve", "--transport", transport, "--port", str(port), *options],
             env=server_env(settings, **env),
             stderr=subprocess.PIPE,
         )
