@@ -1,11 +1,12 @@
-"""The SQLite fast path: the admission statement run on the event loop's own thread, never waiting for a lock.
+"""The SQLite fast path: small statements run on the event loop's own thread, never waiting for a lock.
 
 An aiosqlite statement is a round trip through a worker thread, which costs far more than the statement itself
-(tens of microseconds) and grows with load. Here the same single statement runs on a synchronous connection
-with `busy_timeout=0`: when another connection holds the write lock it fails at once with "database is locked",
-nothing has changed, and the caller runs it on the async path, which waits for the lock in its thread. So the
-loop never blocks on another writer. This connection never checkpoints the WAL (the async connections do), so
-a commit here only appends to the WAL file.
+(tens of microseconds) and grows with load. Here the limits' admission statement and the per-call point reads
+(the store revision, a partition's sequence, the rows of a result) run on a synchronous connection with
+`busy_timeout=0`: when the store cannot answer at once it fails with "database is locked", nothing has changed,
+and the caller runs it on the async path, which waits in its thread. So the loop never blocks on another writer
+(in WAL mode reads do not wait for writers anyway). This connection never checkpoints the WAL (the async
+connections do), so a commit here only appends to the WAL file.
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ from typing import Any
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
 from sqlalchemy.pool import StaticPool
 from sqlalchemy.sql.dml import ReturningInsert
+from sqlalchemy.sql.expression import Executable
 
 BUSY = "database is locked"
 
@@ -61,6 +64,28 @@ class SqliteFastPath:
         except OperationalError as exc:
             if BUSY in str(exc.orig):
                 return None
+            raise
+
+    def rows(self, stmt: Executable) -> list[Any] | None:
+        """The rows of a read (ORM entities included) in a transaction of its own; None when the store is busy."""
+        try:
+            with Session(self.engine) as session:
+                return list(session.execute(stmt).all())
+        except OperationalError as exc:
+            if BUSY in str(exc.orig):
+                return None
+            raise
+
+    def write(self, stmt: Executable, rows: list[dict[str, Any]]) -> bool:
+        """Run a write and commit it; False when the store is busy (nothing was written)."""
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(stmt, rows)
+                conn.commit()
+                return True
+        except OperationalError as exc:
+            if BUSY in str(exc.orig):
+                return False
             raise
 
     def close(self) -> None:
