@@ -11,7 +11,8 @@ connections do), so a commit here only appends to the WAL file.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine
@@ -22,6 +23,7 @@ from sqlalchemy.sql.dml import ReturningInsert
 from sqlalchemy.sql.expression import Executable
 
 BUSY = "database is locked"
+T = TypeVar("T")
 
 
 def _pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -53,7 +55,8 @@ class SqliteFastPath:
     def bump(self, stmt: ReturningInsert[Any], rows: list[dict[str, Any]], wanted: set[str]) -> dict[str, int] | None:
         """Run a bump statement and commit it only if every counter in `wanted` changed; the counters' new values
         (all or nothing: a refused one means nothing was committed). None when the store is busy: nothing ran."""
-        try:
+
+        def run() -> dict[str, int]:
             with self.engine.connect() as conn:
                 after = {key: int(used) for key, used in conn.execute(stmt, rows).all()}
                 if wanted <= after.keys():
@@ -61,32 +64,38 @@ class SqliteFastPath:
                 else:
                     conn.rollback()
                 return after
-        except OperationalError as exc:
-            if BUSY in str(exc.orig):
-                return None
-            raise
+
+        return _unless_busy(run)
 
     def rows(self, stmt: Executable) -> list[Any] | None:
         """The rows of a read (ORM entities included) in a transaction of its own; None when the store is busy."""
-        try:
+
+        def run() -> list[Any]:
             with Session(self.engine) as session:
                 return list(session.execute(stmt).all())
-        except OperationalError as exc:
-            if BUSY in str(exc.orig):
-                return None
-            raise
+
+        return _unless_busy(run)
 
     def write(self, stmt: Executable, rows: list[dict[str, Any]]) -> bool:
         """Run a write and commit it; False when the store is busy (nothing was written)."""
-        try:
+
+        def run() -> bool:
             with self.engine.connect() as conn:
                 conn.execute(stmt, rows)
                 conn.commit()
-                return True
-        except OperationalError as exc:
-            if BUSY in str(exc.orig):
-                return False
-            raise
+            return True
+
+        return _unless_busy(run) is not None
 
     def close(self) -> None:
         self.engine.dispose()
+
+
+def _unless_busy(work: Callable[[], T]) -> T | None:
+    """`work()`, or None when the store is busy and `work` fails at once ("database is locked"), having done nothing."""
+    try:
+        return work()
+    except OperationalError as exc:
+        if BUSY in str(exc.orig):
+            return None
+        raise
