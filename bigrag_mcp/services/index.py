@@ -20,6 +20,7 @@ from sqlalchemy import ColumnElement, Row, Select, Text, delete, func, select, t
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bigrag_mcp.errors import InvalidArgument
+from bigrag_mcp.limits.fastpath import SqliteFastPath
 from bigrag_mcp.services.fences import check_admitted
 from bigrag_mcp.services.snapshots import SnapshotStore
 from bigrag_mcp.store.db import Database
@@ -117,10 +118,13 @@ class SyncStats:
 class IndexGate:
     """The only way services touch the backend."""
 
-    def __init__(self, db: Database, backend: VectorBackend, snapshots: SnapshotStore | None = None) -> None:
+    def __init__(
+        self, db: Database, backend: VectorBackend, snapshots: SnapshotStore | None = None, fast: SqliteFastPath | None = None
+    ) -> None:
         self.db = db
         self.backend = backend
         self.snapshots = snapshots
+        self.fast = fast
         self.stats = SyncStats()
         self._loaded: dict[Partition, int] = {}  # in-memory partitions and the sequence they reflect
         self._locks: dict[Partition, asyncio.Lock] = {}
@@ -133,16 +137,21 @@ class IndexGate:
     def _row(collection: Collection, tenant: str | None) -> list[ColumnElement[bool]]:
         return [IndexGeneration.collection_uid == collection.uid, IndexGeneration.tenant == (tenant or NO_TENANT)]
 
+    def _position_statement(self, collection: Collection, tenant: str | None) -> Select[int, int]:
+        return select(IndexGeneration.generation, IndexGeneration.compacted_through).where(*self._row(collection, tenant))
+
     async def _position(self, session: AsyncSession, collection: Collection, tenant: str | None) -> tuple[int, int]:
         """(sequence, compacted_through) of a partition; (0, 0) before its first write."""
-        found = (
-            await session.execute(
-                select(IndexGeneration.generation, IndexGeneration.compacted_through).where(
-                    *self._row(collection, tenant)
-                )
-            )
-        ).first()
+        found = (await session.execute(self._position_statement(collection, tenant))).first()
         return (int(found[0]), int(found[1])) if found else (0, 0)
+
+    async def _sequence(self, collection: Collection, tenant: str | None) -> int:
+        """The partition's sequence now, read on the loop's thread when the fast path can answer at once."""
+        found = self.fast.rows(self._position_statement(collection, tenant)) if self.fast is not None else None
+        if found is not None:
+            return int(found[0][0]) if found else 0
+        async with self.db.session() as session:
+            return (await self._position(session, collection, tenant))[0]
 
     async def record(
         self, session: AsyncSession, collection: Collection, tenant: str | None, record_ids: Iterable[str] | None
@@ -304,8 +313,7 @@ class IndexGate:
         where = partition_of(collection, tenant)
         if not self.backend.persistent:
             await self._forget_old_identity(collection)
-            async with self.db.session() as session:
-                current, _ = await self._position(session, collection, tenant)
+            current = await self._sequence(collection, tenant)
             if self._loaded.get(where) != current:
                 async with self._lock(where), self.db.session() as session:
                     await self._refresh(session, collection, where)

@@ -38,11 +38,10 @@ class Runtime:
         snapshots = SnapshotStore(settings.data_dir / "index-snapshots") if settings.index_snapshots else None
         if isinstance(self.backend, GraphIndexed):
             self.backend.configure_ann(settings.ann_min_rows, snapshots.folder if snapshots else None, settings.ann_ef)
-        self.index = IndexGate(db, self.backend, snapshots)
-        self.lookups = Lookups(db)
-        self.limits = Limits(
-            db, self.policy.limits, lambda: load_prices(settings.price_file), fast=SqliteFastPath.for_url(db.url)
-        )
+        self.fast = SqliteFastPath.for_url(db.url)  # small statements on the loop's thread (SQLite files only)
+        self.index = IndexGate(db, self.backend, snapshots, self.fast)
+        self.lookups = Lookups(db, self.fast)
+        self.limits = Limits(db, self.policy.limits, lambda: load_prices(settings.price_file), fast=self.fast)
         self.ledger = Ledger(list(settings.billing_exporters), self.limits)
         self.writes = WriteSlots(settings.write_concurrency)
         self.loader_bounds = Bounds(settings.loader_timeout_s, settings.loader_memory_mb, settings.loader_unzipped_mb)
