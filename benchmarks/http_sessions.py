@@ -3,7 +3,7 @@
 Measures, in one run against one `bigrag-mcp serve` process: one session alone (idle p50, QPS), then `--sessions`
 sessions querying for `--seconds` while an extra session uploads: errors, p50/p99 and total QPS, as ratios to the
 single session's. Run by hand: `python benchmarks/http_sessions.py [--sessions 32] [--seconds 20] [--size 10000]
-[--blas-threads 1]`; prints one JSON object.
+[--blas-threads 1] [--workers 1]`; prints one JSON object (`--workers N`: `serve --workers N`).
 """
 
 from __future__ import annotations
@@ -79,6 +79,7 @@ async def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--size", type=int, default=10_000)
     parser.add_argument("--blas-threads", default="1")
+    parser.add_argument("--workers", type=int, default=1)
     a = parser.parse_args()
     logging.disable(logging.INFO)
     folder = Path(tempfile.mkdtemp(prefix="bigrag-bench-"))
@@ -86,8 +87,8 @@ async def main() -> None:
     key = await seed(rt, a.size)
     await rt.close()
     out: dict[str, Any] = {"sessions": a.sessions, "seconds": a.seconds, "partition_size": a.size,
-                           "blas_threads": a.blas_threads}
-    async with http_server(folder, BIGRAG_BLAS_THREADS=a.blas_threads) as url:
+                           "blas_threads": a.blas_threads, "workers": a.workers}
+    async with http_server(folder, "--workers", str(a.workers), BIGRAG_BLAS_THREADS=a.blas_threads) as url:
         alone: list[float] = []
         errors: list[str] = []
         await window(url, key, 1, 2, [], None, errors)  # warm: loads the partition

@@ -54,13 +54,13 @@ def server_env(folder: Path, **extra: str) -> dict[str, str]:
 
 
 @asynccontextmanager
-async def http_server(folder: Path, **extra: str) -> AsyncIterator[str]:
-    """`bigrag-mcp serve --transport streamable-http` in a subprocess; yields its base URL."""
+async def http_server(folder: Path, *options: str, **extra: str) -> AsyncIterator[str]:
+    """`bigrag-mcp serve --transport streamable-http [options]` in a subprocess; yields its base URL."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     proc = await anyio.open_process(
-        [sys.executable, "-m", "bigrag_mcp", "serve", "--transport", "streamable-http", "--port", str(port)],
+        [sys.executable, "-m", "bigrag_mcp", "serve", "--transport", "streamable-http", "--port", str(port), *options],
         env=server_env(folder, **extra), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:

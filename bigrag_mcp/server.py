@@ -118,12 +118,14 @@ def _access_log(session: Principal | None) -> Any:
     return logged
 
 
-def _health_routes(server: MCPServer, rt: Runtime) -> None:
-    """`/healthz` (the process answers) and `/readyz` (the store answers and its schema is current); no auth, no data."""
+def _health_routes(server: MCPServer, rt: Runtime, worker: int | None) -> None:
+    """`/healthz` (the process answers; under `serve --workers`, which worker) and `/readyz` (the store answers and
+    its schema is current); no auth, no data."""
+    alive: dict[str, Any] = {"status": "ok"} if worker is None else {"status": "ok", "worker": worker}
 
     @server.custom_route("/healthz", methods=["GET"], include_in_schema=False)
     async def healthz(request: Request) -> Response:
-        return JSONResponse({"status": "ok"})
+        return JSONResponse(alive)
 
     @server.custom_route("/readyz", methods=["GET"], include_in_schema=False)
     async def readyz(request: Request) -> Response:
@@ -202,8 +204,10 @@ def build_server(
     session_key: str | None = None,
     principal: Principal | None = None,
     http_url: str | None = None,
+    worker: int | None = None,
 ) -> MCPServer:
-    """The server for one stdio/in-memory session key, or (with `http_url`, the MCP endpoint) for bearer keys over HTTP."""
+    """The server for one stdio/in-memory session key, or (with `http_url`, the MCP endpoint) for bearer keys over HTTP
+    (`worker`: its number under `serve --workers`)."""
     auth: dict[str, Any] = {}
     if http_url is not None:
         # Keys are not OAuth tokens: the protected-resource metadata is served only when an operator names a real
@@ -224,7 +228,7 @@ def build_server(
         **auth,
     )
     if http_url is not None:
-        _health_routes(server, rt)
+        _health_routes(server, rt, worker)
     for family in TOOL_FAMILIES:
         family.register(server, gate)
 

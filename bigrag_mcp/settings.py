@@ -38,6 +38,14 @@ class Settings(BaseSettings):
         default=False,
         description="Snapshot big in-memory partitions to data_dir/index-snapshots, so a restart maps them.",
     )
+    ann_min_rows: int = Field(
+        default=100_000,
+        ge=0,
+        description="Partitions of at least this many records also get an HNSW graph (the `ann` extra); 0: always exact.",
+    )
+    ann_ef: int = Field(
+        default=128, ge=1, description="Candidates an HNSW search explores (at least the depth asked for): recall vs speed."
+    )
     max_chunks_per_document: int = Field(
         default=100_000, ge=1, description="Uploads whose text needs more chunks are refused with limit_exceeded."
     )

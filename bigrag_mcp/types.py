@@ -5,10 +5,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bigrag_mcp.errors import InvalidArgument
 from bigrag_mcp.filters import FilterNode
@@ -127,6 +129,23 @@ class Refillable(Protocol):
 
     async def replace(self, where: Partition, rows: PartitionRows) -> None:
         """Make the partition hold exactly `rows`, atomically for every other caller."""
+
+
+@runtime_checkable
+class StoreJoinable(Protocol):
+    """A persistent backend that can write inside the store's own transaction when both live in one database."""
+
+    def joined(self, connection: AsyncConnection) -> VectorBackend | None:
+        """This backend writing (upsert, delete, drop) through the store's `connection` and its open transaction,
+        or None when that connection is not to the backend's own database."""
+
+
+@runtime_checkable
+class GraphIndexed(Protocol):
+    """A backend that can give big partitions an approximate (graph) index beside exact search."""
+
+    def configure_ann(self, min_rows: int, folder: Path | None, ef: int) -> None:
+        """Use a graph for partitions of at least `min_rows` records (0: never), searched with `ef`, saved in `folder`."""
 
 
 class VectorBackendFactory(Protocol):

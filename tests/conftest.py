@@ -113,15 +113,19 @@ async def gated(settings: Settings) -> AsyncIterator[tuple[Runtime, Gate]]:
 
 @pytest.fixture
 def statements(rt: Runtime) -> Iterator[list[str]]:
-    """Every SQL statement the runtime's store executes while the test runs (clear it to start counting)."""
+    """Every SQL statement the runtime's store executes while the test runs, on its async engine and on the SQLite
+    fast path's connection (clear it to start counting)."""
     seen: list[str] = []
 
     def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
         seen.append(statement)
 
-    event.listen(rt.db.engine.sync_engine, "before_cursor_execute", record)
+    engines = [rt.db.engine.sync_engine, *([rt.fast.engine] if rt.fast is not None else [])]
+    for engine in engines:
+        event.listen(engine, "before_cursor_execute", record)
     yield seen
-    event.remove(rt.db.engine.sync_engine, "before_cursor_execute", record)
+    for engine in engines:
+        event.remove(engine, "before_cursor_execute", record)
 
 
 @pytest.fixture
@@ -174,15 +178,15 @@ def server_env(settings: Settings, **extra: str) -> dict[str, str]:
 
 @pytest.fixture
 def http_server(settings: Settings) -> Iterator[Any]:
-    """Start `bigrag-mcp serve` over HTTP in a subprocess; yields a function(transport, **env) -> base URL.
+    """Start `bigrag-mcp serve` over HTTP in a subprocess; yields a function(transport, *options, **env) -> base URL.
 
     The processes are in `start.procs`, for tests that read a server's stderr after stopping it."""
     procs: list[subprocess.Popen[bytes]] = []
 
-    def start(transport: str, **env: str) -> str:
+    def start(transport: str, *options: str, **env: str) -> str:
         port = free_port()
         proc = subprocess.Popen(
-            [sys.executable, "-m", "bigrag_mcp", "serve", "--transport", transport, "--port", str(port)],
+            [sys.executable, "-m", "bigrag_mcp", "serve", "--transport", transport, "--port", str(port), *options],
             env=server_env(settings, **env),
             stderr=subprocess.PIPE,
         )

@@ -4,12 +4,21 @@ their fusion (`bigrag_mcp.fusion`).
 Each (collection, tenant) partition is its own index, so a query costs what that partition holds. Every call
 runs in a worker thread (`bigrag_mcp.compute`), searches side by side, a write alone: no call sees a half-applied
 write, and the event loop keeps answering while numpy works.
+
+A partition of at least `ann_min_rows` records also gets an HNSW graph (`hnsw`), built and caught up in one
+background thread a batch at a time, and saved beside the snapshots when a folder is given; until it is ready the
+partition answers exactly, and a selective filter is always answered exactly.
 """
 
 from __future__ import annotations
 
+import logging
 import operator
+import queue
+import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from functools import partial
+from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
@@ -17,12 +26,15 @@ import numpy.typing as npt
 
 from bigrag_mcp import compute
 from bigrag_mcp.compute import ReadWriteLock
+from bigrag_mcp.default_plugins import hnsw
+from bigrag_mcp.default_plugins.hnsw import Graph
 from bigrag_mcp.errors import InvalidArgument
 from bigrag_mcp.filters import And, Compare, FilterNode, Or
 from bigrag_mcp.fusion import FusionMethod, fuse
 from bigrag_mcp.fusion import best as _best
 from bigrag_mcp.hookspecs import hookimpl
 from bigrag_mcp.lexical.index import KeywordIndex
+from bigrag_mcp.partition_files import partition_key
 from bigrag_mcp.types import Hit, Partition, PartitionRows, SearchRequest, VectorBackendFactory, VectorRecord
 
 T = TypeVar("T")
@@ -31,6 +43,8 @@ Key = tuple[str, Any]
 
 HYBRID_FUSION: FusionMethod = "weighted"
 HYBRID_MIN_DEPTH = 100
+FILTERED_EXACT_BELOW = 0.1  # a filter letting through less than this share of a partition is answered exactly
+log = logging.getLogger(__name__)
 _RANGE: dict[str, Callable[[Any, Any], Any]] = {
     "$gt": operator.gt,
     "$gte": operator.ge,
@@ -118,6 +132,8 @@ class _Partition:
         self.keywords = KeywordIndex(language)
         self._keyword_rows: npt.NDArray[np.intp] | None = None  # row of each keyword slot (-1: none), for filters
         self.columns: dict[str, _FieldColumn] = {}
+        self.graph: Graph | None = None  # the HNSW graph searches use
+        self.building: Graph | None = None  # one being built in the background, to replace it when caught up
 
     @classmethod
     def build(cls, data: PartitionRows, language: str) -> _Partition:
@@ -147,7 +163,10 @@ class _Partition:
         self._reserve(len(self.ids) + fresh)
         for record, vector in zip(records, vectors):
             row = self.rows.get(record.id)
-            if row is None:
+            if row is not None:
+                for graph in self.graphs():
+                    graph.forget(row, record.id)
+            else:
                 row = len(self.ids)
                 self.rows[record.id] = row
                 self.ids.append(record.id)
@@ -166,6 +185,8 @@ class _Partition:
             if row is None:
                 continue
             removed += 1
+            for graph in self.graphs():
+                graph.forget(row, record_id)
             self._move_last_into(row)
         if removed:
             self.keywords.remove(list(wanted))
@@ -180,6 +201,8 @@ class _Partition:
             self.matrix[row] = self.matrix[last]
             self.ids[row], self.metadata[row] = self.ids[last], self.metadata[last]
             self.rows[self.ids[row]] = row
+            for graph in self.graphs():
+                graph.moved(last, row)
         self.ids.pop()
         self.metadata.pop()
 
@@ -188,6 +211,42 @@ class _Partition:
             grown = np.empty((max(size, 2 * len(self.matrix)), self.dimension), dtype=np.float32)
             grown[: len(self.ids)] = self.matrix[: len(self.ids)]
             self.matrix = grown
+        for graph in self.graphs():
+            graph.reserve(len(self.matrix))
+
+    # --- the HNSW graph ----------------------------------------------------------------------------------
+
+    def graphs(self) -> list[Graph]:
+        return [g for g in (self.graph, self.building) if g is not None]
+
+    def graph_to_grow(self, min_rows: int) -> Graph | None:
+        """The graph to add uncovered rows to: a new one when the partition is big and has none or a worn one."""
+        if self.building is None and len(self) >= min_rows and (self.graph is None or self.graph.worn()):
+            self.building = Graph(self.dimension)
+            self.building.reserve(len(self.matrix))
+        return self.building or self.graph
+
+    def adopt(self, graph: Graph, ids: Sequence[str | None]) -> bool:
+        """Take a saved graph as the one being built, keeping labels whose record has exactly their vector; False if worn."""
+        stored = graph.stored(0, len(ids))
+        kept: list[str | None] = []
+        for start in range(0, len(ids), 16_384):
+            block = [self.rows.get(i) if i is not None else None for i in ids[start : start + 16_384]]
+            known = np.asarray([r is not None for r in block], dtype=bool)
+            rows = np.asarray([r if r is not None else 0 for r in block], dtype=np.intp)
+            same = known & (self.matrix[rows] == stored[start : start + len(block)]).all(axis=1)
+            kept.extend(i if ok else None for i, ok in zip(ids[start : start + len(block)], same.tolist()))
+        graph.reserve(len(self.matrix))
+        graph.install(0, kept, self.rows)
+        if graph.worn():
+            return False
+        graph.unsaved = graph.dead
+        self.building = graph
+        return True
+
+    def promote(self, graph: Graph) -> None:
+        if self.building is graph:
+            self.graph, self.building = graph, None
 
     # --- reads -----------------------------------------------------------------------------------------
 
@@ -210,9 +269,16 @@ class _Partition:
     def nearest(self, vector: Sequence[float], allowed: Mask | None, depth: int) -> list[Hit]:
         """Cosine ranking of the allowed rows, best first, at most `depth` long."""
         query = _unit_rows(_as_matrix([vector]), [None], self.dimension)[0]
-        scores = self.matrix[: len(self.ids)] @ query
-        rows = np.arange(len(self.ids)) if allowed is None else np.flatnonzero(allowed)
-        picked = scores[rows]
+        size, graph = len(self.ids), self.graph
+        if graph is not None and not graph.busy and (allowed is None or allowed.sum() >= FILTERED_EXACT_BELOW * size):
+            uncovered = graph.uncovered(size)  # written since the graph last caught up: scored exactly
+            if allowed is not None:
+                uncovered = uncovered[allowed[uncovered]]
+            rows = np.concatenate([graph.candidates(query, allowed, depth), uncovered])
+            picked = self.matrix[rows] @ query
+        else:
+            rows = np.arange(size) if allowed is None else np.flatnonzero(allowed)
+            picked = (self.matrix[:size] @ query)[rows]
         if len(rows) > depth:
             cut = np.partition(picked, len(picked) - depth)[len(picked) - depth]
             keep = picked >= cut
@@ -269,22 +335,42 @@ def _as_matrix(vectors: Sequence[Sequence[float]]) -> npt.NDArray[np.float32]:
 
 
 class MemoryBackend:
-    """Exact search over numpy matrices, one per (collection, tenant); rebuilt from the store after a restart."""
+    """Search over numpy matrices, one per (collection, tenant), exact or through an HNSW graph when big."""
 
     name = "memory"
     persistent = False
     search_modes: frozenset[str] = frozenset({"semantic", "keyword", "hybrid"})
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        ann_min_rows: int = 0,
+        ann_folder: Path | None = None,
+        background: Callable[[Callable[[], None]], object] | None = None,
+    ) -> None:
+        """`ann_min_rows` 0 keeps search exact; `background` runs graph work (default: one thread of its own)."""
         self._partitions: dict[Partition, _Partition] = {}
         self._lock = ReadWriteLock()
+        self._jobs: queue.SimpleQueue[Callable[[], None] | None] | None = None  # the graph thread's work
+        self._background = background
+        self._tending: set[Partition] = set()
+        self._closed = False
+        self.configure_ann(ann_min_rows, ann_folder)
+
+    def configure_ann(self, min_rows: int, folder: Path | None, ef: int = hnsw.EF_SEARCH) -> None:
+        """Give partitions of at least `min_rows` records (0: none) an HNSW graph searched with `ef`, saved in `folder`."""
+        self.ann_min_rows = min_rows
+        self.ann_folder = folder
+        self.ann_ef = ef
 
     async def upsert(self, where: Partition, records: Sequence[VectorRecord]) -> None:
         if records:
             await compute.run(self._write, self._upsert, where, records)
+            self._kick(where)
 
     async def delete(self, where: Partition, ids: Sequence[str]) -> int:
-        return await compute.run(self._write, self._delete, where, ids)
+        removed = await compute.run(self._write, self._delete, where, ids)
+        self._kick(where)
+        return removed
 
     async def search(self, where: Partition, request: SearchRequest) -> list[Hit]:
         request.check(self.search_modes)
@@ -317,6 +403,7 @@ class MemoryBackend:
         """Swap in a partition built from `rows`: built in a worker thread, swapped in under the write lock."""
         built = await compute.run(_Partition.build, rows, where.language) if rows.ids else None
         await compute.run(self._write, self._swap, where, built)
+        self._kick(where)
 
     def _swap(self, where: Partition, part: _Partition | None) -> None:
         if part is None:
@@ -357,9 +444,103 @@ class MemoryBackend:
         doomed = [p for p in self._partitions if p.collection == collection and (tenant is None or p.tenant == tenant)]
         for where in doomed:
             del self._partitions[where]
+        if self.ann_folder is not None and self.ann_folder.exists():
+            if tenant is not None:
+                doomed_files = [self._graph_path(Partition(collection, tenant))]
+            else:
+                uid = collection.rsplit(".", 1)[-1]
+                doomed_files = list(self.ann_folder.glob(f"{uid}-*.hnsw.faiss")) if "." in collection else []
+            for path in doomed_files:
+                if path is not None:
+                    hnsw.remove(path)
 
     async def close(self) -> None:
+        self._closed = True
+        if self._jobs is not None:
+            self._jobs.put(None)
         self._partitions.clear()
+
+    # --- HNSW graphs, grown in the background --------------------------------------------------------------
+
+    def _graph_path(self, where: Partition) -> Path | None:
+        """Where the partition's graph is saved; None without a folder or for an address no store made."""
+        if self.ann_folder is None or "." not in where.collection:
+            return None
+        try:
+            return self.ann_folder / f"{partition_key(where.collection.rsplit('.', 1)[1], where.tenant)}.hnsw.faiss"
+        except ValueError:
+            return None
+
+    def _kick(self, where: Partition) -> None:
+        """Have the partition's graph built or caught up in the background, if it is big enough to have one."""
+        part = self._partitions.get(where)
+        if self._closed or part is None or where in self._tending:
+            return
+        if self.ann_min_rows <= 0 or (len(part) < self.ann_min_rows and not part.graphs()):
+            return
+        if not hnsw.available():
+            log.warning("a partition reached ann_min_rows but faiss (the `ann` extra) is not installed: exact search")
+            self.ann_min_rows = 0
+            return
+        self._tending.add(where)
+        (self._background or self._submit)(partial(self._tend, where))
+
+    def _submit(self, job: Callable[[], None]) -> None:
+        """Queue `job` for the graph thread, a daemon: an exit does not wait for a build (saves write and rename)."""
+        if self._jobs is None:
+            self._jobs = queue.SimpleQueue()
+            threading.Thread(target=_work, args=(self._jobs,), name="bigrag-hnsw", daemon=True).start()
+        self._jobs.put(job)
+
+    def _tend(self, where: Partition) -> None:
+        self._tending.discard(where)
+        try:
+            self._grow(where)
+        except Exception:  # searches stay exact for this partition; the next write tries again
+            log.exception("could not build the HNSW graph of %s", where)
+
+    def _grow(self, where: Partition) -> None:
+        """Add the partition's uncovered rows to its graph a batch at a time, then use it and save it."""
+        with self._lock.writing():
+            part = self._partitions.get(where)
+            graph = part.graph_to_grow(self.ann_min_rows) if part is not None else None
+        if part is None or graph is None:
+            return
+        path = self._graph_path(where)
+        if path is not None and part.graph is None and graph.index.ntotal == 0:  # this process's first graph of it
+            graph = self._restore(where, part, graph, path)
+        graph.ef = self.ann_ef
+        while not self._closed:
+            with self._lock.reading():
+                if self._partitions.get(where) is not part:
+                    return
+                rows = graph.uncovered(len(part))[: hnsw.ADD_BATCH]
+                if not len(rows):
+                    break
+                vectors, ids = part.matrix[rows], [part.ids[r] for r in rows.tolist()]
+                graph.journal = set()
+            first = graph.add(vectors)
+            with self._lock.writing():
+                graph.install(first, ids, part.rows)
+        with self._lock.writing():
+            part.promote(graph)
+        if path is not None and graph.unsaved > graph.index.ntotal // 10:
+            graph.save(path)
+
+    def _restore(self, where: Partition, part: _Partition, graph: Graph, path: Path) -> Graph:
+        """The saved graph, checked against the partition, in place of the empty `graph`; `graph` if none is usable."""
+        loaded = Graph.load(path, part.dimension)
+        if loaded is None:
+            return graph
+        with self._lock.writing():
+            if self._partitions.get(where) is not part or part.building is not graph or not part.adopt(*loaded):
+                return graph
+        return loaded[0]
+
+
+def _work(jobs: queue.SimpleQueue[Callable[[], None] | None]) -> None:
+    while (job := jobs.get()) is not None:
+        job()
 
 
 @hookimpl

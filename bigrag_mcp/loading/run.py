@@ -156,15 +156,36 @@ def _checked(found: Extracted, bounds: Bounds, name: str) -> Extracted:
     return found
 
 
-async def extract(
-    loaders: dict[str, DocumentLoader], data: bytes, *, mime: str, filename: str | None, bounds: Bounds
-) -> Extracted:
-    """The text (and pages) of `data` read as `mime`, by its registered loader, off the event loop."""
-    name = repr(filename) if filename else "the document"
+def _loader(loaders: dict[str, DocumentLoader], mime: str, name: str) -> DocumentLoader:
     loader = loaders.get(mime) or (loaders.get("text/plain") if is_text_type(mime) else None)
     if loader is None:
         known = ", ".join(sorted(loaders))
         raise InvalidArgument(f"{name} is {mime}, which no document loader reads; supported: {known}")
+    return loader
+
+
+def _name(filename: str | None) -> str:
+    return repr(filename) if filename else "the document"
+
+
+def extract_here(
+    loaders: dict[str, DocumentLoader], data: bytes, *, mime: str, filename: str | None, bounds: Bounds
+) -> Extracted | None:
+    """The text of `data` read on the calling thread when its loader runs in process (the pure-Python text
+    loaders); None when it needs the loader host (`extract`). Call it off the event loop."""
+    name = _name(filename)
+    loader = _loader(loaders, mime, name)
+    if mime in ZIPPED or not getattr(loader, "in_process", False):
+        return None
+    return _checked(_in_process(loader, data, filename, mime, name), bounds, name)
+
+
+async def extract(
+    loaders: dict[str, DocumentLoader], data: bytes, *, mime: str, filename: str | None, bounds: Bounds
+) -> Extracted:
+    """The text (and pages) of `data` read as `mime`, by its registered loader, off the event loop."""
+    name = _name(filename)
+    loader = _loader(loaders, mime, name)
     if mime in ZIPPED:
         check_zip(data, bounds, name)
     if getattr(loader, "in_process", False):

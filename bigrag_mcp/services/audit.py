@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bigrag_mcp.errors import InvalidArgument
 from bigrag_mcp.store.db import Database
-from bigrag_mcp.store.models import AuditEntry
+from bigrag_mcp.store.models import AuditEntry, bulk_insert
 
 log = logging.getLogger(__name__)
 
@@ -74,14 +74,20 @@ def _iso(moment: datetime) -> str:
 
 def entry_hash(row: AuditEntry) -> str:
     """sha256(prev_hash + canonical JSON of the row without entry_hash)."""
-    body = {
-        "id": row.id, "created_at": _iso(row.created_at), "actor_key_id": row.actor_key_id, "action": row.action,
+    return _hash_of({
+        "id": row.id, "created_at": row.created_at, "actor_key_id": row.actor_key_id, "action": row.action,
         "resource_type": row.resource_type, "resource_id": row.resource_id, "tenant": row.tenant,
         "outcome": row.outcome, "reason": row.reason, "request_id": row.request_id, "metadata": row.metadata_,
         "prev_hash": row.prev_hash,
-    }
-    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    return hashlib.sha256((row.prev_hash + canonical).encode("utf-8")).hexdigest()
+    })
+
+
+def _hash_of(body: dict[str, Any]) -> str:
+    """The chain hash of a row's values (`entry_hash`'s keys; `created_at` a datetime)."""
+    canonical = json.dumps(
+        {**body, "created_at": _iso(body["created_at"])}, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    )
+    return hashlib.sha256((body["prev_hash"] + canonical).encode("utf-8")).hexdigest()
 
 
 async def _lock_chain(session: AsyncSession) -> None:
@@ -123,21 +129,21 @@ async def append_audit_many(session: AsyncSession, entries: Sequence[AuditFields
         select(AuditEntry.id, AuditEntry.entry_hash).order_by(AuditEntry.id.desc()).limit(1)
     )).first()
     prev_id, prev_hash = (last.id, last.entry_hash) if last else (0, GENESIS_HASH)
+    rows = []
     for fields in entries:
         reason = fields.get("reason")
-        row = AuditEntry(
-            id=prev_id + 1, created_at=datetime.now(UTC),
-            actor_key_id=_field("actor_key_id", fields["actor_key_id"]), action=_field("action", fields["action"]) or "",
-            resource_type=_field("resource_type", fields["resource_type"]) or "",
-            resource_id=_field("resource_id", fields.get("resource_id")), tenant=_field("tenant", fields.get("tenant")),
-            outcome=fields.get("outcome", "allowed"), reason=None if reason is None else clean_text(reason),
-            request_id=_field("request_id", fields.get("request_id")), metadata_=_clean_json(dict(fields.get("metadata") or {})),
-            prev_hash=prev_hash,
-        )
-        row.entry_hash = entry_hash(row)
-        prev_id, prev_hash = row.id, row.entry_hash
-        session.add(row)
-    await session.flush()
+        body = {
+            "id": prev_id + 1, "created_at": datetime.now(UTC),
+            "actor_key_id": _field("actor_key_id", fields["actor_key_id"]), "action": _field("action", fields["action"]) or "",
+            "resource_type": _field("resource_type", fields["resource_type"]) or "",
+            "resource_id": _field("resource_id", fields.get("resource_id")), "tenant": _field("tenant", fields.get("tenant")),
+            "outcome": fields.get("outcome", "allowed"), "reason": None if reason is None else clean_text(reason),
+            "request_id": _field("request_id", fields.get("request_id")),
+            "metadata": _clean_json(dict(fields.get("metadata") or {})), "prev_hash": prev_hash,
+        }
+        prev_id, prev_hash = body["id"], _hash_of(body)
+        rows.append({**body, "entry_hash": prev_hash})
+    await session.execute(bulk_insert(AuditEntry), rows)  # one statement, no ORM bookkeeping per row
 
 
 async def audit_safely(db: Database, **fields: Unpack[AuditFields]) -> bool:

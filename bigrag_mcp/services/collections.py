@@ -219,6 +219,7 @@ async def delete(rt: Runtime, name: str, *, caller: Caller = OPERATOR) -> Collec
         stored = await session.scalar(select(func.coalesce(func.sum(Document.size_bytes), 0)).where(Document.collection_id == collection.id))
         await session.delete(collection)
         revoked = await revoke_keys(session, ApiKey.collection == name)
+        await rt.index.drop_joined(session, collection)
         await rt.ledger.record(
             session,
             caller,

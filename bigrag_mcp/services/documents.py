@@ -17,13 +17,13 @@ import anyio.lowlevel
 import numpy as np
 import numpy.typing as npt
 from anyio.streams.memory import MemoryObjectReceiveStream
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bigrag_mcp.chunking import TextChunk, chunk_text
 from bigrag_mcp.errors import BigRagError, InvalidArgument, LimitExceeded, NotFound, TenantRequired
 from bigrag_mcp.limits.engine import Hold
-from bigrag_mcp.loading import extract, resolve_type
+from bigrag_mcp.loading import extract, extract_here, resolve_type
 from bigrag_mcp.loading.sniff import is_text_type, normalise
 from bigrag_mcp.metadata_schema import metadata_errors
 from bigrag_mcp.schemas import (
@@ -42,7 +42,7 @@ from bigrag_mcp.services.index import IndexWrite
 from bigrag_mcp.services.ledger import OPERATOR, Activity, Caller
 from bigrag_mcp.services.runtime import Runtime
 from bigrag_mcp.services.usage import estimate_tokens
-from bigrag_mcp.store.models import NO_TENANT, Chunk, Collection, Document, PageText, utcnow
+from bigrag_mcp.store.models import NO_TENANT, Chunk, Collection, Document, PageText, bulk_insert, utcnow
 from bigrag_mcp.types import EmbeddingProvider, Extracted, VectorRecord
 
 MAX_DOCUMENT_BYTES = 20 * 1024 * 1024
@@ -181,6 +181,17 @@ def _admit(collection: Collection, item: Upload) -> _Admitted:
     return _Admitted(tenant, meta, data, mime, hashlib.sha256(data).hexdigest(), item)
 
 
+def _admit_all(collection: Collection, group: Sequence[tuple[int, Upload]]) -> list[tuple[int, _Admitted | BigRagError]]:
+    """`_admit` for each upload of a group in one pass (one worker thread); a refusal stays with its upload."""
+    checked: list[tuple[int, _Admitted | BigRagError]] = []
+    for index, item in group:
+        try:
+            checked.append((index, _admit(collection, item)))
+        except BigRagError as exc:
+            checked.append((index, exc))
+    return checked
+
+
 def _chunked(collection: Collection, found: Extracted, max_chunks: int) -> tuple[list[TextChunk], list[int | None]]:
     pieces = chunk_text(
         found.text,
@@ -203,16 +214,50 @@ def _page_rows(doc_id: str, found: Extracted) -> list[PageText]:
     return rows
 
 
-async def _prepare(rt: Runtime, collection: Collection, admitted: _Admitted, caller: Caller) -> _Ready:
-    """Load (off the event loop, bounded) and chunk an admitted upload, then reserve it under the caller's limits."""
+_Loaded = tuple[Extracted, list[TextChunk], list[int | None]]  # a document's text, its chunks and their pages
+
+
+def _load_here(rt: Runtime, collection: Collection, admitted: _Admitted) -> _Loaded | None:
+    """Load and chunk on the calling thread when no loader host is needed (text, in-process loaders), else None."""
     item = admitted.item
     if item.text is not None:
-        found = Extracted(item.text)
+        found: Extracted | None = Extracted(item.text)
     else:
-        found = await extract(
+        found = extract_here(
             rt.registry.document_loaders, admitted.data, mime=admitted.mime, filename=item.filename, bounds=rt.loader_bounds
         )
-    pieces, pages = await anyio.to_thread.run_sync(_chunked, collection, found, rt.settings.max_chunks_per_document)
+    if found is None:
+        return None
+    return found, *_chunked(collection, found, rt.settings.max_chunks_per_document)
+
+
+def _load_all_here(rt: Runtime, collection: Collection, admitted: Sequence[_Admitted]) -> list[_Loaded | BigRagError | None]:
+    """`_load_here` for each document in one pass (one worker thread for a whole group); a refusal stays with its document."""
+    loaded: list[_Loaded | BigRagError | None] = []
+    for one in admitted:
+        try:
+            loaded.append(_load_here(rt, collection, one))
+        except BigRagError as exc:
+            loaded.append(exc)
+    return loaded
+
+
+async def _load(rt: Runtime, collection: Collection, admitted: _Admitted, here: _Loaded | None = None) -> _Loaded:
+    """Load (off the event loop, bounded) and chunk an admitted upload; `here` is what `_load_here` already made."""
+    if here is None:
+        here = await anyio.to_thread.run_sync(_load_here, rt, collection, admitted)
+    if here is not None:
+        return here
+    item = admitted.item
+    found = await extract(
+        rt.registry.document_loaders, admitted.data, mime=admitted.mime, filename=item.filename, bounds=rt.loader_bounds
+    )
+    return found, *(await anyio.to_thread.run_sync(_chunked, collection, found, rt.settings.max_chunks_per_document))
+
+
+async def _prepare(rt: Runtime, collection: Collection, admitted: _Admitted, caller: Caller, loaded: _Loaded) -> _Ready:
+    """Reserve a loaded and chunked upload under the caller's limits and make its document row."""
+    found, pieces, pages = loaded
     if not pieces:
         raise InvalidArgument("the document has no text to index")
     await rt.limits.reserve_upload(
@@ -222,7 +267,7 @@ async def _prepare(rt: Runtime, collection: Collection, admitted: _Admitted, cal
         id=uuid.uuid4().hex,
         collection_id=collection.id,
         tenant=admitted.tenant or NO_TENANT,
-        filename=item.filename,
+        filename=admitted.item.filename,
         mime_type=admitted.mime,
         content_hash=admitted.content_hash,
         metadata_=admitted.meta,
@@ -244,8 +289,10 @@ async def _embedded(provider: EmbeddingProvider, ready: Sequence[_Ready], progre
     for one, share in zip(ready, shares):
         one.vectors, one.tokens = vectors[at : at + len(one.pieces)], share
         at += len(one.pieces)
-        if share is None:
-            one.estimate = await anyio.to_thread.run_sync(estimate_tokens, [p.text for p in one.pieces])
+    if tokens is None:  # the provider reports none: estimate every document's tokens in one worker-thread pass
+        estimates = await anyio.to_thread.run_sync(lambda: [estimate_tokens(p.text for p in r.pieces) for r in ready])
+        for one, estimate in zip(ready, estimates):
+            one.estimate = estimate
 
 
 async def _existing(
@@ -313,13 +360,13 @@ async def _store_chunks(write: IndexWrite, fresh: Sequence[_Ready]) -> None:
             chunk_rows.append(
                 {
                     "collection_id": doc.collection_id, "tenant": doc.tenant, "record_id": record_id, "document_id": doc.id,
-                    "chunk_index": i, "text": piece.text, "metadata_": doc.metadata_, "char_start": piece.start,
+                    "chunk_index": i, "text": piece.text, "metadata": doc.metadata_, "char_start": piece.start,
                     "char_end": piece.end, "page": one.pages[i], "vector": vector.tobytes(), "created_at": doc.created_at,
                 }
             )
             # plain floats, as the backend contract says, one slice at a time
             records.append(VectorRecord(record_id, vector.tolist(), piece.text, doc.metadata_))
-        await write.session.execute(insert(Chunk), chunk_rows)  # one executemany, no per-row RETURNING
+        await write.session.execute(bulk_insert(Chunk), chunk_rows)  # one executemany, no ORM bookkeeping per row
         await write.upsert(records)
         await anyio.lowlevel.checkpoint()
 
@@ -349,7 +396,7 @@ async def upload(
             existing = await _existing(session, collection, admitted.tenant, [admitted.content_hash])
         if existing:
             return UploadResult(document=document_info(collection, existing[admitted.content_hash]), deduplicated=True, embedding_tokens=0)
-        ready = await _prepare(rt, collection, admitted, caller)
+        ready = await _prepare(rt, collection, admitted, caller, await _load(rt, collection, admitted))
         del admitted
         provider = rt.embedder(collection.embedding_provider, collection.embedding_model, collection.dimension)
         await _embedded(provider, [ready], progress)
@@ -424,11 +471,11 @@ async def upload_many(
 
     async def embedded(group: list[tuple[int, Upload]]) -> list[tuple[int, _Ready]]:
         admitted: list[tuple[int, _Admitted]] = []
-        for index, item in group:
-            try:
-                admitted.append((index, await anyio.to_thread.run_sync(_admit, collection, item)))
-            except BigRagError as exc:
-                await report(index, None, error=exc)
+        for index, checked in await anyio.to_thread.run_sync(_admit_all, collection, group):
+            if isinstance(checked, BigRagError):
+                await report(index, None, error=checked)
+            else:
+                admitted.append((index, checked))
         known: dict[tuple[str | None, str], Document] = {}
         fenced: dict[str | None, BigRagError] = {}
         async with rt.db.session() as session:
@@ -440,7 +487,7 @@ async def upload_many(
                     continue
                 hashes = [a.content_hash for _, a in admitted if a.tenant == tenant]
                 known.update(((tenant, h), d) for h, d in (await _existing(session, collection, tenant, hashes)).items())
-        ready: list[tuple[int, _Ready]] = []
+        fresh: list[tuple[int, _Admitted]] = []
         for index, one in admitted:
             if one.tenant in fenced:
                 await report(index, None, error=fenced[one.tenant])
@@ -448,11 +495,17 @@ async def upload_many(
                 document = document_info(collection, known[(one.tenant, one.content_hash)])
                 await report(index, None, UploadResult(document=document, deduplicated=True, embedding_tokens=0))
             else:
-                own = _own_hold(caller)
-                try:
-                    ready.append((index, await _prepare(rt, collection, one, own)))
-                except BigRagError as exc:
-                    await report(index, own, error=exc)
+                fresh.append((index, one))
+        loaded = await anyio.to_thread.run_sync(_load_all_here, rt, collection, [one for _, one in fresh])
+        ready: list[tuple[int, _Ready]] = []
+        for (index, one), here in zip(fresh, loaded):
+            own = _own_hold(caller)
+            try:
+                if isinstance(here, BigRagError):
+                    raise here
+                ready.append((index, await _prepare(rt, collection, one, own, await _load(rt, collection, one, here))))
+            except BigRagError as exc:
+                await report(index, own, error=exc)
         try:
             await _embedded(provider, [r for _, r in ready])
         except BigRagError as exc:

@@ -20,11 +20,12 @@ from sqlalchemy import ColumnElement, Row, Select, Text, cast, delete, func, sel
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bigrag_mcp.errors import InvalidArgument
+from bigrag_mcp.limits.fastpath import SqliteFastPath
 from bigrag_mcp.services.fences import check_admitted
 from bigrag_mcp.services.snapshots import SnapshotStore
 from bigrag_mcp.store.db import Database
 from bigrag_mcp.store.models import NO_TENANT, Chunk, Collection, IndexChange, IndexGeneration
-from bigrag_mcp.types import Partition, PartitionRows, Refillable, VectorBackend, VectorRecord
+from bigrag_mcp.types import Partition, PartitionRows, Refillable, StoreJoinable, VectorBackend, VectorRecord
 
 log = logging.getLogger(__name__)
 
@@ -118,10 +119,13 @@ class SyncStats:
 class IndexGate:
     """The only way services touch the backend."""
 
-    def __init__(self, db: Database, backend: VectorBackend, snapshots: SnapshotStore | None = None) -> None:
+    def __init__(
+        self, db: Database, backend: VectorBackend, snapshots: SnapshotStore | None = None, fast: SqliteFastPath | None = None
+    ) -> None:
         self.db = db
         self.backend = backend
         self.snapshots = snapshots
+        self.fast = fast
         self.stats = SyncStats()
         self._loaded: dict[Partition, int] = {}  # in-memory partitions and the sequence they reflect
         self._locks: dict[Partition, asyncio.Lock] = {}
@@ -134,16 +138,21 @@ class IndexGate:
     def _row(collection: Collection, tenant: str | None) -> list[ColumnElement[bool]]:
         return [IndexGeneration.collection_uid == collection.uid, IndexGeneration.tenant == (tenant or NO_TENANT)]
 
+    def _position_statement(self, collection: Collection, tenant: str | None) -> Select[int, int]:
+        return select(IndexGeneration.generation, IndexGeneration.compacted_through).where(*self._row(collection, tenant))
+
     async def _position(self, session: AsyncSession, collection: Collection, tenant: str | None) -> tuple[int, int]:
         """(sequence, compacted_through) of a partition; (0, 0) before its first write."""
-        found = (
-            await session.execute(
-                select(IndexGeneration.generation, IndexGeneration.compacted_through).where(
-                    *self._row(collection, tenant)
-                )
-            )
-        ).first()
+        found = (await session.execute(self._position_statement(collection, tenant))).first()
         return (int(found[0]), int(found[1])) if found else (0, 0)
+
+    async def _sequence(self, collection: Collection, tenant: str | None) -> int:
+        """The partition's sequence now, read on the loop's thread when the fast path can answer at once."""
+        found = self.fast.rows(self._position_statement(collection, tenant)) if self.fast is not None else None
+        if found is not None:
+            return int(found[0][0]) if found else 0
+        async with self.db.session() as session:
+            return (await self._position(session, collection, tenant))[0]
 
     async def record(
         self, session: AsyncSession, collection: Collection, tenant: str | None, record_ids: Iterable[str] | None
@@ -305,8 +314,7 @@ class IndexGate:
         where = partition_of(collection, tenant)
         if not self.backend.persistent:
             await self._forget_old_identity(collection)
-            async with self.db.session() as session:
-                current, _ = await self._position(session, collection, tenant)
+            current = await self._sequence(collection, tenant)
             if self._loaded.get(where) != current:
                 async with self._lock(where), self.db.session() as session:
                     await self._refresh(session, collection, where)
@@ -317,10 +325,12 @@ class IndexGate:
         """A store transaction and the partition, held under the partition's lock.
 
         The backend is changed inside the transaction; if anything fails after that, the touched ids are
-        repaired from the committed store state, so the index never disagrees with the store. Each write logs
-        the ids it touched under the partition's next sequence, so other processes apply just that. A process
-        that holds no copy of an in-memory partition (a CLI ingest beside a server) writes the store and the log
-        only: it never loads the partition to write to it. A fenced (offboarded) tenant is refused up front, and
+        repaired from the committed store state, so the index never disagrees with the store. A backend that
+        shares the store's database (`StoreJoinable`) writes through the store's own transaction instead, so the
+        two commit or roll back together and nothing needs repair; such a write takes the partition's generation
+        row first, the order offboarding takes it in. Each write logs the ids it touched under the partition's
+        next sequence, so other processes apply just that. A process that holds no copy of an in-memory partition
+        (a CLI ingest beside a server) writes the store and the log only: it never loads the partition to write to it. A fenced (offboarded) tenant is refused up front, and
         again after the log entry, when the transaction holds the write lock (SQLite) or the generation row's lock
         (other databases), so an offboarding that committed meanwhile wins.
         """
@@ -330,13 +340,18 @@ class IndexGate:
             await self._forget_old_identity(collection)
         async with self._lock(where):
             write: IndexWrite | None = None
+            joined: VectorBackend | None = None
             try:
                 async with self.db.session() as session:
                     await check_admitted(session, collection.name, tenant)
+                    joined = await self._joined(session)
+                    if joined is not None:
+                        generation = select(IndexGeneration.generation).where(*self._row(collection, tenant))
+                        await session.execute(generation.with_for_update())
                     if held:
                         await self._refresh(session, collection, where)
                     before = self._loaded.get(where)
-                    write = IndexWrite(session, where, self.backend if held else None)
+                    write = IndexWrite(session, where, joined or (self.backend if held else None))
                     yield write
                     seq = await self.record(session, collection, tenant, write.touched)
                     await check_admitted(session, collection.name, tenant)
@@ -345,9 +360,23 @@ class IndexGate:
                 if before is not None and seq == before + 1 and not self.backend.persistent:
                     self._loaded[where] = seq
             except BaseException:
-                if write is not None and write.touched and held:
+                if write is not None and write.touched and held and joined is None:
                     await self._repair(collection, where, write.touched)
                 raise
+
+    async def _joined(self, session: AsyncSession) -> VectorBackend | None:
+        """The backend bound to the session's transaction when it shares the store's database, else None."""
+        if not isinstance(self.backend, StoreJoinable):
+            return None
+        return self.backend.joined(await session.connection())
+
+    async def drop_joined(self, session: AsyncSession, collection: Collection, tenant: str | None = None) -> None:
+        """Drop the partition in the store's transaction when the backend shares the store's database (see
+        `writing`); `drop` after the commit still forgets what this process holds and lets the backend finish
+        outside the transaction (pgvector drops the partition's HNSW index there)."""
+        joined = await self._joined(session)
+        if joined is not None:
+            await joined.drop(partition_of(collection, tenant).collection, tenant)
 
     async def _repair(self, collection: Collection, where: Partition, ids: set[str]) -> None:
         try:

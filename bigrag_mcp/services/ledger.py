@@ -13,9 +13,9 @@ from bigrag_mcp.limits.engine import Hold, Limits
 from bigrag_mcp.policy import Principal
 from bigrag_mcp.services.audit import AuditFields, append_audit_many
 from bigrag_mcp.services.outbox import enqueue_billing, new_event_id
-from bigrag_mcp.services.usage import record_usage, resolve_tokens
+from bigrag_mcp.services.usage import record_usage_many, resolve_tokens, usage_row
 from bigrag_mcp.services.webhooks import EVENT_TYPES, enqueue_webhook_events
-from bigrag_mcp.store.models import Collection
+from bigrag_mcp.store.models import Collection, UsageEvent, bulk_insert
 from bigrag_mcp.types import BillingEvent
 
 
@@ -97,38 +97,32 @@ class Ledger:
     async def record(self, session: AsyncSession, caller: Caller, activity: Activity) -> None:
         await self.record_many(session, [(caller, activity)])
 
+    def record_now(self, caller: Caller, activity: Activity) -> bool:
+        """Write an activity whose only trace is its usage row (a query or chat with no limits to settle, no billing,
+        no audit, no webhook) at once on the SQLite fast path; False when it has more to write or the store is busy:
+        then `record` it in a session."""
+        fast = self.limits.fast if self.limits is not None else None
+        operation = USAGE_OPERATIONS.get(activity.action)
+        if (
+            fast is None or operation not in ("query", "chat") or (self.limits is not None and self.limits.rules)
+            or self.billing_exporters or activity.action not in NOT_AUDITED or activity.action in EVENT_TYPES
+        ):
+            return False
+        return fast.write(bulk_insert(UsageEvent), [self._usage(caller, activity, operation)])
+
     async def record_many(self, session: AsyncSession, entries: Sequence[tuple[Caller, Activity]]) -> None:
         """Several activities of one transaction, each settled on its caller's hold: audit rows chained in one append,
         webhooks read once."""
         audits: list[AuditFields] = []
+        usage: list[dict[str, Any]] = []
         events: list[tuple[str, dict[str, Any]]] = []
         for caller, activity in entries:
-            if activity.embedding_tokens is None and activity.estimated_tokens is not None:
-                tokens, estimated = activity.estimated_tokens, True
-            else:
-                tokens, estimated = resolve_tokens(activity.embedding_tokens, activity.texts)
+            tokens, estimated = _tokens(activity)
             operation = USAGE_OPERATIONS.get(activity.action)
             if operation is not None and self.limits is not None:
                 await self.limits.settle(session, caller, activity)
             if operation is not None:
-                record_usage(
-                    session,
-                    operation=operation,
-                    collection=activity.collection,
-                    collection_uid=activity.collection_uid,
-                    tenant=activity.tenant,
-                    api_key_id=caller.key_id,
-                    documents=activity.documents,
-                    chunks=activity.chunks,
-                    storage_bytes=activity.storage_bytes,
-                    embedding_tokens=tokens,
-                    tokens_estimated=estimated and tokens > 0,
-                    chat_input_tokens=activity.chat_input_tokens,
-                    chat_output_tokens=activity.chat_output_tokens,
-                    provider=activity.provider,
-                    model=activity.model,
-                    latency_ms=activity.latency_ms,
-                )
+                usage.append(self._usage(caller, activity, operation))
             if activity.action not in NOT_AUDITED:
                 audits.append(
                     AuditFields(
@@ -150,8 +144,30 @@ class Ledger:
                 )
             if self.billing_exporters and operation in ("query", "chat", "upload"):
                 self._bill(session, activity, operation, tokens, estimated)
+        await record_usage_many(session, usage)
         await append_audit_many(session, audits)
         await enqueue_webhook_events(session, events)
+
+    @staticmethod
+    def _usage(caller: Caller, activity: Activity, operation: str) -> dict[str, Any]:
+        tokens, estimated = _tokens(activity)
+        return usage_row(
+            operation=operation,
+            collection=activity.collection,
+            collection_uid=activity.collection_uid,
+            tenant=activity.tenant,
+            api_key_id=caller.key_id,
+            documents=activity.documents,
+            chunks=activity.chunks,
+            storage_bytes=activity.storage_bytes,
+            embedding_tokens=tokens,
+            tokens_estimated=estimated and tokens > 0,
+            chat_input_tokens=activity.chat_input_tokens,
+            chat_output_tokens=activity.chat_output_tokens,
+            provider=activity.provider,
+            model=activity.model,
+            latency_ms=activity.latency_ms,
+        )
 
     def _bill(self, session: AsyncSession, activity: Activity, operation: str, tokens: int, estimated: bool) -> None:
         for event, value in ((operation, 1), ("embedding_tokens", tokens)):
@@ -169,3 +185,10 @@ class Ledger:
                     ),
                     self.billing_exporters,
                 )
+
+
+def _tokens(activity: Activity) -> tuple[int, bool]:
+    """The embedding tokens to meter and whether they are an estimate."""
+    if activity.embedding_tokens is None and activity.estimated_tokens is not None:
+        return activity.estimated_tokens, True
+    return resolve_tokens(activity.embedding_tokens, activity.texts)

@@ -16,6 +16,7 @@ from typing import TypeVar
 
 from sqlalchemy import select
 
+from bigrag_mcp.limits.fastpath import SqliteFastPath
 from bigrag_mcp.policy import Principal
 from bigrag_mcp.services.keys import KeyState, hash_secret, key_state, needs_touch, touch
 from bigrag_mcp.store import revisions
@@ -30,14 +31,18 @@ _call_revision: ContextVar[int | None] = ContextVar("bigrag_call_revision", defa
 class Lookups:
     """The runtime's cache of key states (by secret hash) and collection rows (by name, misses included)."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, fast: SqliteFastPath | None = None) -> None:
         self.db = db
+        self.fast = fast
         self._tag: tuple[int, int] | None = None
         self._keys: dict[str, KeyState] = {}
         self._collections: dict[str, Collection | None] = {}
 
     async def read_revision(self) -> int:
-        """The store revision (one statement)."""
+        """The store revision (one statement, on the loop's thread when the fast path can answer at once)."""
+        found = self.fast.rows(revisions.statement()) if self.fast is not None else None
+        if found is not None:
+            return int(found[0][0]) if found else 0
         async with self.db.session() as session:
             return await revisions.read(session)
 

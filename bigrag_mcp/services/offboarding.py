@@ -56,6 +56,7 @@ async def offboard(rt: Runtime, collection_name: str, tenant: str, *, caller: Ca
                 await session.execute(delete(Document).where(*scope))
             else:
                 await session.delete(collection)
+            await rt.index.drop_joined(session, collection, tenant if shared else None)
         pinned = (
             (ApiKey.tenant == tenant) & or_(ApiKey.collection == collection_name, ApiKey.collection.is_(None))
             if shared

@@ -22,7 +22,7 @@ from bigrag_mcp.services.slots import WriteSlots
 from bigrag_mcp.services.snapshots import SnapshotStore
 from bigrag_mcp.settings import Settings
 from bigrag_mcp.store.db import Database
-from bigrag_mcp.types import ChatProvider, EmbeddingProvider, Reranker
+from bigrag_mcp.types import ChatProvider, EmbeddingProvider, GraphIndexed, Reranker
 
 
 class Runtime:
@@ -36,11 +36,12 @@ class Runtime:
         self.registry = registry
         self.backend = registry.vector_backend(settings.vector_backend)()
         snapshots = SnapshotStore(settings.data_dir / "index-snapshots") if settings.index_snapshots else None
-        self.index = IndexGate(db, self.backend, snapshots)
-        self.lookups = Lookups(db)
-        self.limits = Limits(
-            db, self.policy.limits, lambda: load_prices(settings.price_file), fast=SqliteFastPath.for_url(db.url)
-        )
+        if isinstance(self.backend, GraphIndexed):
+            self.backend.configure_ann(settings.ann_min_rows, snapshots.folder if snapshots else None, settings.ann_ef)
+        self.fast = SqliteFastPath.for_url(db.url)  # small statements on the loop's thread (SQLite files only)
+        self.index = IndexGate(db, self.backend, snapshots, self.fast)
+        self.lookups = Lookups(db, self.fast)
+        self.limits = Limits(db, self.policy.limits, lambda: load_prices(settings.price_file), fast=self.fast)
         self.ledger = Ledger(list(settings.billing_exporters), self.limits)
         self.writes = WriteSlots(settings.write_concurrency)
         self.loader_bounds = Bounds(settings.loader_timeout_s, settings.loader_memory_mb, settings.loader_unzipped_mb)

@@ -110,19 +110,20 @@ async def _search_one(
     )
     rows: list[QueryRow] = []
     if hits:
-        async with rt.db.session() as session:
-            found = {
-                chunk.record_id: (chunk, filename)
-                for chunk, filename in await session.execute(
-                    select(Chunk, Document.filename)
-                    .outerjoin(Document, Chunk.document_id == Document.id)
-                    .where(
-                        Chunk.collection_id == collection.id,
-                        Chunk.tenant == (tenant or NO_TENANT),
-                        Chunk.record_id.in_([h.id for h in hits]),
-                    )
-                )
-            }
+        joined = (
+            select(Chunk, Document.filename)
+            .outerjoin(Document, Chunk.document_id == Document.id)
+            .where(
+                Chunk.collection_id == collection.id,
+                Chunk.tenant == (tenant or NO_TENANT),
+                Chunk.record_id.in_([h.id for h in hits]),
+            )
+        )
+        read = rt.fast.rows(joined) if rt.fast is not None else None  # on the loop's thread when it can answer at once
+        if read is None:
+            async with rt.db.session() as session:
+                read = list(await session.execute(joined))
+        found = {chunk.record_id: (chunk, filename) for chunk, filename in read}
         for hit in hits:
             if hit.id not in found:  # an orphan the backend kept after a failed drop: never shown
                 continue
@@ -204,8 +205,9 @@ async def search(
         rt, collection_name, query,
         top_k=top_k, filters=filters, min_score=min_score, search_mode=search_mode, rerank=rerank,
     )
-    async with rt.db.session() as session:
-        await rt.ledger.record(session, caller, activity)
+    if not rt.ledger.record_now(caller, activity):
+        async with rt.db.session() as session:
+            await rt.ledger.record(session, caller, activity)
     return result
 
 

@@ -8,24 +8,20 @@ lacks. A snapshot whose checksum, shape or identity does not match is removed an
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
-import re
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from bigrag_mcp.partition_files import UID, crc32_of, partition_key
 from bigrag_mcp.types import PartitionRows
 
 log = logging.getLogger(__name__)
 
-_CRC_BLOCK = 1 << 24
-_UID = re.compile(r"[0-9a-f]{1,32}")
 
 
 @dataclass(frozen=True)
@@ -36,14 +32,6 @@ class Snapshot:
     rows: PartitionRows
 
 
-def _crc(path: Path) -> int:
-    crc = 0
-    with path.open("rb") as f:
-        while block := f.read(_CRC_BLOCK):
-            crc = zlib.crc32(block, crc)
-    return crc
-
-
 class SnapshotStore:
     """Reads and writes partition snapshots under one folder; every call is blocking (run it in a thread)."""
 
@@ -51,9 +39,7 @@ class SnapshotStore:
         self.folder = folder
 
     def _paths(self, uid: str, tenant: str | None) -> tuple[Path, Path]:
-        if not _UID.fullmatch(uid):
-            raise ValueError(f"collection uid {uid!r} cannot name a snapshot")
-        key = f"{uid}-{hashlib.sha256((tenant or '').encode()).hexdigest()[:32]}"
+        key = partition_key(uid, tenant)
         return self.folder / f"{key}.npy", self.folder / f"{key}.json"
 
     def save(self, uid: str, tenant: str | None, seq: int, rows: PartitionRows) -> None:
@@ -75,7 +61,7 @@ class SnapshotStore:
             "seq": seq,
             "count": len(rows.ids),
             "dimension": int(rows.vectors.shape[1]),
-            "crc32": _crc(matrix_path),
+            "crc32": crc32_of(matrix_path),
             "ids": rows.ids,
             "texts": rows.texts,
             "metadata": list(kinds),
@@ -95,7 +81,7 @@ class SnapshotStore:
             count = int(header["count"])
             if (header["uid"], header["tenant"], header["dimension"]) != (uid, tenant, dimension):
                 raise ValueError("it belongs to another partition")
-            if _crc(matrix_path) != header["crc32"]:
+            if crc32_of(matrix_path) != header["crc32"]:
                 raise ValueError("its matrix does not match its checksum")
             mapped = np.load(matrix_path, mmap_mode="r")
             if mapped.shape != (count, dimension) or mapped.dtype != np.float32:
@@ -123,6 +109,6 @@ class SnapshotStore:
 
     def remove_collection(self, uid: str) -> None:
         """Remove the snapshots of every tenant of a collection."""
-        if _UID.fullmatch(uid) and self.folder.exists():
+        if UID.fullmatch(uid) and self.folder.exists():
             for path in self.folder.glob(f"{uid}-*"):
                 path.unlink(missing_ok=True)

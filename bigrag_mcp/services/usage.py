@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bigrag_mcp.errors import InvalidArgument
 from bigrag_mcp.services.prices import PriceTable
 from bigrag_mcp.store.db import Database
-from bigrag_mcp.store.models import ROLLUP_SPANS, Collection, UsageEvent, UsageRollup
+from bigrag_mcp.store.models import ROLLUP_SPANS, Collection, UsageEvent, UsageRollup, bulk_insert
 
 OPERATIONS = frozenset({"query", "chat", "upload", "upsert", "delete"})
 MAX_WINDOW_DAYS = 365
@@ -36,8 +36,7 @@ def resolve_tokens(reported: int | None, texts: Iterable[str]) -> tuple[int, boo
     return estimate_tokens(texts), True
 
 
-def record_usage(
-    session: AsyncSession,
+def usage_row(
     *,
     operation: str,
     collection: str | None = None,
@@ -55,8 +54,8 @@ def record_usage(
     model: str | None = None,
     latency_ms: float = 0.0,
     created_at: datetime | None = None,
-) -> None:
-    """Add one usage event to the caller's transaction, so it commits (or rolls back) with the work it measures.
+) -> dict[str, Any]:
+    """One usage event's column values, checked.
 
     Deletes carry negative `documents`, `chunks` and `storage_bytes`; every other operation non-negative counts.
     An empty tenant ("" = no tenant field) is stored as None.
@@ -69,13 +68,26 @@ def record_usage(
     if min(embedding_tokens, chat_input_tokens, chat_output_tokens) < 0 or latency_ms < 0:
         raise ValueError("token counts and latency cannot be negative")
     when = (created_at or datetime.now(UTC)).astimezone(UTC)
-    session.add(UsageEvent(
-        created_at=when, operation=operation, collection=collection, collection_uid=collection_uid,
-        tenant=tenant or None, api_key_id=api_key_id,
-        documents=documents, chunks=chunks, storage_bytes=storage_bytes, embedding_tokens=embedding_tokens,
-        tokens_estimated=tokens_estimated, chat_input_tokens=chat_input_tokens,
-        chat_output_tokens=chat_output_tokens, provider=provider, model=model, latency_ms=float(latency_ms),
-    ))
+    return {
+        "created_at": when, "operation": operation, "collection": collection, "collection_uid": collection_uid,
+        "tenant": tenant or None, "api_key_id": api_key_id,
+        "documents": documents, "chunks": chunks, "storage_bytes": storage_bytes, "embedding_tokens": embedding_tokens,
+        "tokens_estimated": tokens_estimated, "chat_input_tokens": chat_input_tokens,
+        "chat_output_tokens": chat_output_tokens, "provider": provider, "model": model, "latency_ms": float(latency_ms),
+    }
+
+
+def record_usage(session: AsyncSession, **fields: Any) -> None:
+    """Add one usage event (`usage_row`'s fields) to the caller's transaction, so it commits or rolls back with the
+    work it measures."""
+    row = UsageEvent(**usage_row(**fields))  # checked before the session is touched
+    session.add(row)
+
+
+async def record_usage_many(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert `usage_row`s in one statement in the caller's transaction (no ORM bookkeeping, no ids read back)."""
+    if rows:
+        await session.execute(bulk_insert(UsageEvent), list(rows))
 
 
 class UsageFigures(BaseModel):

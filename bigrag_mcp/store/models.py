@@ -17,11 +17,14 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     String,
+    Table,
     Text,
     UniqueConstraint,
+    insert,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.sql.dml import Insert
 from sqlalchemy.types import TypeDecorator
 
 
@@ -53,6 +56,14 @@ class UtcDateTime(TypeDecorator[datetime]):
 
 class Base(DeclarativeBase):
     pass
+
+
+def bulk_insert(model: type[Base]) -> Insert:
+    """A Core INSERT into a model's table, for many rows given as column-named dicts: one executemany, without the
+    ORM's per-row bookkeeping (nothing is read back)."""
+    table = model.__table__
+    assert isinstance(table, Table)
+    return insert(table)
 
 
 # Tenant columns hold "" for collections without a tenant_field, so unique keys work on every database.

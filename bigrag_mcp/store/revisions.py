@@ -12,7 +12,7 @@ from __future__ import annotations
 import itertools
 from typing import Any, cast
 
-from sqlalchemy import Integer, event, inspect, select, update
+from sqlalchemy import Integer, Select, event, inspect, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstanceState, Mapped, ORMExecuteState, Session, UOWTransaction, mapped_column
 
@@ -35,9 +35,14 @@ class StoreRevision(Base):
     value: Mapped[int] = mapped_column(Integer, default=0)
 
 
+def statement() -> Select[int]:
+    """The read of the store's revision."""
+    return select(StoreRevision.value).where(StoreRevision.id == 1)
+
+
 async def read(session: AsyncSession) -> int:
     """The store's revision as this transaction sees it (one statement)."""
-    return int(await session.scalar(select(StoreRevision.value).where(StoreRevision.id == 1)) or 0)
+    return int(await session.scalar(statement()) or 0)
 
 
 def local_commits() -> int:

@@ -22,6 +22,12 @@ class PgvectorSettings(BaseSettings):
         default="public", pattern=r"^[a-z_][a-z0-9_]{0,62}$", description="Schema that holds the vector tables."
     )
     pool_size: int = Field(default=5, ge=1, le=100, description="Connections kept open to the server.")
+    hnsw_min_rows: int = Field(
+        default=50_000, ge=0, description="Partitions with at least this many rows get an HNSW index (0: never)."
+    )
+    hnsw_ef_search: int = Field(
+        default=400, ge=10, le=1000, description="Candidates an HNSW search visits (hnsw.ef_search; at least top_k)."
+    )
 
     def async_url(self) -> str:
         """The SQLAlchemy asyncpg URL; InvalidArgument when no Postgres URL is configured."""
