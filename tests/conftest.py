@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import os
 import re
@@ -9,8 +10,10 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from contextlib import asynccontextmanager
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, asynccontextmanager, contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -22,7 +25,7 @@ import httpx2
 import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
-from sqlalchemy import event, select
+from sqlalchemy import event, make_url, select
 
 from bigrag_mcp.dashboard import Dashboard
 from bigrag_mcp.dashboard.sessions import SessionStore
@@ -81,17 +84,124 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
+# --- the store: SQLite, and a real Postgres for the modules marked `both_stores` --------------------
+
+STORES = ("sqlite", "postgres")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "both_stores: run each test once on SQLite and once on a real Postgres")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "store_kind" in metafunc.fixturenames and metafunc.definition.get_closest_marker("both_stores"):
+        metafunc.parametrize("store_kind", STORES)
+
+
 @pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[Database]:
+def store_kind() -> str:
+    """The store a test runs on: SQLite, unless its module is marked `both_stores` (then each in turn)."""
+    return "sqlite"
+
+
+def _on_postgres(url: str, work: Callable[[Any], Awaitable[Any]]) -> Any:
+    """Run `work(connection)` on an autocommit asyncpg connection, in a thread of its own (tests may hold a loop)."""
+    import asyncpg
+
+    async def main() -> Any:
+        conn = await asyncpg.connect(url)
+        try:
+            return await work(conn)
+        finally:
+            await conn.close()
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, main()).result()
+
+
+class PostgresStores:
+    """One real Postgres (the `pgserver` wheel) holding a migrated template; `create()` copies it into a new database."""
+
+    TEMPLATE = "bigrag_template"
+
+    def __init__(self, server_url: str) -> None:
+        self.server_url = server_url
+
+        async def migrate() -> None:
+            database = Database(self.url(self.TEMPLATE))
+            await database.migrate()
+            await database.close()
+
+        for statement in (  # a throwaway server: durability only costs time here
+            "ALTER SYSTEM SET fsync = off", "ALTER SYSTEM SET synchronous_commit = off",
+            "ALTER SYSTEM SET full_page_writes = off", "SELECT pg_reload_conf()", f"CREATE DATABASE {self.TEMPLATE}",
+        ):
+            self._sql(statement)
+        with ThreadPoolExecutor(1) as pool:
+            pool.submit(asyncio.run, migrate()).result()
+
+    def _sql(self, statement: str) -> None:
+        _on_postgres(self.server_url, lambda conn: conn.execute(statement))
+
+    def url(self, name: str) -> str:
+        """The SQLAlchemy asyncpg URL of database `name` on this server."""
+        return make_url(self.server_url).set(drivername="postgresql+asyncpg", database=name).render_as_string(hide_password=False)
+
+    @contextmanager
+    def fresh(self, *, empty: bool = False) -> Iterator[str]:
+        """A database of its own (a copy of the migrated template, or `empty`) for one test, dropped afterwards."""
+        name = f"t_{uuid.uuid4().hex[:16]}"
+        self._sql(f"CREATE DATABASE {name}" + ("" if empty else f" TEMPLATE {self.TEMPLATE} STRATEGY FILE_COPY"))
+        try:
+            yield self.url(name)
+        finally:
+            self._sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresStores]:
+    """A real Postgres 16 for the whole session, started once; skipped (loudly) only if `pgserver` is not installed."""
+    try:
+        from bigrag_pgvector.testing import postgres_server
+    except ImportError as exc:
+        pytest.skip(f"POSTGRES STORE TESTS NOT RUN: pgserver is not importable ({exc}); install -e 'plugins/pgvector[test]'")
+    with postgres_server() as url:
+        yield PostgresStores(url)
+
+
+@pytest.fixture
+def new_store(store_kind: str, request: pytest.FixtureRequest) -> Callable[[], AbstractContextManager[str | None]]:
+    """Make a fresh migrated store: its URL on Postgres, None on SQLite (the data folder's default file)."""
+    if store_kind == "sqlite":
+        return nullcontext
+    stores: PostgresStores = request.getfixturevalue("postgres")
+    return stores.fresh
+
+
+@pytest.fixture
+def database_url(new_store: Callable[[], AbstractContextManager[str | None]]) -> Iterator[str | None]:
+    """The test's store URL (None: SQLite in the data folder)."""
+    with new_store() as url:
+        yield url
+
+
+@pytest.fixture
+async def db(tmp_path: Path, database_url: str | None) -> AsyncIterator[Database]:
     """A bare migrated store, for services tested below the runtime."""
-    async with temporary_database(tmp_path) as database:
-        yield database
+    if database_url is None:
+        async with temporary_database(tmp_path) as database:
+            yield database
+        return
+    database = Database(database_url)
+    yield database
+    await database.close()
 
 
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
+def settings(tmp_path: Path, database_url: str | None) -> Settings:
     """Built-in plugins only (an empty allow-list), so core tests do not depend on what else is installed."""
-    return Settings(data_dir=tmp_path / "data", embedding_provider="hash", vector_backend="memory", load_plugins="", _env_file=None)  # type: ignore[call-arg]
+    return Settings(data_dir=tmp_path / "data", embedding_provider="hash", vector_backend="memory", load_plugins="",  # type: ignore[call-arg]
+                    database_url=database_url, _env_file=None)
 
 
 @pytest.fixture
@@ -173,6 +283,8 @@ def server_env(settings: Settings, **extra: str) -> dict[str, str]:
         BIGRAG_VECTOR_BACKEND=settings.vector_backend,
         BIGRAG_LOAD_PLUGINS=settings.load_plugins or "",
     )
+    if settings.database_url:
+        env["BIGRAG_DATABASE_URL"] = settings.database_url
     env.update(extra)
     return env
 

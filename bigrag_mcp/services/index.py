@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
-from sqlalchemy import ColumnElement, Row, Select, Text, delete, func, select, type_coerce, update
+from sqlalchemy import ColumnElement, Row, Select, Text, cast, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bigrag_mcp.errors import InvalidArgument
@@ -34,7 +34,8 @@ IN_BATCH = 500  # record ids per IN (...) when re-reading changed records
 FILL_BLOCK = 10_000  # rows per block when refilling a whole partition
 SNAPSHOT_MIN_ROWS = 10_000  # smaller partitions load from the store about as fast as from a snapshot
 DIRECT_DRIVERS = frozenset({"aiosqlite"})  # read refills from the driver's cursor: 2-3x faster than result rows
-_COLUMNS = (Chunk.record_id, Chunk.vector, type_coerce(Chunk.metadata_, Text), Chunk.text)
+# The metadata as its JSON text (a cast, not a type_coerce: asyncpg would otherwise hand back parsed objects)
+_COLUMNS = (Chunk.record_id, Chunk.vector, cast(Chunk.metadata_, Text), Chunk.text)
 
 
 def partition_of(collection: Collection, tenant: str | None) -> Partition:
