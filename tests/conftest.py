@@ -91,10 +91,12 @@ STORES = ("sqlite", "postgres")
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "both_stores: run each test once on SQLite and once on a real Postgres")
+    config.addinivalue_line("markers", "sqlite_only: a test of SQLite's own mechanics, in a module marked both_stores")
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if "store_kind" in metafunc.fixturenames and metafunc.definition.get_closest_marker("both_stores"):
+    marked = metafunc.definition.get_closest_marker
+    if "store_kind" in metafunc.fixturenames and marked("both_stores") and not marked("sqlite_only"):
         metafunc.parametrize("store_kind", STORES)
 
 
@@ -182,6 +184,17 @@ def new_store(store_kind: str, request: pytest.FixtureRequest) -> Callable[[], A
 def database_url(new_store: Callable[[], AbstractContextManager[str | None]]) -> Iterator[str | None]:
     """The test's store URL (None: SQLite in the data folder)."""
     with new_store() as url:
+        yield url
+
+
+@pytest.fixture
+def empty_database_url(store_kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[str]:
+    """The URL of an empty store, not yet migrated (for migration tests)."""
+    if store_kind == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path}/empty.db"
+        return
+    stores: PostgresStores = request.getfixturevalue("postgres")
+    with stores.fresh(empty=True) as url:
         yield url
 
 

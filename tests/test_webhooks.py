@@ -26,7 +26,7 @@ from bigrag_mcp.store.db import Database
 from bigrag_mcp.store.models import OutboxEvent
 from bigrag_mcp.testing.relay import FakeClock
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.both_stores]
 
 
 class Receiver:
