@@ -92,11 +92,16 @@ STORES = ("sqlite", "postgres")
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "both_stores: run each test once on SQLite and once on a real Postgres")
     config.addinivalue_line("markers", "sqlite_only: a test of SQLite's own mechanics, in a module marked both_stores")
+    config.addinivalue_line("markers", "postgres_only: what only a real Postgres shows (several processes at once)")
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     marked = metafunc.definition.get_closest_marker
-    if "store_kind" in metafunc.fixturenames and marked("both_stores") and not marked("sqlite_only"):
+    if "store_kind" not in metafunc.fixturenames:
+        return
+    if marked("postgres_only"):
+        metafunc.parametrize("store_kind", ["postgres"])
+    elif marked("both_stores") and not marked("sqlite_only"):
         metafunc.parametrize("store_kind", STORES)
 
 
@@ -333,6 +338,29 @@ def http_server(settings: Settings) -> Iterator[Any]:
     for proc in procs:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def run_together(script: str, argvs: Sequence[Sequence[str]], timeout: float = 120) -> list[str]:
+    """Run `python -c script ARGS` once per entry of `argvs`, all at once: each prints "ready" when set up and waits
+    for a line on stdin, so their work starts together; returns what each printed after that, stripped."""
+    procs = [
+        subprocess.Popen([sys.executable, "-c", script, *argv], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        for argv in argvs
+    ]
+    try:
+        for proc in procs:
+            assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        for proc in procs:
+            assert proc.stdin is not None
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+        outputs = [proc.communicate(timeout=timeout)[0].strip() for proc in procs]
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+    assert all(proc.returncode == 0 for proc in procs), outputs
+    return outputs
 
 
 @asynccontextmanager

@@ -18,7 +18,7 @@ from typing import Any
 import anyio
 import httpx
 import pytest
-from conftest import call, http_session, mcp_session, refused, server_env
+from conftest import call, http_session, mcp_session, refused, run_together, server_env
 from sqlalchemy import func, select, text
 
 from bigrag_mcp.errors import LimitExceeded, Unavailable
@@ -464,22 +464,7 @@ def test_hard_caps_are_exact_across_two_processes_on_one_store(settings: Setting
         await database.close()
 
     anyio.run(migrate)  # a no-op on Postgres: its database is a copy of a migrated one
-    procs = [
-        subprocess.Popen([sys.executable, "-c", WORKER, url, f"key_{i}"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        for i in range(2)
-    ]
-    try:
-        for proc in procs:
-            assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
-        for proc in procs:
-            assert proc.stdin is not None
-            proc.stdin.write("go\n")
-            proc.stdin.flush()
-        admitted = [int(proc.communicate(timeout=120)[0].strip()) for proc in procs]
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
+    admitted = [int(out) for out in run_together(WORKER, [(url, "key_0"), (url, "key_1")])]
     assert sum(admitted) == 40 and all(n > 0 for n in admitted)
 
     async def stored() -> list[Any]:
