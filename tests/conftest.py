@@ -91,7 +91,7 @@ STORES = ("sqlite", "postgres")
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "both_stores: run each test once on SQLite and once on a real Postgres")
-    config.addinivalue_line("markers", "sqlite_only: a test of SQLite's own mechanics, in a module marked both_stores")
+    config.addinivalue_line("markers", "sqlite_only: in a module marked both_stores, a test run on SQLite only (its reason beside it)")
     config.addinivalue_line("markers", "postgres_only: what only a real Postgres shows (several processes at once)")
 
 

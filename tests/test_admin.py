@@ -23,7 +23,7 @@ from bigrag_mcp.services.keys import authenticate, create_key
 from bigrag_mcp.services.ledger import Caller
 from bigrag_mcp.services.runtime import Runtime
 
-pytestmark = [pytest.mark.anyio, pytest.mark.both_stores]
+pytestmark = pytest.mark.anyio
 REPO = Path(__file__).resolve().parents[1]
 
 

@@ -169,7 +169,7 @@ async def scenario(tmp: Path, database_url: str | None, spec: KeySpec, plan: lis
         await rt.close()
 
 
-EXAMPLES = {"sqlite": 50, "postgres": 15}  # Postgres re-checks the same property on fewer worlds (CI time)
+EXAMPLES = {"sqlite": 50, "postgres": 10}  # Postgres re-checks the same property on fewer worlds (CI time)
 
 
 @pytest.mark.both_stores

@@ -477,6 +477,7 @@ def test_hard_caps_are_exact_across_two_processes_on_one_store(settings: Setting
     assert anyio.run(stored) == [(40,)]
 
 
+@pytest.mark.sqlite_only  # a server process and its HTTP path; the counters it uses run on Postgres above (CI time)
 async def test_a_per_key_request_rate_over_http_is_refused_before_any_work(
     settings: Settings, tmp_path: Path, clock: FakeClock, http_server: Any
 ) -> None:
@@ -509,6 +510,7 @@ async def test_instructions_of_a_limited_key_mention_its_limits(settings: Settin
             assert "Limits apply" not in (admin.instructions or "")
 
 
+@pytest.mark.sqlite_only  # CLI processes reading the counters tested on Postgres above (CI time)
 def test_cli_limits_and_policy_explain(settings: Settings, tmp_path: Path) -> None:
     policy = tmp_path / "policy.toml"
     policy.write_text(DEFAULT + PER_TENANT, encoding="utf-8")
