@@ -70,7 +70,7 @@ async def main(megabytes: float) -> dict[str, Any]:
             _, admin = await create_key(rt.db, name="admin", scopes=["*:*"])
             async with await session(rt, admin) as ops:
                 for name in ("tenant_a", "tenant_b"):
-                    await ops.call_tool("collections_create", {"name": name})
+                    await ops.call_tool("collections_create", {"collection": name})
             _, a_key = await create_key(rt.db, name="a", scopes=["*:*"], collection="tenant_a")
             _, b_key = await create_key(rt.db, name="b", scopes=["*:*"], collection="tenant_b")
             text = document(megabytes)

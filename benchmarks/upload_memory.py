@@ -55,7 +55,7 @@ async def main(megabytes: float) -> dict[str, Any]:
             command=sys.executable, args=["-m", "bigrag_mcp", "serve"], env={**env, "BIGRAG_API_KEY": key}
         )
         async with Client(params) as client:
-            await client.call_tool("collections_create", {"name": "big"})
+            await client.call_tool("collections_create", {"collection": "big"})
             pid = server_pid()
             started = peak_rss_mb(pid)
             t0 = time.perf_counter()

@@ -1,7 +1,8 @@
 """The multi-tenant SaaS recipe, end to end, through the MCP Python client against a server this script starts.
 
-Pattern A gives each customer its own collection; pattern B shares one collection with a tenant field.
-Both end with per-tenant usage, the audit trail of one resource, and offboarding.
+Pattern A gives each customer its own collection; pattern B shares one collection with a tenant field, its
+customers on a free tier whose daily query cap the server's policy declares. Both end with per-tenant usage
+and limits, the audit trail of one resource, and offboarding.
 
     python examples/saas_cookbook.py [--data-dir FOLDER]    # default: a fresh temporary folder
 
@@ -17,6 +18,7 @@ import os
 import subprocess
 import sys
 import tempfile
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +35,21 @@ ARTICLE_SCHEMA = {
     "required": ["kind"],
 }
 TENANT_APP_SCOPES = ["query:read", "chat:write", "document:upload", "document:read", "usage:read"]
+FREE_QUERIES_PER_DAY = 3
+# What the server's policy adds to the built-in one: a free tier, whose keys each customer's queries count against
+# (tenant = "*": a counter for each customer of the shared collection).
+FREE_TIER = f"""
+[roles.free-app]
+description = "The application acting for one customer on the free tier."
+scopes = {json.dumps(TENANT_APP_SCOPES)}
+
+[[limits]]
+name = "free: queries per day"
+applies_to = {{ role = "free-app", tenant = "*" }}
+metric = "queries"
+max = {FREE_QUERIES_PER_DAY}
+per = "day"
+"""
 
 
 def step(text: str) -> None:
@@ -48,9 +65,22 @@ def cli(data_dir: Path, *args: str) -> Any:
     return json.loads(done.stdout)
 
 
+def policy_file(data_dir: Path) -> Path:
+    """The server's policy: the built-in one plus the free tier, written beside the data."""
+    path = data_dir / "policy.toml"
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(files("bigrag_mcp.policy").joinpath("default.toml").read_text(encoding="utf-8") + FREE_TIER, encoding="utf-8")
+    return path
+
+
 def server_env(data_dir: Path, key: str | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("BIGRAG_")}
-    env.update(BIGRAG_DATA_DIR=str(data_dir), BIGRAG_EMBEDDING_PROVIDER=os.environ.get("BIGRAG_EMBEDDING_PROVIDER", "hash"))
+    env.update(
+        BIGRAG_DATA_DIR=str(data_dir),
+        BIGRAG_POLICY_FILE=str(policy_file(data_dir)),
+        BIGRAG_EMBEDDING_PROVIDER=os.environ.get("BIGRAG_EMBEDDING_PROVIDER", "hash"),
+    )
     if key is not None:
         env["BIGRAG_API_KEY"] = key
     return env
@@ -81,7 +111,7 @@ async def refused(client: Client, tool: str, **args: Any) -> str:
 async def pattern_a(data_dir: Path, admin: Client) -> None:
     step("Pattern A: a collection per customer, with the recipe's metadata schema")
     for tenant in ("acme", "globex"):
-        await ok(admin, "collections_create", name=f"tenant_{tenant}", metadata_schema=ARTICLE_SCHEMA)
+        await ok(admin, "collections_create", collection=f"tenant_{tenant}", metadata_schema=ARTICLE_SCHEMA)
     made = await ok(admin, "api_keys_create", name="acme app", scopes=TENANT_APP_SCOPES, collection="tenant_acme")
     print(f"   minted {made['key']['id']} pinned to tenant_acme")
     async with session(data_dir, made["secret"]) as acme:
@@ -95,11 +125,11 @@ async def pattern_a(data_dir: Path, admin: Client) -> None:
 
 
 async def pattern_b(data_dir: Path, admin: Client) -> dict[str, str]:
-    step("Pattern B: one shared collection with a tenant field")
-    await ok(admin, "collections_create", name="support", tenant_field="tenant_id")
+    step("Pattern B: one shared collection with a tenant field, its customers on the free tier")
+    await ok(admin, "collections_create", collection="support", tenant_field="tenant_id")
     keys = {}
     for tenant, fact in (("acme", "Acme ships within 2 days."), ("globex", "Globex ships within 3 weeks.")):
-        made = await ok(admin, "api_keys_create", name=f"{tenant} support", scopes=TENANT_APP_SCOPES, collection="support", tenant=tenant)
+        made = await ok(admin, "api_keys_create", name=f"{tenant} support", role="free-app", collection="support", tenant=tenant)
         keys[tenant] = made["secret"]
         async with session(data_dir, made["secret"]) as app:  # the tenant pin fills in tenant_id on upload
             await ok(app, "documents_upload", collection="support", text=fact, filename="shipping.md")
@@ -112,6 +142,26 @@ async def pattern_b(data_dir: Path, admin: Client) -> dict[str, str]:
     hits = (await ok(admin, "query", collection="support", query="shipping", filters={"tenant_id": "globex"}))["results"]
     print(f"   the operator asks for globex: {[h['text'] for h in hits]}")
     return keys
+
+
+async def free_tier_limit(data_dir: Path, keys: dict[str, str]) -> None:
+    step(f"The free tier's limit: {FREE_QUERIES_PER_DAY} queries per day for each customer")
+    async with session(data_dir, keys["acme"]) as acme:
+        for _ in range(FREE_QUERIES_PER_DAY + 1):  # acme asked once in pattern B: the last of these is one too many
+            result = await acme.call_tool("query", {"collection": "support", "query": "shipping"})
+            if result.is_error:
+                break
+        refusal = result.structured_content or {}
+        if not result.is_error or refusal.get("code") != "limit_exceeded":
+            raise SystemExit(f"acme's query {FREE_QUERIES_PER_DAY + 1} should have hit the cap: {result.content}")
+        print(f"   refused as it should be: {result.content[0].text}")  # type: ignore[union-attr]
+        print(f"   retry_after_s={refusal['retry_after_s']} (the day's counter resets at {refusal['resets_at']})")
+        for limit in (await ok(acme, "usage_get", window_days=1))["limits"]:
+            print(f"   acme's usage_get.limits: {limit['name']!r} {limit['metric']} used {limit['used']} of {limit['max']}, {limit['remaining']} left")
+    async with session(data_dir, keys["globex"]) as globex:  # another customer: its own counter
+        await ok(globex, "query", collection="support", query="shipping")
+        counted = [(lim["used"], lim["max"]) for lim in (await ok(globex, "usage_get", window_days=1))["limits"]]
+        print(f"   globex still queries, on its own counter: used/max {counted}")
 
 
 async def usage_and_audit(data_dir: Path, admin: Client, keys: dict[str, str]) -> None:
@@ -142,9 +192,10 @@ async def main(data_dir: Path) -> None:
     async with session(data_dir, admin_key) as admin:
         await pattern_a(data_dir, admin)
         keys = await pattern_b(data_dir, admin)
+        await free_tier_limit(data_dir, keys)
         await usage_and_audit(data_dir, admin, keys)
         await offboarding(admin)
-    step("Done: both patterns, isolation, usage, audit and offboarding through MCP")
+    step("Done: both patterns, isolation, a limit, usage, audit and offboarding through MCP")
 
 
 if __name__ == "__main__":

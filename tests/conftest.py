@@ -471,8 +471,8 @@ class DashboardWorld:
 @pytest.fixture
 async def dashboard_world(rt: Runtime, admin_key: str) -> DashboardWorld:
     async with mcp_session(rt, admin_key) as client:
-        shared = (await call(client, "collections_create", name="shared", tenant_field="tenant_id"))
-        docs = (await call(client, "collections_create", name="docs"))
+        shared = (await call(client, "collections_create", collection="shared", tenant_field="tenant_id"))
+        docs = (await call(client, "collections_create", collection="docs"))
     uids = {}
     async with rt.db.session() as session:
         for name in (shared["name"], docs["name"]):

@@ -38,7 +38,7 @@ def _keys_policy_for_pinned_keys() -> Any:
 
 
 async def test_keys_never_escalate_and_pinned_keys_cannot_manage_keys(rt: Runtime, admin) -> None:
-    await call(admin, "collections_create", name="shared", tenant_field="tenant_id")
+    await call(admin, "collections_create", collection="shared", tenant_field="tenant_id")
     made = await call(admin, "api_keys_create", name="key admin", scopes=["api_key:admin", "query:read"])
     rows = (await call(admin, "audit_list", action="api_key.created"))["rows"]
     assert [r["resource_id"] for r in rows] == [made["key"]["id"]] and made["secret"] not in str(rows)
@@ -59,7 +59,7 @@ async def test_keys_never_escalate_and_pinned_keys_cannot_manage_keys(rt: Runtim
 
 async def test_a_policy_that_lets_pinned_keys_manage_keys_keeps_them_within_their_pins(rt: Runtime, admin) -> None:
     policy = _keys_policy_for_pinned_keys()
-    await call(admin, "collections_create", name="shared", tenant_field="tenant_id")
+    await call(admin, "collections_create", collection="shared", tenant_field="tenant_id")
     _, acme_secret = await create_key(rt.db, name="acme admin", scopes=["api_key:admin", "query:read"], collection="shared", tenant="acme")
     _, outsider = await create_key(rt.db, name="globex app", scopes=["query:read"], collection="shared", tenant="globex")
     server = build_server(rt, policy, session_key=acme_secret, principal=await authenticate(rt.db, acme_secret))
@@ -80,8 +80,8 @@ async def test_a_policy_that_lets_pinned_keys_manage_keys_keeps_them_within_thei
 
 
 async def test_a_tenant_pinned_creator_cannot_mint_a_key_into_another_customers_own_collection(rt: Runtime, admin) -> None:
-    await call(admin, "collections_create", name="shared", tenant_field="tenant_id")
-    await call(admin, "collections_create", name="tenant_globex")
+    await call(admin, "collections_create", collection="shared", tenant_field="tenant_id")
+    await call(admin, "collections_create", collection="tenant_globex")
     await call(admin, "documents_upload", collection="tenant_globex", text="globex secret roadmap", filename="r.txt")
     _, acme_secret = await create_key(rt.db, name="acme admin", scopes=["api_key:admin", "query:read"], tenant="acme")
     server = build_server(rt, _keys_policy_for_pinned_keys(), session_key=acme_secret, principal=await authenticate(rt.db, acme_secret))
@@ -94,7 +94,7 @@ async def test_a_tenant_pinned_creator_cannot_mint_a_key_into_another_customers_
 
 
 async def test_a_key_admin_neither_sees_nor_revokes_keys_beyond_its_reach(rt: Runtime, admin, admin_key: str) -> None:
-    await call(admin, "collections_create", name="shared", tenant_field="tenant_id")
+    await call(admin, "collections_create", collection="shared", tenant_field="tenant_id")
     keymaster = await call(admin, "api_keys_create", name="keymaster", scopes=["api_key:admin", "query:read"])
     reader = await call(admin, "api_keys_create", name="reader", scopes=["query:read"], collection="shared", tenant="acme")
     await call(admin, "api_keys_create", name="chatter", scopes=["chat:write"])

@@ -21,10 +21,10 @@ pytestmark = pytest.mark.anyio
 
 
 async def test_chunk_overlap_is_at_most_half_the_chunk_size(admin) -> None:
-    text = await refused(admin, "collections_create", name="c", chunk_size=400, chunk_overlap=399)
+    text = await refused(admin, "collections_create", collection="c", chunk_size=400, chunk_overlap=399)
     assert text.startswith("invalid_argument") and "half of chunk_size (200 for chunk_size 400)" in text
     assert (await refused(admin, "collections_get", collection="c")).startswith("not_found")
-    await call(admin, "collections_create", name="c", chunk_size=400, chunk_overlap=200)
+    await call(admin, "collections_create", collection="c", chunk_size=400, chunk_overlap=200)
     assert (await refused(admin, "collections_update", collection="c", chunk_overlap=201)).startswith("invalid_argument")
     assert (await refused(admin, "collections_update", collection="c", chunk_size=300)).startswith("invalid_argument")
     assert (await call(admin, "collections_get", collection="c"))["chunk_overlap"] == 200  # nothing changed
@@ -48,7 +48,7 @@ async def bounded(settings: Settings) -> AsyncIterator[Runtime]:
 async def test_an_upload_needing_too_many_chunks_is_refused_and_stores_nothing(bounded: Runtime) -> None:
     _, key = await create_key(bounded.db, name="admin", scopes=["*:*"])
     async with mcp_session(bounded, key) as admin:
-        await call(admin, "collections_create", name="c", chunk_size=64, chunk_overlap=32)
+        await call(admin, "collections_create", collection="c", chunk_size=64, chunk_overlap=32)
         text = await refused(admin, "documents_upload", collection="c", text="lorem ipsum dolor " * 60)
         assert text.startswith("limit_exceeded") and "more than 10 chunks" in text
         assert (await call(admin, "documents_upload", collection="c", text="lorem ipsum dolor " * 8))["document"]["chunk_count"] <= 10
@@ -61,7 +61,7 @@ async def test_a_maximal_document_fits_through_the_http_body_limit(rt: Runtime, 
     url = http_server("streamable-http")
     maximal = base64.b64encode(b"x" * MAX_DOCUMENT_BYTES).decode()
     async with http_session(url, admin_key, timeout=300) as admin:
-        await call(admin, "collections_create", name="big", chunk_size=10_000, chunk_overlap=0)
+        await call(admin, "collections_create", collection="big", chunk_size=10_000, chunk_overlap=0)
         done = await call(admin, "documents_upload", collection="big", content_base64=maximal, filename="big.txt")
         assert done["document"]["size_bytes"] == MAX_DOCUMENT_BYTES and done["document"]["chunk_count"] == 2098
         over = base64.b64encode(b"y" * (MAX_DOCUMENT_BYTES + 1)).decode()

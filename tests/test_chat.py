@@ -105,7 +105,7 @@ async def seed(rt: Runtime) -> str:
     """A shared collection with acme's refund text and an injection attempt, and globex's secret; returns an admin key."""
     _, key = await create_key(rt.db, name="admin", scopes=["*:*"])
     async with session(rt, key, mode="legacy") as admin:
-        await call(admin, "collections_create", name="shared", tenant_field="tenant_id", chunk_size=400, chunk_strategy="paragraph")
+        await call(admin, "collections_create", collection="shared", tenant_field="tenant_id", chunk_size=400, chunk_strategy="paragraph")
         await call(admin, "documents_upload", collection="shared", text=ACME_REFUNDS, filename="refunds.txt", metadata=ACME)
         await call(admin, "documents_upload", collection="shared", text=INJECTION, filename="evil.txt", metadata=ACME)
         await call(admin, "documents_upload", collection="shared", text=GLOBEX_SECRET, metadata={"tenant_id": "globex"})

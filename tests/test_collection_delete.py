@@ -15,15 +15,15 @@ pytestmark = [pytest.mark.anyio, pytest.mark.both_stores]
 
 async def test_deleting_a_collection_revokes_its_pinned_keys(rt: Runtime, admin) -> None:
     await call(admin, "webhooks_create", url="https://hooks.example.test/deleted", events=["collection.deleted"])
-    await call(admin, "collections_create", name="support")
-    await call(admin, "collections_create", name="other")
+    await call(admin, "collections_create", collection="support")
+    await call(admin, "collections_create", collection="other")
     await call(admin, "documents_upload", collection="support", text="the old customer's notes")
     _, pinned = await create_key(rt.db, name="old customer", scopes=["query:read", "collection:read"], collection="support")
     _, elsewhere = await create_key(rt.db, name="other customer", scopes=["query:read"], collection="other")
     async with mcp_session(rt, pinned) as old:
         assert (await call(old, "query", collection="support", query="notes"))["results"]
         await call(admin, "collections_delete", collection="support")
-        await call(admin, "collections_create", name="support")
+        await call(admin, "collections_create", collection="support")
         await call(admin, "documents_upload", collection="support", text="the new customer's secret plans")
         assert (await refused(old, "query", collection="support", query="plans")).startswith("permission_denied")
         assert (await refused(old, "collections_get", collection="support")).startswith("permission_denied")

@@ -216,7 +216,7 @@ async def test_the_limits_panel_shows_each_limit_within_reach_as_usage_get_does(
     try:
         _, admin_key = await create_key(rt.db, name="admin", scopes=["*:*"])
         async with mcp_session(rt, admin_key) as mcp:
-            await call(mcp, "collections_create", name="shared", tenant_field="tenant_id")
+            await call(mcp, "collections_create", collection="shared", tenant_field="tenant_id")
             await call(mcp, "documents_upload", collection="shared", text="Refunds take five days.", metadata={"tenant_id": "acme"})
         _, tenant_key = await create_key(rt.db, name="acme", scopes=["query:read", "usage:read"], collection="shared", tenant="acme")
         async with mcp_session(rt, tenant_key) as mcp:

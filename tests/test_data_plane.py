@@ -23,7 +23,7 @@ GUIDE = (
 
 
 async def test_collection_lifecycle_upload_query_delete(admin) -> None:
-    created = await call(admin, "collections_create", name="docs", chunk_size=64, chunk_overlap=0, chunk_strategy="paragraph")
+    created = await call(admin, "collections_create", collection="docs", chunk_size=64, chunk_overlap=0, chunk_strategy="paragraph")
     assert created["dimension"] == 384 and created["embedding_provider"] == "hash"
     up = await call(admin, "documents_upload", collection="docs", text=GUIDE, filename="guide.txt", metadata={"team": "support", "year": 2024})
     doc = up["document"]
@@ -64,13 +64,13 @@ async def test_collection_lifecycle_upload_query_delete(admin) -> None:
 
 async def test_metadata_schema_and_bad_input_change_nothing(admin) -> None:
     schema = {"type": "object", "properties": {"year": {"type": "integer"}}, "required": ["year"]}
-    await call(admin, "collections_create", name="strict", metadata_schema=schema)
+    await call(admin, "collections_create", collection="strict", metadata_schema=schema)
     assert (await refused(admin, "documents_upload", collection="strict", text="x", metadata={"year": "soon"})).startswith("invalid_argument:")
     assert (await refused(admin, "documents_upload", collection="strict", text="x")).startswith("invalid_argument:")
     assert (await refused(admin, "documents_upload", collection="strict", content_base64="%%%", metadata={"year": 1})).startswith("invalid_argument:")
     assert (await refused(admin, "query", collection="strict", query="x", filters={"$where": 1})).startswith("invalid_argument:")
-    assert (await refused(admin, "collections_create", name="bad name!")).startswith("invalid_argument:")
-    assert (await refused(admin, "collections_create", name="strict")).startswith("conflict:")
+    assert (await refused(admin, "collections_create", collection="bad name!")).startswith("invalid_argument:")
+    assert (await refused(admin, "collections_create", collection="strict")).startswith("conflict:")
     vec = [0.0] * 384
     assert (await refused(admin, "vectors_upsert", collection="strict", vectors=[{"id": "a", "vector": vec[:3], "metadata": {"year": 1}}])).startswith("invalid_argument:")
     assert (await refused(admin, "vectors_upsert", collection="strict", vectors=[{"id": "a#1", "vector": vec, "metadata": {"year": 1}}])).startswith("invalid_argument:")
@@ -83,7 +83,7 @@ async def test_metadata_schema_and_bad_input_change_nothing(admin) -> None:
 
 
 async def test_raw_vectors_are_searchable_and_deletable(admin) -> None:
-    await call(admin, "collections_create", name="raw", embedding_provider="hash", dimension=8)
+    await call(admin, "collections_create", collection="raw", embedding_provider="hash", dimension=8)
     basis = [[1.0 if i == j else 0.0 for i in range(8)] for j in range(8)]
     await call(admin, "vectors_upsert", collection="raw", vectors=[{"id": f"v{j}", "vector": basis[j], "text": f"item {j}", "metadata": {"j": j}} for j in range(8)])
     hits = await call(admin, "query", collection="raw", query="item", top_k=8, filters={"j": {"$gte": 6}})
@@ -95,7 +95,7 @@ async def test_raw_vectors_are_searchable_and_deletable(admin) -> None:
 
 
 async def test_upload_reports_progress_for_many_chunks(admin) -> None:
-    await call(admin, "collections_create", name="big", chunk_size=64, chunk_overlap=0)
+    await call(admin, "collections_create", collection="big", chunk_size=64, chunk_overlap=0)
     seen: list[tuple[float, float | None]] = []
 
     async def on_progress(progress: float, total: float | None, message: str | None) -> None:
@@ -110,7 +110,7 @@ async def test_upload_reports_progress_for_many_chunks(admin) -> None:
 
 async def test_restart_gives_the_same_results(settings: Settings, admin_key: str, rt: Runtime) -> None:
     async with mcp_session(rt, admin_key) as client:
-        await call(client, "collections_create", name="kept")
+        await call(client, "collections_create", collection="kept")
         await call(client, "documents_upload", collection="kept", text=GUIDE, metadata={"k": 1})
         before = await call(client, "query", collection="kept", query="shipping to europe", top_k=3)
     await rt.close()
@@ -125,8 +125,8 @@ async def test_restart_gives_the_same_results(settings: Settings, admin_key: str
 
 
 async def test_collection_resource_and_pinned_instructions(rt: Runtime, admin) -> None:
-    await call(admin, "collections_create", name="res", tenant_field="tenant_id")
-    await call(admin, "collections_create", name="other")
+    await call(admin, "collections_create", collection="res", tenant_field="tenant_id")
+    await call(admin, "collections_create", collection="other")
     await call(admin, "documents_upload", collection="res", text="hello", metadata={"tenant_id": "acme"})
     read = await admin.read_resource("bigrag://collections/res")
     body = json.loads(read.contents[0].text)  # type: ignore[union-attr]

@@ -30,7 +30,7 @@ async def test_writes_are_bounded_per_key_and_per_tenant_and_others_keep_flowing
     rt, gate = gated
     _, admin_key = await create_key(rt.db, name="admin", scopes=["*:*"])
     async with mcp_session(rt, admin_key) as admin:
-        await call(admin, "collections_create", name="shared", tenant_field="tenant_id", embedding_provider="gated")
+        await call(admin, "collections_create", collection="shared", tenant_field="tenant_id", embedding_provider="gated")
     _, app = await create_key(rt.db, name="app", scopes=SCOPES, collection="shared")  # writes for any tenant
     _, acme_too = await create_key(rt.db, name="acme", scopes=SCOPES, collection="shared", tenant="acme")
     _, globex = await create_key(rt.db, name="globex", scopes=SCOPES, collection="shared", tenant="globex")
@@ -91,7 +91,7 @@ async def test_loading_chunking_and_schema_validation_run_off_the_event_loop(set
     try:
         _, key = await create_key(rt.db, name="admin", scopes=["*:*"])
         async with mcp_session(rt, key) as admin:
-            await call(admin, "collections_create", name="c", metadata_schema={"type": "object"})
+            await call(admin, "collections_create", collection="c", metadata_schema={"type": "object"})
             await call(admin, "documents_upload", collection="c", content_base64="aGVsbG8gd29ybGQ=", mime_type="text/x-probe")
     finally:
         await rt.close()

@@ -68,7 +68,7 @@ async def test_upload_in_flight_in_a_shared_collection_does_not_survive_offboard
 ) -> None:
     rt, gate = gated
     admin, key = gated_admin
-    await call(admin, "collections_create", name="shared", tenant_field="tenant_id", embedding_provider="gated")
+    await call(admin, "collections_create", collection="shared", tenant_field="tenant_id", embedding_provider="gated")
     await call(admin, "documents_upload", collection="shared", text="acme early notes", metadata={"tenant_id": "acme"})
     await call(admin, "documents_upload", collection="shared", text="globex notes", metadata={"tenant_id": "globex"})
 
@@ -106,14 +106,14 @@ async def test_upload_in_flight_to_a_tenant_collection_does_not_survive_offboard
 ) -> None:
     rt, gate = gated
     admin, key = gated_admin
-    await call(admin, "collections_create", name="tenant_acme", embedding_provider="gated")
+    await call(admin, "collections_create", collection="tenant_acme", embedding_provider="gated")
     error = await upload_across_offboarding(rt, gate, key, "tenant_acme", "acme", text="acme private notes")
     assert error.startswith("permission_denied: tenant 'acme' of collection 'tenant_acme' was offboarded"), error
     async with rt.db.session() as s:
         assert await s.scalar(select(func.count()).select_from(Document)) == 0
         assert await s.scalar(select(func.count()).select_from(Chunk)) == 0
 
-    await call(admin, "collections_create", name="tenant_acme", embedding_provider="gated")  # the name is free again
+    await call(admin, "collections_create", collection="tenant_acme", embedding_provider="gated")  # the name is free again
     assert (await refused(admin, "documents_upload", collection="tenant_acme", text="x")).startswith("permission_denied")
     assert (await readmit(rt, "tenant_acme", "acme")).readmitted == 1
     await call(admin, "documents_upload", collection="tenant_acme", text="a new customer's notes")
@@ -125,7 +125,7 @@ async def test_the_fence_is_checked_again_inside_the_write_transaction(
     """Offboarding commits after the upload's write began (past the fence check at its start): it still fails."""
     rt, _ = gated
     admin, key = gated_admin
-    await call(admin, "collections_create", name="shared", tenant_field="tenant_id", embedding_provider="gated")
+    await call(admin, "collections_create", collection="shared", tenant_field="tenant_id", embedding_provider="gated")
     inside, release = anyio.Event(), anyio.Event()
     real, calls = documents._existing, []
 

@@ -138,7 +138,7 @@ async def test_a_collection_keeps_its_language_and_searches_with_it(rt: Runtime)
 async def test_an_unknown_language_is_refused_and_nothing_is_created(rt: Runtime, admin: Client) -> None:
     with pytest.raises(InvalidArgument, match="klingon"):
         await collections.create(rt, name="x", language="klingon")
-    assert (await refused(admin, "collections_create", name="x", language="../../etc")).startswith("invalid_argument:")
+    assert (await refused(admin, "collections_create", collection="x", language="../../etc")).startswith("invalid_argument:")
     assert await collections.list_all(rt) == []
-    created = await call(admin, "collections_create", name="x", language="french")
+    created = await call(admin, "collections_create", collection="x", language="french")
     assert created["language"] == "french"

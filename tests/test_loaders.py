@@ -43,7 +43,7 @@ async def top(client: Client, text: str) -> dict[str, Any]:
 
 
 async def test_each_format_through_mcp_with_pages_and_exact_offsets(admin: Client) -> None:
-    await call(admin, "collections_create", name="docs", chunk_size=64, chunk_overlap=0)
+    await call(admin, "collections_create", collection="docs", chunk_size=64, chunk_overlap=0)
     pdf = await upload(admin, make_pdf(PAGES), filename="harbour.pdf")
     assert pdf["mime_type"] == PDF
     hit = await top(admin, "zeppelin mooring tariffs")
@@ -79,7 +79,7 @@ async def test_each_format_through_mcp_with_pages_and_exact_offsets(admin: Clien
 
 
 async def test_type_comes_from_the_bytes_and_a_contradicting_declaration_is_refused(admin: Client) -> None:
-    await call(admin, "collections_create", name="docs")
+    await call(admin, "collections_create", collection="docs")
     pdf = make_pdf(["Some words here."])
     doc = await upload(admin, pdf, filename="notes.txt")  # the bytes decide, not the name
     assert doc["mime_type"] == PDF

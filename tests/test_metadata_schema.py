@@ -87,7 +87,7 @@ async def test_a_catastrophic_pattern_answers_at_once(admin) -> None:
         "patternProperties": {CATASTROPHIC: {"type": "integer"}},
         "additionalProperties": {"type": "string"},
     }
-    await call(admin, "collections_create", name="docs", metadata_schema=schema)
+    await call(admin, "collections_create", collection="docs", metadata_schema=schema)
     evil = "a" * 30 + "!"
     started = time.perf_counter()
     text = await refused(admin, "documents_upload", collection="docs", text="hello", metadata={"code": evil})
@@ -101,19 +101,19 @@ async def test_a_catastrophic_pattern_answers_at_once(admin) -> None:
 
 async def test_patterns_re2_cannot_run_are_refused_when_the_schema_is_set(admin) -> None:
     backref = {"type": "object", "properties": {"code": {"type": "string", "pattern": "^(a)\\1$"}}}
-    text = await refused(admin, "collections_create", name="docs", metadata_schema=backref)
+    text = await refused(admin, "collections_create", collection="docs", metadata_schema=backref)
     assert text.startswith("invalid_argument") and "RE2" in text
     lookahead = {"type": "object", "patternProperties": {"^(?=x)": {}}}
-    assert (await refused(admin, "collections_create", name="docs", metadata_schema=lookahead)).startswith("invalid_argument")
-    await call(admin, "collections_create", name="docs")
+    assert (await refused(admin, "collections_create", collection="docs", metadata_schema=lookahead)).startswith("invalid_argument")
+    await call(admin, "collections_create", collection="docs")
     assert (await refused(admin, "collections_update", collection="docs", metadata_schema=backref)).startswith("invalid_argument")
 
 
 async def test_a_file_reference_is_refused_and_never_read(rt: Runtime, admin, secret_file: Path) -> None:
     for ref in (secret_file.as_uri(), secret_file.as_uri() + "#/description", str(secret_file)):
-        text = await refused(admin, "collections_create", name="docs", metadata_schema=_ref_schema(ref))
+        text = await refused(admin, "collections_create", collection="docs", metadata_schema=_ref_schema(ref))
         assert text.startswith("invalid_argument") and "points outside the schema" in text
-    await call(admin, "collections_create", name="docs")
+    await call(admin, "collections_create", collection="docs")
     text = await refused(admin, "collections_update", collection="docs", metadata_schema=_ref_schema(secret_file.as_uri()))
     assert text.startswith("invalid_argument")
     await _store_schema_behind_the_checks(rt, "docs", _ref_schema(secret_file.as_uri()))
@@ -125,11 +125,11 @@ async def test_a_file_reference_is_refused_and_never_read(rt: Runtime, admin, se
 async def test_an_http_reference_is_refused_and_never_fetched(rt: Runtime, admin, http_hits: tuple[str, list[str]]) -> None:
     base, hits = http_hits
     for schema in (_ref_schema(f"{base}/schema.json"), {"$id": f"{base}/root.json", **_ref_schema("other.json")}):
-        text = await refused(admin, "collections_create", name="docs", metadata_schema=schema)
+        text = await refused(admin, "collections_create", collection="docs", metadata_schema=schema)
         assert text.startswith("invalid_argument")
     nested_id = {"type": "object", "properties": {"code": {"$id": f"{base}/nested.json", "$ref": "#/x"}}}
-    assert "only at its top level" in await refused(admin, "collections_create", name="docs", metadata_schema=nested_id)
-    await call(admin, "collections_create", name="docs")
+    assert "only at its top level" in await refused(admin, "collections_create", collection="docs", metadata_schema=nested_id)
+    await call(admin, "collections_create", collection="docs")
     await _store_schema_behind_the_checks(rt, "docs", _ref_schema(f"{base}/schema.json"))
     text = await refused(admin, "documents_upload", collection="docs", text="hello", metadata={"code": "x"})
     assert text.startswith("invalid_argument") and "FETCHED" not in text
@@ -143,13 +143,13 @@ async def test_references_inside_the_schema_work(admin) -> None:
         "type": "object",
         "properties": {"code": {"$ref": "#/$defs/code"}, "const_is_data": {"const": {"$ref": "http://not.a.reference"}}},
     }
-    await call(admin, "collections_create", name="docs", metadata_schema=schema)
+    await call(admin, "collections_create", collection="docs", metadata_schema=schema)
     await call(admin, "documents_upload", collection="docs", text="hello", metadata={"code": "ABC"})
     assert (await refused(admin, "documents_upload", collection="docs", text="bye", metadata={"code": "abc"})).startswith("invalid_argument")
     named_like_keywords = {"type": "object", "properties": {"default": {"$ref": "https://example.test/x.json"}}}
-    assert "points outside the schema" in await refused(admin, "collections_create", name="x", metadata_schema=named_like_keywords)
+    assert "points outside the schema" in await refused(admin, "collections_create", collection="x", metadata_schema=named_like_keywords)
     dangling = _ref_schema("#/$defs/nope")
-    assert "does not point to a part of the schema" in await refused(admin, "collections_create", name="x", metadata_schema=dangling)
+    assert "does not point to a part of the schema" in await refused(admin, "collections_create", collection="x", metadata_schema=dangling)
 
 
 def test_schema_size_and_depth_are_bounded() -> None:

@@ -57,8 +57,8 @@ async def test_usage_counts_calls_and_takes_tokens_from_the_provider(metered_rt:
     rt, plugin = metered_rt
     _, admin_key = await create_key(rt.db, name="admin", scopes=["*:*"])
     async with mcp_session(rt, admin_key) as admin:
-        await call(admin, "collections_create", name="shared", tenant_field="tenant_id", embedding_provider="metered", chunk_size=64, chunk_overlap=0)
-        await call(admin, "collections_create", name="plain", embedding_provider="hash", dimension=8)
+        await call(admin, "collections_create", collection="shared", tenant_field="tenant_id", embedding_provider="metered", chunk_size=64, chunk_overlap=0)
+        await call(admin, "collections_create", collection="plain", embedding_provider="hash", dimension=8)
         text = "\n\n".join(f"Paragraph {i} is about item {i} only." for i in range(5))  # five chunks
         up = await call(admin, "documents_upload", collection="shared", text=text, metadata={"tenant_id": "acme"})
         assert up["document"]["chunk_count"] == 5 and up["embedding_tokens"] == 5 * TOKENS_PER_TEXT

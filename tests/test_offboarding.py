@@ -25,7 +25,7 @@ async def rows_of(rt: Runtime, tenant: str) -> int:
 
 
 async def test_shared_collection_offboarding_removes_every_trace(rt: Runtime, admin) -> None:
-    await call(admin, "collections_create", name="shared", tenant_field="tenant_id", dimension=4)
+    await call(admin, "collections_create", collection="shared", tenant_field="tenant_id", dimension=4)
     await call(admin, "webhooks_create", url="https://hooks.example.test/offboarded", events=["tenant.offboarded"])
     for tenant in ("acme", "globex"):
         for i in range(3):
@@ -61,7 +61,7 @@ async def test_shared_collection_offboarding_removes_every_trace(rt: Runtime, ad
 
 
 async def test_collection_per_tenant_offboarding_drops_the_collection_and_its_keys(rt: Runtime, admin) -> None:
-    await call(admin, "collections_create", name="tenant_acme")
+    await call(admin, "collections_create", collection="tenant_acme")
     await call(admin, "documents_upload", collection="tenant_acme", text="acme private notes")
     _, key = await create_key(rt.db, name="acme", scopes=["query:read", "collection:read"], collection="tenant_acme")
     async with mcp_session(rt, key) as acme:

@@ -100,7 +100,7 @@ async def rt(settings: Settings, plugin: RerankPlugin) -> AsyncIterator[Runtime]
 
 async def seed(admin: Client) -> None:
     """A shared collection with five acme chunks and three globex chunks (one document each, one chunk each)."""
-    await call(admin, "collections_create", name="shared", tenant_field="tenant_id", chunk_strategy="paragraph")
+    await call(admin, "collections_create", collection="shared", tenant_field="tenant_id", chunk_strategy="paragraph")
     for tenant, texts in (("acme", ACME_TEXTS), ("globex", GLOBEX_TEXTS)):
         for i, text in enumerate(texts):
             topic = "refunds" if "refund" in text else "other"
@@ -137,7 +137,7 @@ async def test_the_rerankers_order_and_scores_replace_the_search_order(admin: Cl
 
 
 async def test_the_candidate_pool_is_four_times_top_k_between_50_and_200(admin: Client, plugin: RerankPlugin) -> None:
-    await call(admin, "collections_create", name="many", chunk_size=64, chunk_overlap=0, chunk_strategy="paragraph")
+    await call(admin, "collections_create", collection="many", chunk_size=64, chunk_overlap=0, chunk_strategy="paragraph")
     text = "\n\n".join(f"Paragraph number {i:03d} about the refunds." for i in range(260))
     assert (await call(admin, "documents_upload", collection="many", text=text))["document"]["chunk_count"] == 260
     for top_k in (1, 20, 60):
@@ -172,7 +172,7 @@ async def test_min_score_applies_to_the_rerankers_score(admin: Client, plugin: R
 
 
 async def test_rows_without_text_follow_the_reranked_rows(rt: Runtime, admin: Client, plugin: RerankPlugin) -> None:
-    await call(admin, "collections_create", name="mixed")
+    await call(admin, "collections_create", collection="mixed")
     for text in ACME_TEXTS[:3]:
         await call(admin, "documents_upload", collection="mixed", text=text)
     [vector] = (await rt.embedder("hash", None, 384).embed([QUESTION], purpose="query")).vectors
@@ -190,7 +190,7 @@ async def test_rows_without_text_follow_the_reranked_rows(rt: Runtime, admin: Cl
 
 async def test_query_multi_reranks_all_collections_candidates_in_one_ranking(admin: Client, plugin: RerankPlugin) -> None:
     for name, texts in (("one", ACME_TEXTS[:3]), ("two", GLOBEX_TEXTS)):
-        await call(admin, "collections_create", name=name)
+        await call(admin, "collections_create", collection=name)
         for text in texts:
             await call(admin, "documents_upload", collection=name, text=text)
     merged = await call(admin, "query_multi", collections=["one", "two"], query=QUESTION, top_k=50)

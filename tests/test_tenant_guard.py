@@ -11,7 +11,7 @@ VEC = [1.0, 0.0, 0.0, 0.0]
 
 @pytest.fixture
 async def shared(admin):
-    await call(admin, "collections_create", name="shared", tenant_field="tenant_id", dimension=4, embedding_provider="hash")
+    await call(admin, "collections_create", collection="shared", tenant_field="tenant_id", dimension=4, embedding_provider="hash")
     docs = {}
     for tenant in ("acme", "globex"):
         up = await call(admin, "documents_upload", collection="shared", text=f"The secret plan of {tenant} is launch day.", metadata={"tenant_id": tenant})

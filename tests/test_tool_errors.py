@@ -82,7 +82,7 @@ async def test_a_mistyped_argument_is_named(checker: Client, tool: str) -> None:
 
 
 async def test_bounds_and_choices_name_the_argument_and_the_real_bound(admin) -> None:
-    await call(admin, "collections_create", name="docs")
+    await call(admin, "collections_create", collection="docs")
     cases = [
         ({"top_k": 500}, "top_k must be between 1 and 200"),
         ({"top_k": "many"}, "top_k must be an integer"),
@@ -102,7 +102,7 @@ async def test_bounds_and_choices_name_the_argument_and_the_real_bound(admin) ->
 
 
 async def test_deep_json_is_invalid_argument_and_nothing_is_stored(admin) -> None:
-    await call(admin, "collections_create", name="docs")
+    await call(admin, "collections_create", collection="docs")
     deep: Any = "x"
     for _ in range(MAX_DEPTH + 5):
         deep = {"$and": [deep]}
@@ -122,6 +122,6 @@ async def test_deep_json_is_invalid_argument_and_nothing_is_stored(admin) -> Non
 
 
 async def test_arguments_sent_as_json_strings_are_still_accepted(admin) -> None:
-    await call(admin, "collections_create", name="docs")
+    await call(admin, "collections_create", collection="docs")
     result = await admin.call_tool("query", {"collection": "docs", "query": "q", "filters": '{"lang": "en"}'})
     assert not result.is_error, result.content

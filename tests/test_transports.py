@@ -26,7 +26,7 @@ TEXT = "Apples grow on trees in the orchard.\n\nSubmarines dive deep below the o
 
 async def exercise(client: Client, name: str) -> None:
     """Create, upload, query with a filter, delete — each checked by content."""
-    await call(client, "collections_create", name=name, chunk_size=64, chunk_overlap=0)
+    await call(client, "collections_create", collection=name, chunk_size=64, chunk_overlap=0)
     doc = (await call(client, "documents_upload", collection=name, text=TEXT, filename="f.txt", metadata={"lang": "en"}))["document"]
     rows = (await call(client, "query", collection=name, query="deep ocean submarines", top_k=1, filters={"lang": "en"}))["results"]
     assert rows[0]["text"] == "Submarines dive deep below the ocean surface." and rows[0]["document_id"] == doc["id"]
@@ -100,7 +100,7 @@ async def test_health_readiness_access_log_and_advertised_issuer(rt, admin_key: 
         assert bad.status_code == 401
     async with http_session(url, reader) as client:
         await call(client, "collections_list")
-        assert (await refused(client, "collections_create", name="nope")).startswith("permission_denied")
+        assert (await refused(client, "collections_create", collection="nope")).startswith("permission_denied")
     server = http_server.procs[-1]
     server.terminate()
     logged = [json.loads(line) for line in server.communicate(timeout=30)[1].decode().splitlines() if line.startswith("{")]
@@ -145,7 +145,7 @@ async def test_two_tenant_keys_work_concurrently_over_http_and_one_is_revoked_mi
     scopes = ["query:read", "document:upload", "document:read", "usage:read"]
     keys = {}
     async with http_session(url, admin_key) as admin:
-        await call(admin, "collections_create", name="shared", tenant_field="tenant_id")
+        await call(admin, "collections_create", collection="shared", tenant_field="tenant_id")
         for tenant in ("acme", "globex"):
             made = await call(admin, "api_keys_create", name=tenant, scopes=scopes, collection="shared", tenant=tenant)
             keys[tenant] = (made["key"]["id"], made["secret"])

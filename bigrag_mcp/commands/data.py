@@ -15,16 +15,16 @@ from bigrag_mcp.services.runtime import Runtime
 async def collections_cmd(rt: Runtime, a: argparse.Namespace) -> Any:
     if a.action == "list":
         return await collections.list_all(rt)
-    if not a.name:
+    if not a.collection:
         raise UsageError(f"collections {a.action} needs the collection's name")
     if a.action == "get":
-        return await collections.get(rt, a.name)
+        return await collections.get(rt, a.collection)
     if a.action == "delete":
-        confirm(f"Delete collection {a.name!r} with all its documents and vectors?", a)
-        return await collections.delete(rt, a.name)
+        confirm(f"Delete collection {a.collection!r} with all its documents and vectors?", a)
+        return await collections.delete(rt, a.collection)
     return await collections.create(
         rt,
-        name=a.name,
+        name=a.collection,
         embedding_provider=a.embedding_provider,
         embedding_model=a.embedding_model,
         dimension=a.dimension,
@@ -51,7 +51,7 @@ def plugins_cmd(a: argparse.Namespace) -> int:
 def add(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("collections", help="list, create, get or delete collections")
     p.add_argument("action", choices=("list", "create", "get", "delete"), help="what to do")
-    p.add_argument("name", nargs="?", help="the collection (required by create, get and delete)")
+    p.add_argument("collection", nargs="?", help="the collection's name (required by create, get and delete)")
     p.add_argument("--embedding-provider", help="e.g. local, hash, openai, cohere (default: BIGRAG_EMBEDDING_PROVIDER)")
     p.add_argument("--embedding-model", help="the provider's model (default: the provider's own)")
     p.add_argument("--dimension", type=int, help="vector dimension (default: the model's)")

@@ -89,7 +89,7 @@ async def create(
     caller: Caller = OPERATOR,
 ) -> CollectionInfo:
     if not COLLECTION_NAME.match(name):
-        raise InvalidArgument(f"collection name {name!r} must match {COLLECTION_NAME.pattern}")
+        raise InvalidArgument(f"collection {name!r} must match {COLLECTION_NAME.pattern}")
     if tenant_field is not None and not FIELD_NAME.match(tenant_field):
         raise InvalidArgument(f"tenant_field {tenant_field!r} must match {FIELD_NAME.pattern}")
     check_schema(metadata_schema)

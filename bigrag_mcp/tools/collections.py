@@ -13,6 +13,7 @@ from bigrag_mcp.services import collections
 from bigrag_mcp.tools import DELETE, READ, UPSERT, WRITE
 
 Name = Annotated[str, Field(description="The collection's name.")]
+NewName = Annotated[str, Field(description="The new collection's name: letters, digits, '_' and '-', at most 64.")]
 
 
 def register(server: MCPServer, gate: Gate) -> None:
@@ -20,7 +21,7 @@ def register(server: MCPServer, gate: Gate) -> None:
 
     @server.tool(annotations=WRITE)
     async def collections_create(
-        name: Annotated[str, Field(description="Letters, digits, '_' and '-', at most 64.")],
+        collection: NewName,
         description: str = "",
         embedding_provider: Annotated[str | None, Field(description="Registered provider; server default if unset.")] = None,
         embedding_model: str | None = None,
@@ -34,7 +35,7 @@ def register(server: MCPServer, gate: Gate) -> None:
     ) -> CollectionInfo:
         """Create a collection with its embedding, metadata schema, tenant field, chunking and keyword language."""
         args = {
-            "name": name,
+            "collection": collection,
             "description": description,
             "embedding_provider": embedding_provider,
             "embedding_model": embedding_model,
@@ -47,7 +48,7 @@ def register(server: MCPServer, gate: Gate) -> None:
             "language": language,
         }
         return await gate.run(
-            "collections_create", args, lambda caller, a, d: collections.create(rt, caller=caller, **a)
+            "collections_create", args, lambda caller, a, d: collections.create(rt, name=a.pop("collection"), caller=caller, **a)
         )
 
     @server.tool(annotations=READ)
