@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import io
 import os
 import re
@@ -111,8 +112,14 @@ def store_kind() -> str:
     return "sqlite"
 
 
+def _in_own_loop(work: Awaitable[Any]) -> Any:
+    """Run a coroutine to the end in a thread and event loop of its own (a sync fixture may sit inside a test's loop)."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, work).result()
+
+
 def _on_postgres(url: str, work: Callable[[Any], Awaitable[Any]]) -> Any:
-    """Run `work(connection)` on an autocommit asyncpg connection, in a thread of its own (tests may hold a loop)."""
+    """Run `work(connection)` on an autocommit asyncpg connection."""
     import asyncpg
 
     async def main() -> Any:
@@ -122,12 +129,11 @@ def _on_postgres(url: str, work: Callable[[Any], Awaitable[Any]]) -> Any:
         finally:
             await conn.close()
 
-    with ThreadPoolExecutor(1) as pool:
-        return pool.submit(asyncio.run, main()).result()
+    return _in_own_loop(main())
 
 
 class PostgresStores:
-    """One real Postgres (the `pgserver` wheel) holding a migrated template; `create()` copies it into a new database."""
+    """One real Postgres (the `pgserver` wheel) holding a migrated template; `fresh()` copies it into a new database."""
 
     TEMPLATE = "bigrag_template"
 
@@ -144,8 +150,7 @@ class PostgresStores:
             "ALTER SYSTEM SET full_page_writes = off", "SELECT pg_reload_conf()", f"CREATE DATABASE {self.TEMPLATE}",
         ):
             self._sql(statement)
-        with ThreadPoolExecutor(1) as pool:
-            pool.submit(asyncio.run, migrate()).result()
+        _in_own_loop(migrate())
 
     def _sql(self, statement: str) -> None:
         _on_postgres(self.server_url, lambda conn: conn.execute(statement))
@@ -168,10 +173,10 @@ class PostgresStores:
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[PostgresStores]:
     """A real Postgres 16 for the whole session, started once; skipped (loudly) only if `pgserver` is not installed."""
-    try:
-        from bigrag_pgvector.testing import postgres_server
-    except ImportError as exc:
-        pytest.skip(f"POSTGRES STORE TESTS NOT RUN: pgserver is not importable ({exc}); install -e 'plugins/pgvector[test]'")
+    if importlib.util.find_spec("pgserver") is None:
+        pytest.skip("POSTGRES STORE TESTS NOT RUN: the pgserver wheel is not installed (pip install -e 'plugins/pgvector[test]')")
+    from bigrag_pgvector.testing import postgres_server
+
     with postgres_server() as url:
         yield PostgresStores(url)
 
