@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import importlib.util
 import io
 import os
 import re
@@ -9,8 +11,10 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from contextlib import asynccontextmanager
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, asynccontextmanager, contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -22,7 +26,7 @@ import httpx2
 import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
-from sqlalchemy import event, select
+from sqlalchemy import event, make_url, select
 
 from bigrag_mcp.dashboard import Dashboard
 from bigrag_mcp.dashboard.sessions import SessionStore
@@ -36,7 +40,7 @@ from bigrag_mcp.settings import Settings
 from bigrag_mcp.store.db import Database
 from bigrag_mcp.store.models import Collection
 from bigrag_mcp.testing.relay import temporary_database
-from bigrag_mcp.testing.replicas import free_port, fresh_postgres_database
+from bigrag_mcp.testing.replicas import free_port
 from bigrag_mcp.types import EmbeddingProviderFactory, Embeddings, Purpose
 
 ALL = ["*:*"]
@@ -82,17 +86,146 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
+# --- the store: SQLite, and a real Postgres for the modules marked `both_stores` --------------------
+
+STORES = ("sqlite", "postgres")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "both_stores: run each test once on SQLite and once on a real Postgres")
+    config.addinivalue_line("markers", "sqlite_only: in a module marked both_stores, a test run on SQLite only (its reason beside it)")
+    config.addinivalue_line("markers", "postgres_only: what only a real Postgres shows (several processes at once)")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    marked = metafunc.definition.get_closest_marker
+    if "store_kind" not in metafunc.fixturenames:
+        return
+    if marked("postgres_only"):
+        metafunc.parametrize("store_kind", ["postgres"])
+    elif marked("both_stores") and not marked("sqlite_only"):
+        metafunc.parametrize("store_kind", STORES)
+
+
 @pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[Database]:
+def store_kind() -> str:
+    """The store a test runs on: SQLite, unless its module is marked `both_stores` (then each in turn)."""
+    return "sqlite"
+
+
+def _in_own_loop(work: Awaitable[Any]) -> Any:
+    """Run a coroutine to the end in a thread and event loop of its own (a sync fixture may sit inside a test's loop)."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, work).result()
+
+
+def _on_postgres(url: str, work: Callable[[Any], Awaitable[Any]]) -> Any:
+    """Run `work(connection)` on an autocommit asyncpg connection."""
+    import asyncpg
+
+    async def main() -> Any:
+        conn = await asyncpg.connect(url)
+        try:
+            return await work(conn)
+        finally:
+            await conn.close()
+
+    return _in_own_loop(main())
+
+
+class PostgresStores:
+    """One real Postgres (the `pgserver` wheel) holding a migrated template; `fresh()` copies it into a new database."""
+
+    TEMPLATE = "bigrag_template"
+
+    def __init__(self, server_url: str) -> None:
+        self.server_url = server_url
+
+        async def migrate() -> None:
+            database = Database(self.url(self.TEMPLATE))
+            await database.migrate()
+            await database.close()
+
+        for statement in (  # a throwaway server: durability only costs time here
+            "ALTER SYSTEM SET fsync = off", "ALTER SYSTEM SET synchronous_commit = off",
+            "ALTER SYSTEM SET full_page_writes = off", "SELECT pg_reload_conf()", f"CREATE DATABASE {self.TEMPLATE}",
+        ):
+            self._sql(statement)
+        _in_own_loop(migrate())
+
+    def _sql(self, statement: str) -> None:
+        _on_postgres(self.server_url, lambda conn: conn.execute(statement))
+
+    def url(self, name: str) -> str:
+        """The SQLAlchemy asyncpg URL of database `name` on this server."""
+        return make_url(self.server_url).set(drivername="postgresql+asyncpg", database=name).render_as_string(hide_password=False)
+
+    @contextmanager
+    def fresh(self, *, empty: bool = False) -> Iterator[str]:
+        """A database of its own (a copy of the migrated template, or `empty`) for one test, dropped afterwards."""
+        name = f"t_{uuid.uuid4().hex[:16]}"
+        self._sql(f"CREATE DATABASE {name}" + ("" if empty else f" TEMPLATE {self.TEMPLATE} STRATEGY FILE_COPY"))
+        try:
+            yield self.url(name)
+        finally:
+            self._sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresStores]:
+    """A real Postgres 16 for the whole session, started once; skipped (loudly) only if `pgserver` is not installed."""
+    if importlib.util.find_spec("pgserver") is None:
+        pytest.skip("POSTGRES STORE TESTS NOT RUN: the pgserver wheel is not installed (pip install -e 'plugins/pgvector[test]')")
+    from bigrag_pgvector.testing import postgres_server
+
+    with postgres_server() as url:
+        yield PostgresStores(url)
+
+
+@pytest.fixture
+def new_store(store_kind: str, request: pytest.FixtureRequest) -> Callable[[], AbstractContextManager[str | None]]:
+    """Make a fresh migrated store: its URL on Postgres, None on SQLite (the data folder's default file)."""
+    if store_kind == "sqlite":
+        return nullcontext
+    stores: PostgresStores = request.getfixturevalue("postgres")
+    return stores.fresh
+
+
+@pytest.fixture
+def database_url(new_store: Callable[[], AbstractContextManager[str | None]]) -> Iterator[str | None]:
+    """The test's store URL (None: SQLite in the data folder)."""
+    with new_store() as url:
+        yield url
+
+
+@pytest.fixture
+def empty_database_url(store_kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[str]:
+    """The URL of an empty store, not yet migrated (for migration tests)."""
+    if store_kind == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path}/empty.db"
+        return
+    stores: PostgresStores = request.getfixturevalue("postgres")
+    with stores.fresh(empty=True) as url:
+        yield url
+
+
+@pytest.fixture
+async def db(tmp_path: Path, database_url: str | None) -> AsyncIterator[Database]:
     """A bare migrated store, for services tested below the runtime."""
-    async with temporary_database(tmp_path) as database:
-        yield database
+    if database_url is None:
+        async with temporary_database(tmp_path) as database:
+            yield database
+        return
+    database = Database(database_url)
+    yield database
+    await database.close()
 
 
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
+def settings(tmp_path: Path, database_url: str | None) -> Settings:
     """Built-in plugins only (an empty allow-list), so core tests do not depend on what else is installed."""
-    return Settings(data_dir=tmp_path / "data", embedding_provider="hash", vector_backend="memory", load_plugins="", _env_file=None)  # type: ignore[call-arg]
+    return Settings(data_dir=tmp_path / "data", embedding_provider="hash", vector_backend="memory", load_plugins="",  # type: ignore[call-arg]
+                    database_url=database_url, _env_file=None)
 
 
 @pytest.fixture
@@ -172,6 +305,8 @@ def server_env(settings: Settings, **extra: str) -> dict[str, str]:
         BIGRAG_VECTOR_BACKEND=settings.vector_backend,
         BIGRAG_LOAD_PLUGINS=settings.load_plugins or "",
     )
+    if settings.database_url:
+        env["BIGRAG_DATABASE_URL"] = settings.database_url
     env.update(extra)
     return env
 
@@ -207,6 +342,29 @@ def http_server(settings: Settings) -> Iterator[Any]:
     for proc in procs:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def run_together(script: str, argvs: Sequence[Sequence[str]], timeout: float = 120) -> list[str]:
+    """Run `python -c script ARGS` once per entry of `argvs`, all at once: each prints "ready" when set up and waits
+    for a line on stdin, so their work starts together; returns what each printed after that, stripped."""
+    procs = [
+        subprocess.Popen([sys.executable, "-c", script, *argv], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        for argv in argvs
+    ]
+    try:
+        for proc in procs:
+            assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        for proc in procs:
+            assert proc.stdin is not None
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+        outputs = [proc.communicate(timeout=timeout)[0].strip() for proc in procs]
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+    assert all(proc.returncode == 0 for proc in procs), outputs
+    return outputs
 
 
 @asynccontextmanager
@@ -289,9 +447,9 @@ def within_as_stated(outer: Principal, inner: Principal, shared: set[str]) -> bo
 
 
 @pytest.fixture
-async def postgres_store(postgres_store_url: str) -> AsyncIterator[str]:
+def postgres_store(postgres: PostgresStores) -> Iterator[str]:
     """An empty database of its own on the session's Postgres, for one test: its asyncpg URL (BIGRAG_DATABASE_URL)."""
-    async with fresh_postgres_database(postgres_store_url) as url:
+    with postgres.fresh(empty=True) as url:
         yield url
 
 
@@ -365,9 +523,6 @@ async def sign_in(client: httpx.AsyncClient, key: str) -> httpx.Response:
 
 
 @pytest.fixture(scope="session")
-def postgres_store_url() -> Iterator[str]:
-    """A throwaway real Postgres (pgserver) for the whole session, as the store's asyncpg URL."""
-    from bigrag_pgvector.testing import postgres_server
-
-    with postgres_server() as url:
-        yield url.replace("postgresql://", "postgresql+asyncpg://", 1)
+def postgres_store_url(postgres: PostgresStores) -> str:
+    """The session's Postgres (its default database) as the store's asyncpg URL."""
+    return make_url(postgres.server_url).set(drivername="postgresql+asyncpg").render_as_string(hide_password=False)

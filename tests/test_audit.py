@@ -15,6 +15,8 @@ from bigrag_mcp.errors import InvalidArgument
 from bigrag_mcp.services.audit import GENESIS_HASH, append_audit, audit_safely, list_audit, verify_chain
 from bigrag_mcp.store.db import Database
 
+pytestmark = pytest.mark.both_stores
+
 
 @pytest.fixture
 def url(db: Database) -> str:

@@ -10,7 +10,7 @@ from bigrag_mcp.services.keys import authenticate, create_key
 from bigrag_mcp.services.runtime import Runtime
 from bigrag_mcp.store.models import OutboxEvent
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.both_stores]
 
 
 async def test_deleting_a_collection_revokes_its_pinned_keys(rt: Runtime, admin) -> None:

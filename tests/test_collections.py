@@ -11,7 +11,7 @@ from bigrag_mcp.services import collections
 from bigrag_mcp.services.keys import create_key
 from bigrag_mcp.services.runtime import Runtime
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.both_stores]
 
 
 async def test_collections_list_pages_through_every_collection_once_in_name_order(rt: Runtime, admin: Client) -> None:

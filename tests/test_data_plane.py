@@ -13,7 +13,7 @@ from bigrag_mcp.services.keys import create_key
 from bigrag_mcp.services.runtime import Runtime
 from bigrag_mcp.settings import Settings
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.both_stores]
 
 GUIDE = (
     "Refunds are paid within five business days.\n\n"

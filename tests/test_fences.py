@@ -22,7 +22,7 @@ from bigrag_mcp.settings import Settings
 from bigrag_mcp.store.models import AuditEntry, Chunk, Document
 from bigrag_mcp.types import SearchRequest
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.both_stores]
 
 
 async def rows(rt: Runtime, tenant: str) -> int:

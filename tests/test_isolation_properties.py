@@ -8,11 +8,14 @@ back and what the store holds against an oracle of the key's reach.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import anyio
+import pytest
 from conftest import mcp_session
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -131,8 +134,9 @@ def returned_partitions(tool: str, args: dict[str, Any], out: dict[str, Any]) ->
     return set()
 
 
-async def scenario(tmp: Path, spec: KeySpec, plan: list[tuple[str, dict[str, Any]]]) -> None:
-    rt = await Runtime.open(Settings(data_dir=tmp, embedding_provider="hash", load_plugins="", _env_file=None))  # type: ignore[call-arg]
+async def scenario(tmp: Path, database_url: str | None, spec: KeySpec, plan: list[tuple[str, dict[str, Any]]]) -> None:
+    rt = await Runtime.open(Settings(data_dir=tmp, database_url=database_url, embedding_provider="hash", load_plugins="",  # type: ignore[call-arg]
+                                     _env_file=None))
     try:
         doc_ids = await build_world(rt)
         _, secret = await create_key(rt.db, name="random", scopes=list(spec.scopes), collection=spec.collection, tenant=spec.tenant)
@@ -165,7 +169,17 @@ async def scenario(tmp: Path, spec: KeySpec, plan: list[tuple[str, dict[str, Any
         await rt.close()
 
 
-@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-@given(spec=keys, plan=st.lists(calls, min_size=1, max_size=4))
-def test_no_call_reaches_outside_the_key(tmp_path_factory: Any, spec: KeySpec, plan: list[tuple[str, dict[str, Any]]]) -> None:
-    anyio.run(scenario, tmp_path_factory.mktemp("world"), spec, plan)
+EXAMPLES = {"sqlite": 50, "postgres": 10}  # Postgres re-checks the same property on fewer worlds (CI time)
+
+
+@pytest.mark.both_stores
+def test_no_call_reaches_outside_the_key(
+    tmp_path_factory: Any, store_kind: str, new_store: Callable[[], AbstractContextManager[str | None]]
+) -> None:
+    @settings(max_examples=EXAMPLES[store_kind], deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(spec=keys, plan=st.lists(calls, min_size=1, max_size=4))
+    def check(spec: KeySpec, plan: list[tuple[str, dict[str, Any]]]) -> None:
+        with new_store() as database_url:
+            anyio.run(scenario, tmp_path_factory.mktemp("world"), database_url, spec, plan)
+
+    check()

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from sqlalchemy import inspect, text
 
 from bigrag_mcp.errors import InvalidArgument, NotFound, PermissionDenied
 from bigrag_mcp.policy import Principal
@@ -22,14 +23,13 @@ from bigrag_mcp.services.keys import (
 from bigrag_mcp.store.db import Database
 from bigrag_mcp.store.models import ApiKey, Collection
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.both_stores]
 
 
 @pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    database = Database(f"sqlite+aiosqlite:///{tmp_path}/t.db")
-    await database.migrate()
-    async with database.session() as session:
+async def db(db: Database) -> AsyncIterator[Database]:
+    """The store with one collection of tenants, "docs"."""
+    async with db.session() as session:
         session.add(
             Collection(
                 name="docs",
@@ -42,8 +42,7 @@ async def db(tmp_path: Path) -> AsyncIterator[Database]:
                 chunk_strategy="paragraph",
             )
         )
-    yield database
-    await database.close()
+    yield db
 
 
 async def _row(db: Database, key_id: str) -> ApiKey:
@@ -58,12 +57,17 @@ async def test_secret_is_shown_once_and_stored_only_as_a_hash(db: Database, tmp_
     assert secret.startswith("brg_") and len(secret) >= 4 + 43  # 32 random bytes, base64url
     row = await _row(db, info.id)
     assert row.secret_hash == hash_secret(secret) and secret not in row.secret_hash
-    await db.close()  # flush the WAL into the file before reading its bytes
-    files = [p for p in tmp_path.iterdir() if p.name.startswith("t.db")]
-    for path in files:
-        assert secret.encode() not in path.read_bytes()
-        assert secret.removeprefix("brg_").encode() not in path.read_bytes()
-    assert any(row.secret_hash.encode() in p.read_bytes() for p in files)
+    if db.engine.dialect.name == "postgresql":  # every row of every table, as text
+        async with db.engine.connect() as conn:
+            tables = await conn.run_sync(lambda c: inspect(c).get_table_names())
+            stored = [" ".join((await conn.execute(text(f"SELECT CAST(t AS text) FROM {name} t"))).scalars().all())
+                      for name in tables]
+    else:
+        await db.close()  # flush the WAL into the file before reading its bytes
+        stored = [p.read_bytes().decode("latin-1") for p in tmp_path.iterdir() if p.name.startswith("t.db")]
+    for content in stored:
+        assert secret not in content and secret.removeprefix("brg_") not in content
+    assert any(row.secret_hash in content for content in stored)
 
 
 async def test_two_keys_never_share_a_secret(db: Database) -> None:

@@ -18,8 +18,8 @@ from typing import Any
 import anyio
 import httpx
 import pytest
-from conftest import call, http_session, mcp_session, refused, server_env
-from sqlalchemy import func, select
+from conftest import call, http_session, mcp_session, refused, run_together, server_env
+from sqlalchemy import func, select, text
 
 from bigrag_mcp.errors import LimitExceeded, Unavailable
 from bigrag_mcp.hookspecs import hookimpl
@@ -40,7 +40,7 @@ from bigrag_mcp.store.models import AuditEntry, Document, LimitCounter, OutboxEv
 from bigrag_mcp.testing.relay import FakeClock
 from bigrag_mcp.types import EmbeddingProviderFactory, Embeddings, Purpose
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.both_stores]
 POLICIES = Path(__file__).resolve().parent.parent / "policies"
 DEFAULT = files("bigrag_mcp.policy").joinpath("default.toml").read_text(encoding="utf-8")
 TENANT_APP = ["query:read", "chat:write", "document:upload", "usage:read"]
@@ -384,6 +384,7 @@ async def test_hard_caps_are_exact_under_concurrency_in_one_process(settings: Se
         assert [s.used for s in await rt.limits.status(None)] == [7]
 
 
+@pytest.mark.sqlite_only  # the fast path is SQLite's (a Postgres store admits on the async path)
 async def test_the_fast_path_never_waits_for_a_lock(settings: Settings, tmp_path: Path, clock: FakeClock) -> None:
     """While another connection holds the write lock the fast path does nothing and says so; admission then
     waits for the lock on the async path instead, off the event loop."""
@@ -462,28 +463,21 @@ def test_hard_caps_are_exact_across_two_processes_on_one_store(settings: Setting
         await database.migrate()
         await database.close()
 
-    anyio.run(migrate)
-    procs = [
-        subprocess.Popen([sys.executable, "-c", WORKER, url, f"key_{i}"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        for i in range(2)
-    ]
-    try:
-        for proc in procs:
-            assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
-        for proc in procs:
-            assert proc.stdin is not None
-            proc.stdin.write("go\n")
-            proc.stdin.flush()
-        admitted = [int(proc.communicate(timeout=120)[0].strip()) for proc in procs]
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
+    anyio.run(migrate)  # a no-op on Postgres: its database is a copy of a migrated one
+    admitted = [int(out) for out in run_together(WORKER, [(url, "key_0"), (url, "key_1")])]
     assert sum(admitted) == 40 and all(n > 0 for n in admitted)
-    with sqlite3.connect(settings.data_dir / "bigrag.db") as raw:
-        assert raw.execute("SELECT used FROM limit_counters").fetchall() == [(40,)]
+
+    async def stored() -> list[Any]:
+        database = Database(url)
+        async with database.engine.connect() as conn:
+            used = (await conn.execute(text("SELECT used FROM limit_counters"))).all()
+        await database.close()
+        return [tuple(row) for row in used]
+
+    assert anyio.run(stored) == [(40,)]
 
 
+@pytest.mark.sqlite_only  # a server process and its HTTP path; the counters it uses run on Postgres above (CI time)
 async def test_a_per_key_request_rate_over_http_is_refused_before_any_work(
     settings: Settings, tmp_path: Path, clock: FakeClock, http_server: Any
 ) -> None:
@@ -516,6 +510,7 @@ async def test_instructions_of_a_limited_key_mention_its_limits(settings: Settin
             assert "Limits apply" not in (admin.instructions or "")
 
 
+@pytest.mark.sqlite_only  # CLI processes reading the counters tested on Postgres above (CI time)
 def test_cli_limits_and_policy_explain(settings: Settings, tmp_path: Path) -> None:
     policy = tmp_path / "policy.toml"
     policy.write_text(DEFAULT + PER_TENANT, encoding="utf-8")

@@ -14,7 +14,7 @@ from bigrag_mcp.services.runtime import Runtime
 from bigrag_mcp.settings import Settings
 from bigrag_mcp.types import EmbeddingProviderFactory, Embeddings, Purpose
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.both_stores]
 TOKENS_PER_TEXT = 7
 
 

@@ -13,7 +13,7 @@ from bigrag_mcp.services.runtime import Runtime
 from bigrag_mcp.store.models import Chunk, Document, OutboxEvent
 from bigrag_mcp.types import SearchRequest
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.both_stores]
 VEC = [0.0, 1.0, 0.0, 0.0]
 
 

@@ -27,7 +27,7 @@ from bigrag_mcp.store.models import OutboxEvent
 from bigrag_mcp.testing.relay import Crash, CrashAfterSend, FakeClock
 from bigrag_mcp.types import BillingEvent, BillingExporterFactory, DeliveryResult
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.both_stores]
 
 
 class ScriptedExporter:

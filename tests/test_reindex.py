@@ -15,7 +15,7 @@ from bigrag_mcp.store.db import Database
 from bigrag_mcp.store.models import NO_TENANT, Chunk, Collection
 from bigrag_mcp.types import Partition, SearchRequest, VectorRecord
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.both_stores]
 DIM = 4
 TENANTS = [NO_TENANT, "acme", "globex"]
 

@@ -13,7 +13,7 @@ from bigrag_mcp.settings import Settings
 from bigrag_mcp.store.models import IndexChange, IndexGeneration
 from bigrag_mcp.types import VectorRecord
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.both_stores]
 VEC = [1.0, 0.0, 0.0, 0.0]
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from alembic import command
@@ -13,11 +12,11 @@ from sqlalchemy import inspect, text
 
 from bigrag_mcp.store.db import Database, alembic_config, head_revision
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.both_stores]
 
 
-async def test_an_older_schema_upgrades_to_head_and_keeps_its_rows(tmp_path: Path) -> None:
-    old = Database(f"sqlite+aiosqlite:///{tmp_path}/old.db")
+async def test_an_older_schema_upgrades_to_head_and_keeps_its_rows(empty_database_url: str) -> None:
+    old = Database(empty_database_url)
     async with old.engine.begin() as conn:
         await conn.run_sync(lambda c: command.upgrade(alembic_config(c), "0001"))
         await conn.execute(
@@ -29,7 +28,7 @@ async def test_an_older_schema_upgrades_to_head_and_keeps_its_rows(tmp_path: Pat
         )
     await old.close()
 
-    upgraded = Database(f"sqlite+aiosqlite:///{tmp_path}/old.db")
+    upgraded = Database(empty_database_url)
     await upgraded.migrate()
     async with upgraded.engine.connect() as conn:
         tables = await conn.run_sync(lambda c: set(inspect(c).get_table_names()))
@@ -44,11 +43,11 @@ def test_the_head_read_from_version_files_is_alembics() -> None:
     assert head_revision() == ScriptDirectory.from_config(alembic_config()).get_current_head()
 
 
-def test_a_store_at_the_head_opens_without_loading_alembic(tmp_path: Path) -> None:
+def test_a_store_at_the_head_opens_without_loading_alembic(empty_database_url: str) -> None:
     probe = (
         "import asyncio, sys; from bigrag_mcp.store.db import Database\n"
         "async def main():\n"
-        f"    db = Database('sqlite+aiosqlite:///{tmp_path}/s.db'); await db.migrate(); await db.close()\n"
+        f"    db = Database({empty_database_url!r}); await db.migrate(); await db.close()\n"
         "asyncio.run(main()); print('alembic' in sys.modules)"
     )
     runs = [subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.strip()
@@ -56,8 +55,8 @@ def test_a_store_at_the_head_opens_without_loading_alembic(tmp_path: Path) -> No
     assert runs == ["True", "False"]  # the first start migrates; the next finds the head and skips Alembic
 
 
-async def test_upgrade_gives_each_collection_its_own_identity_and_keys_usage_on_it(tmp_path: Path) -> None:
-    old = Database(f"sqlite+aiosqlite:///{tmp_path}/old.db")
+async def test_upgrade_gives_each_collection_its_own_identity_and_keys_usage_on_it(empty_database_url: str) -> None:
+    old = Database(empty_database_url)
     async with old.engine.begin() as conn:
         await conn.run_sync(lambda c: command.upgrade(alembic_config(c), "0002"))
         for name in ("a", "b"):
@@ -73,12 +72,12 @@ async def test_upgrade_gives_each_collection_its_own_identity_and_keys_usage_on_
                 text(
                     "INSERT INTO usage_events (created_at, operation, collection, documents, chunks, storage_bytes, "
                     "embedding_tokens, tokens_estimated, chat_input_tokens, chat_output_tokens, latency_ms) VALUES "
-                    f"('2026-01-01', 'query', '{name}', 0, 0, 0, 0, 0, 0, 0, 1.0)"
+                    f"('2026-01-01', 'query', '{name}', 0, 0, 0, 0, false, 0, 0, 1.0)"
                 )
             )
     await old.close()
 
-    upgraded = Database(f"sqlite+aiosqlite:///{tmp_path}/old.db")
+    upgraded = Database(empty_database_url)
     await upgraded.migrate()
     async with upgraded.engine.connect() as conn:
         uids = dict((await conn.execute(text("SELECT name, uid FROM collections"))).all())

@@ -13,6 +13,8 @@ from bigrag_mcp.services.prices import PriceTable, load_prices
 from bigrag_mcp.services.usage import estimate_tokens, record_usage, resolve_tokens, usage_report
 from bigrag_mcp.store.db import Database
 
+pytestmark = pytest.mark.both_stores
+
 NOW = datetime(2024, 5, 10, 12, 0, tzinfo=UTC)
 SMALL = ("openai", "text-embedding-3-small")
 V4 = ("cohere", "embed-v4.0")

@@ -26,7 +26,7 @@ from bigrag_mcp.store.db import Database
 from bigrag_mcp.store.models import OutboxEvent
 from bigrag_mcp.testing.relay import FakeClock
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.both_stores]
 
 
 class Receiver:
@@ -202,6 +202,7 @@ def test_signature_verifies_and_tampering_fails() -> None:
     assert not verify_signature(secret, "not-a-number", body, signature, now=now)
 
 
+@pytest.mark.sqlite_only  # address checks, nothing of the store's
 @pytest.mark.parametrize(
     "url", ["http://127.0.0.1:8080/h", "http://localhost/h", "http://10.1.2.3/h", "http://169.254.169.254/latest", "http://[::1]/h", "http://[::ffff:192.168.0.1]/h"]
 )
@@ -211,6 +212,7 @@ async def test_internal_destinations_are_refused_by_default(db: Database, url: s
             await create_webhook(s, url, ["document.*"])
 
 
+@pytest.mark.sqlite_only  # a resolver check at send time, nothing of the store's
 async def test_a_name_that_resolves_inside_is_refused_at_delivery_time(db: Database, receiver: Receiver, clock: FakeClock) -> None:
     named = receiver.url.replace("127.0.0.1", "localhost")  # a name, as a public DNS name rebound inside would be
     async with db.session() as s:
