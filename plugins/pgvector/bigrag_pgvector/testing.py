@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pgserver
 from sqlalchemy import make_url, text
-from sqlalchemy.ext.asyncio import create_async_engine
 
+from bigrag_mcp.testing.replicas import fresh_postgres_database
 from bigrag_pgvector.backend import PgvectorBackend
 from bigrag_pgvector.settings import PgvectorSettings
 
@@ -38,13 +38,5 @@ async def fresh_backend(url: str) -> AsyncIterator[PgvectorBackend]:
 
 async def fresh_database(url: str) -> AsyncIterator[str]:
     """A new empty database on the server of `url` (its postgresql:// URL), dropped afterwards."""
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    admin = create_async_engine(PgvectorSettings(url=url).async_url(), isolation_level="AUTOCOMMIT")
-    try:
-        async with admin.connect() as conn:
-            await conn.execute(text(f'CREATE DATABASE "{name}"'))
-        yield make_url(url).set(database=name).render_as_string(hide_password=False)
-        async with admin.connect() as conn:
-            await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    finally:
-        await admin.dispose()
+    async with fresh_postgres_database(url) as database_url:
+        yield make_url(database_url).set(drivername=make_url(url).drivername).render_as_string(hide_password=False)
