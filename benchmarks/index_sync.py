@@ -4,15 +4,18 @@
   (the floor), and that process's resident memory growth vs the float32 matrix plus the ids;
 - cross-process: a server's next query after another process uploads one document vs a steady query.
 
-Run by hand: `python benchmarks/index_sync.py [--chunks N] [--texts]`; prints one JSON object. The restart is also
-measured with `BIGRAG_INDEX_SNAPSHOTS` on: once writing the snapshot, once loading from it. `--texts` stores a
-short text per chunk, so the restart also builds the keyword index (the default stores vectors only).
+Run by hand: `python benchmarks/index_sync.py [--chunks N] [--texts] [--ann-min-rows N]`; prints one JSON object.
+The restart is also measured with `BIGRAG_INDEX_SNAPSHOTS` on: once writing the snapshot, once loading from it.
+`--texts` stores a short text per chunk, so the restart also builds the keyword index (the default stores vectors
+only). `--ann-min-rows` is `BIGRAG_ANN_MIN_ROWS` for the measured processes (default: the setting's default; with
+faiss installed a partition that big builds its HNSW graph in the background meanwhile, 0 keeps them exact).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import json
 import sqlite3
 import statistics
@@ -35,10 +38,13 @@ QUERIES = 30
 ROUNDS = 5  # another process writes, then the server queries: the median of these
 
 
-def settings(data: Path, snapshots: bool = False) -> Settings:
+ANN_MIN_ROWS = Settings.model_fields["ann_min_rows"].default
+
+
+def settings(data: Path, snapshots: bool = False, ann_min_rows: int = ANN_MIN_ROWS) -> Settings:
     return Settings(  # type: ignore[call-arg]
         data_dir=data, embedding_provider="hash", vector_backend="memory", load_plugins="", index_snapshots=snapshots,
-        _env_file=None,
+        ann_min_rows=ann_min_rows, _env_file=None,
     )
 
 
@@ -85,10 +91,10 @@ def floor(data: Path) -> float:
     return time.perf_counter() - started
 
 
-async def restart(data: Path, snapshots: bool) -> dict[str, Any]:
+async def restart(data: Path, snapshots: bool, ann_min_rows: int) -> dict[str, Any]:
     """The first query of a fresh runtime, and the memory it grew by (run in its own process)."""
     before = rss_mb()
-    rt = await Runtime.open(settings(data, snapshots))
+    rt = await Runtime.open(settings(data, snapshots, ann_min_rows))
     started = time.perf_counter()
     await search.search(rt, NAME, "first query", top_k=10)
     first = time.perf_counter() - started
@@ -98,9 +104,9 @@ async def restart(data: Path, snapshots: bool) -> dict[str, Any]:
     return {"first_query_s": first, "rss_growth_mb": grown, "from_snapshot": bool(stats.snapshot_loads)}
 
 
-async def cross_process(data: Path) -> dict[str, Any]:
+async def cross_process(data: Path, ann_min_rows: int) -> dict[str, Any]:
     """A loaded server's steady query p50, then its next query after another process uploads one document."""
-    rt = await Runtime.open(settings(data))
+    rt = await Runtime.open(settings(data, ann_min_rows=ann_min_rows))
     await search.search(rt, NAME, "warm up", top_k=10)
     steady = []
     for i in range(QUERIES):
@@ -136,9 +142,10 @@ async def upload_one(data: str, label: str) -> None:
     await rt.close()
 
 
-def restart_child(data: Path, snapshots: bool) -> dict[str, Any]:
+def restart_child(data: Path, snapshots: bool, ann_min_rows: int) -> dict[str, Any]:
     """`restart` in a fresh process, so its memory growth is its own."""
     command = [sys.executable, __file__, "--phase", "restart", "--data", str(data)] + (["--snapshots"] if snapshots else [])
+    command += ["--ann-min-rows", str(ann_min_rows)]
     return json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout)  # type: ignore[no-any-return]
 
 
@@ -146,13 +153,14 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--chunks", type=int, default=100_000)
     parser.add_argument("--texts", action="store_true")
+    parser.add_argument("--ann-min-rows", type=int, default=ANN_MIN_ROWS)
     parser.add_argument("--phase", choices=["restart", "upload"], help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
     parser.add_argument("--snapshots", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("label", nargs="?", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.phase == "restart":
-        print(json.dumps(asyncio.run(restart(Path(args.data), args.snapshots))))
+        print(json.dumps(asyncio.run(restart(Path(args.data), args.snapshots, args.ann_min_rows))))
         return
     if args.phase == "upload":
         asyncio.run(upload_one(args.data, args.label))
@@ -161,7 +169,7 @@ def main() -> None:
         data = Path(tmp)
         asyncio.run(fill(data, args.chunks, args.texts))
         floor_s = min(floor(data) for _ in range(3))
-        first, writing, mapped = (restart_child(data, snapshots) for snapshots in (False, True, True))
+        first, writing, mapped = (restart_child(data, snapshots, args.ann_min_rows) for snapshots in (False, True, True))
         assert mapped["from_snapshot"] and not writing["from_snapshot"]
         matrix_mb = args.chunks * DIM * 4 / 2**20
         ids_mb = args.chunks * (49 + 8 + 8) / 2**20  # a short str object and its list and dict slots
@@ -169,6 +177,8 @@ def main() -> None:
             "chunks": args.chunks,
             "dimension": DIM,
             "texts": args.texts,
+            "ann_min_rows": args.ann_min_rows,  # a graph is built in the background, after the first load
+            "faiss_installed": importlib.util.find_spec("faiss") is not None,
             "restart": {
                 "sqlite_to_numpy_floor_s": floor_s,
                 "first_query_s": first["first_query_s"],
@@ -183,7 +193,7 @@ def main() -> None:
                     "rss_growth_mb": mapped["rss_growth_mb"],
                 },
             },
-            "cross_process": asyncio.run(cross_process(data)),
+            "cross_process": asyncio.run(cross_process(data, args.ann_min_rows)),
         }
     print(json.dumps(report, indent=2))
 
