@@ -44,7 +44,7 @@ class Settings(BaseSettings):
         description="Partitions of at least this many records also get an HNSW graph (the `ann` extra); 0: always exact.",
     )
     ann_ef: int = Field(
-        default=128, ge=1, description="Candidates an HNSW search explores (at least the depth asked for): recall vs speed."
+        default=256, ge=1, description="Candidates an HNSW search explores (at least the depth asked for): recall vs speed."
     )
     max_chunks_per_document: int = Field(
         default=100_000, ge=1, description="Uploads whose text needs more chunks are refused with limit_exceeded."
