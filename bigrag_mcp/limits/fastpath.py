@@ -23,7 +23,7 @@ from sqlalchemy.pool import StaticPool
 from sqlalchemy.sql.dml import ReturningInsert
 from sqlalchemy.sql.expression import Executable, Select
 
-from bigrag_mcp.store.db import Database
+from bigrag_mcp.store.db import Database, sqlite_pragmas
 
 BUSY = "database is locked"
 PLAIN_TYPES = (Integer, String, Float, LargeBinary)  # types SQLite hands over as they are, with no processing
@@ -56,15 +56,6 @@ class Prepared:
         return tuple(values[name] if name in values else self.fixed[name] for name in self.names)
 
 
-def _pragmas(dbapi_conn: Any, _record: Any) -> None:
-    cursor = dbapi_conn.cursor()
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=0")
-    cursor.execute("PRAGMA wal_autocheckpoint=0")
-    cursor.close()
-
-
 class SqliteFastPath:
     """One synchronous connection to the store's SQLite file, for statements that must not wait."""
 
@@ -73,7 +64,8 @@ class SqliteFastPath:
             async_url.replace("sqlite+aiosqlite://", "sqlite://", 1), poolclass=StaticPool,
             connect_args={"check_same_thread": False},
         )
-        event.listen(self.engine, "connect", _pragmas)
+        pragmas = sqlite_pragmas("foreign_keys=ON", "synchronous=NORMAL", "busy_timeout=0", "wal_autocheckpoint=0")
+        event.listen(self.engine, "connect", pragmas)
         # the engine's one connection as the driver's own, for prepared reads (the engine hands out the same one)
         self.connection: sqlite3.Connection = self.engine.raw_connection().driver_connection  # type: ignore[assignment]
 
