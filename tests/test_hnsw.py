@@ -247,6 +247,12 @@ async def test_the_default_background_thread_builds_the_graph(rng: np.random.Gen
     await backend.close()
 
 
+def test_graphs_grow_on_one_thread() -> None:
+    """A background build must leave the other cores to searches: faiss runs on one OpenMP thread."""
+    assert hnsw.available()
+    assert hnsw.faiss.omp_get_max_threads() == 1
+
+
 async def test_closing_waits_for_the_batch_being_added_then_stops_the_graph_thread(
     rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch
 ) -> None:

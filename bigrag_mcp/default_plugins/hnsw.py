@@ -40,13 +40,17 @@ Matrix = npt.NDArray[np.float32]
 
 
 def available() -> bool:
-    """Whether faiss (the `ann` extra) is installed, importing it on first use; without it search stays exact."""
+    """Whether faiss (the `ann` extra) is installed, importing it on first use; without it search stays exact.
+
+    faiss then uses one OpenMP thread: a graph grows in the background beside the searches it must not slow,
+    and a second thread gained nothing on a busy 2-core machine (`benchmarks/ann_candidates.py`)."""
     global faiss
     if faiss is None:
         try:
             faiss = importlib.import_module("faiss")
         except ImportError:
             return False
+        faiss.omp_set_num_threads(1)
     return True
 
 
