@@ -23,7 +23,7 @@ from bigrag_mcp.services.index import IndexWrite
 from bigrag_mcp.services.ledger import OPERATOR, Caller
 from bigrag_mcp.services.runtime import Runtime
 from bigrag_mcp.settings import Settings
-from bigrag_mcp.store.models import Chunk, Document, PageText
+from bigrag_mcp.store.models import AuditEntry, Chunk, Document, IndexChange, PageText, UsageEvent
 
 pytestmark = pytest.mark.anyio
 PAGES = ["Cherry harvest forecast for the western orchards.", "Damson plums on page two, picked by hand in September."]
@@ -100,18 +100,34 @@ async def test_globs_tenant_sidecar_and_manifest(rt: Runtime, tmp_path: Path) ->
 
 
 async def test_a_failed_write_fails_its_whole_group_and_leaves_nothing(rt: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Indexing fails in the middle of the second group's write, after its first slice of rows went in: all of that
+    group fails and nothing of it remains (rows, pages, usage, audit, change log); the group written before it stays."""
     await collections.create(rt, name="docs")
+    monkeypatch.setattr(documents, "GROUP_DOCUMENTS", 3)
+    monkeypatch.setattr(documents, "WRITE_SLICE", 2)  # one chunk a document: each group writes in two slices
+    real, calls = IndexWrite.upsert_rows, []
 
-    async def broken(*args: Any, **kwargs: Any) -> None:
-        raise Unavailable("backend down")
+    async def failing_on_the_fourth_slice(self: IndexWrite, *args: Any) -> None:
+        calls.append(args[0])
+        if len(calls) == 4:
+            raise Unavailable("backend down")
+        await real(self, *args)
 
-    monkeypatch.setattr(IndexWrite, "upsert", broken)  # indexing fails inside the write transaction
-    items = [documents.Upload(text=f"document number {i} about quinces") for i in range(3)]
+    monkeypatch.setattr(IndexWrite, "upsert_rows", failing_on_the_fourth_slice)
+    items = [documents.Upload(text=f"document number {i} about quinces") for i in range(6)]
     outcomes = await documents.upload_many(rt, "docs", items)
-    assert [str(o.error) for o in outcomes] == ["unavailable: backend down"] * 3
+    assert [o.error for o in outcomes[:3]] == [None] * 3
+    assert [str(o.error) for o in outcomes[3:]] == ["unavailable: backend down"] * 3
+    assert len(calls) == 4 and len(calls[2]) == 2  # the failed group had inserted its first slice
+    kept = {o.result.document.id for o in outcomes[:3] if o.result}
     async with rt.db.session() as session:
-        assert await session.scalar(select(func.count()).select_from(Document)) == 0
-        assert await session.scalar(select(func.count()).select_from(Chunk)) == 0
+        assert set(await session.scalars(select(Document.id))) == kept
+        assert {c.split("#")[0] for c in await session.scalars(select(Chunk.record_id))} == kept
+        assert await session.scalar(select(func.count()).select_from(UsageEvent)) == 3
+        uploaded = select(func.count()).select_from(AuditEntry).where(AuditEntry.action == "document.uploaded")
+        assert await session.scalar(uploaded) == 3
+        logged = [ids for ids in await session.scalars(select(IndexChange.record_ids)) if ids]
+        assert sorted(i.split("#")[0] for ids in logged for i in ids) == sorted(kept)
 
 
 async def test_the_batch_path_honours_fences_before_the_work_and_inside_the_write(

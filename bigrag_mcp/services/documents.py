@@ -43,7 +43,7 @@ from bigrag_mcp.services.ledger import OPERATOR, Activity, Caller
 from bigrag_mcp.services.runtime import Runtime
 from bigrag_mcp.services.usage import estimate_tokens
 from bigrag_mcp.store.models import NO_TENANT, Chunk, Collection, Document, PageText, bulk_insert, utcnow
-from bigrag_mcp.types import EmbeddingProvider, Extracted, VectorRecord
+from bigrag_mcp.types import EmbeddingProvider, Extracted
 
 MAX_DOCUMENT_BYTES = 20 * 1024 * 1024
 MAX_METADATA_BYTES = 64 * 1024
@@ -145,7 +145,7 @@ class _Ready:
     tenant: str | None
     pieces: list[TextChunk]
     pages: list[int | None]
-    page_rows: list[PageText]
+    page_rows: list[dict[str, Any]]
     caller: Caller
     vectors: npt.NDArray[np.float32] | None = None
     tokens: int | None = None
@@ -204,13 +204,14 @@ def _chunked(collection: Collection, found: Extracted, max_chunks: int) -> tuple
     return pieces, [bisect.bisect_right(starts, p.start) if starts else None for p in pieces]
 
 
-def _page_rows(doc_id: str, found: Extracted) -> list[PageText]:
-    """Each page's text: from its start to the next page's, without the whitespace that separates them."""
+def _page_rows(doc_id: str, found: Extracted) -> list[dict[str, Any]]:
+    """Each page's text (a `document_pages` row): from its start to the next page's, without the whitespace that
+    separates them."""
     ends = [*found.page_starts[1:], len(found.text)]
     rows = []
     for i, (start, end) in enumerate(zip(found.page_starts, ends)):
         text = found.text[start:end].rstrip()
-        rows.append(PageText(document_id=doc_id, page=i + 1, char_start=start, char_end=start + len(text), text=text))
+        rows.append({"document_id": doc_id, "page": i + 1, "char_start": start, "char_end": start + len(text), "text": text})
     return rows
 
 
@@ -326,11 +327,12 @@ async def _write(rt: Runtime, collection: Collection, tenant: str | None, ready:
                 one.doc.embedding_tokens = one.tokens or 0
                 fresh.append(one)
                 results[n] = UploadResult(document=document_info(collection, one.doc), deduplicated=False, embedding_tokens=one.tokens)
-        write.session.add_all([one.doc for one in fresh])
-        await write.session.flush()  # documents first: chunks and pages refer to them
-        await _store_chunks(write, fresh)
-        write.session.add_all([row for one in fresh for row in one.page_rows])
-        await write.session.flush()
+        if fresh:  # Core inserts, one statement per table: no ORM bookkeeping for rows nothing reads back
+            await write.session.execute(bulk_insert(Document), [_document_row(one.doc) for one in fresh])
+            await _store_chunks(write, fresh)  # documents first: chunks and pages refer to them
+            pages = [row for one in fresh for row in one.page_rows]
+            if pages:
+                await write.session.execute(bulk_insert(PageText), pages)
         await rt.ledger.record_many(
             write.session,
             [
@@ -348,26 +350,37 @@ async def _write(rt: Runtime, collection: Collection, tenant: str | None, ready:
     return [r for r in results if r is not None]
 
 
+def _document_row(doc: Document) -> dict[str, Any]:
+    return {
+        "id": doc.id, "collection_id": doc.collection_id, "tenant": doc.tenant, "filename": doc.filename,
+        "mime_type": doc.mime_type, "content_hash": doc.content_hash, "metadata": doc.metadata_, "size_bytes": doc.size_bytes,
+        "char_count": doc.char_count, "chunk_count": doc.chunk_count, "embedding_tokens": doc.embedding_tokens,
+        "created_at": doc.created_at,
+    }
+
+
 async def _store_chunks(write: IndexWrite, fresh: Sequence[_Ready]) -> None:
     """Insert the documents' chunk rows and index their vectors a slice at a time, so the event loop breathes in between."""
+    vectors = np.concatenate([one.vectors for one in fresh if one.vectors is not None])
     rows = [(one, i) for one in fresh for i in range(len(one.pieces))]
+    assert len(vectors) == len(rows), "every document is embedded before it is written"
     for start in range(0, len(rows), WRITE_SLICE):
         part = rows[start : start + WRITE_SLICE]
-        chunk_rows, records = [], []
-        for one, i in part:
-            doc, piece, record_id = one.doc, one.pieces[i], f"{one.doc.id}#{i}"
-            vector = one.vectors[i]  # type: ignore[index]
+        block = vectors[start : start + len(part)]
+        chunk_rows = []
+        for (one, i), vector in zip(part, block):
+            doc, piece = one.doc, one.pieces[i]
             chunk_rows.append(
                 {
-                    "collection_id": doc.collection_id, "tenant": doc.tenant, "record_id": record_id, "document_id": doc.id,
+                    "collection_id": doc.collection_id, "tenant": doc.tenant, "record_id": f"{doc.id}#{i}", "document_id": doc.id,
                     "chunk_index": i, "text": piece.text, "metadata": doc.metadata_, "char_start": piece.start,
                     "char_end": piece.end, "page": one.pages[i], "vector": vector.tobytes(), "created_at": doc.created_at,
                 }
             )
-            # plain floats, as the backend contract says, one slice at a time
-            records.append(VectorRecord(record_id, vector.tolist(), piece.text, doc.metadata_))
         await write.session.execute(bulk_insert(Chunk), chunk_rows)  # one executemany, no ORM bookkeeping per row
-        await write.upsert(records)
+        await write.upsert_rows(
+            [r["record_id"] for r in chunk_rows], block, [r["text"] for r in chunk_rows], [r["metadata"] for r in chunk_rows]
+        )
         await anyio.lowlevel.checkpoint()
 
 
