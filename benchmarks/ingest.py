@@ -81,6 +81,10 @@ def main() -> None:
     parser.add_argument("--single", type=int, default=300, help="documents for the one-at-a-time path")
     args = parser.parse_args()
     texts = corpus(args.docs, args.doc_bytes)
+    import bigrag_mcp
+
+    # bytecode for the package, as an installed (not editable) package has it: process start then reads .pyc files
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(Path(bigrag_mcp.__file__).parent)], check=True)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "docs"
         folder.mkdir()

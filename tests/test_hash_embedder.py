@@ -133,6 +133,8 @@ def test_batched_vectors_equal_the_feature_by_feature_definition() -> None:
         "plum " * 300 + "cherry plum " * 90,  # counts beyond any lookup table
         "",
         "x\x1cy",
+        "It is what it is.",  # stopwords only: they are kept
+        "snake_case __dunder__ _ a_b ~tilde~ `tick` @at #hash",
     ]
     for dimension in (384, 7):
         got = HashEmbedder(dimension).embed_sync(texts)

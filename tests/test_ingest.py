@@ -256,3 +256,17 @@ async def test_statements_per_upload_do_not_grow_with_chunks_or_documents(rt: Ru
     (small_chunks, small), (big_chunks, big) = counts
     assert small_chunks == 1 and big_chunks > 20 and small == big
     assert batches[1] - batches[0] <= 30  # at most the usage row of each document (usage.py inserts it singly)
+
+
+def test_ingest_loads_only_what_it_uses(settings: Settings, tmp_path: Path) -> None:
+    """An ingest run imports no other command, no MCP SDK, no HTTP client and no JSON Schema validator (no schema)."""
+    env = server_env(settings)
+    subprocess.run([sys.executable, "-m", "bigrag_mcp", "collections", "create", "docs"], env=env, check=True, capture_output=True)
+    (tmp_path / "a.txt").write_text("Quince jelly sets overnight.", encoding="utf-8")
+    probe = (
+        "import sys; from bigrag_mcp.cli import main; code = main(['ingest', 'docs', sys.argv[1]]); "
+        "print(sorted(m for m in sys.modules if m.startswith('bigrag_mcp.commands.') or m.split('.')[0] in "
+        "('mcp', 'httpx', 'jsonschema', 'starlette', 'uvicorn')), code)"
+    )
+    done = subprocess.run([sys.executable, "-c", probe, str(tmp_path / "a.txt")], env=env, capture_output=True, text=True, check=True)
+    assert done.stdout.strip().splitlines()[-1] == "['bigrag_mcp.commands.ingest'] 0"

@@ -46,16 +46,16 @@ def _combining_marks() -> str:
 _TOKEN = re.compile(rf"[{_CJK}]|(?:(?![{_CJK}])\w)(?:(?![{_CJK}])[\w{_combining_marks()}])*|[^\w\s]")
 
 
-# On ASCII text _TOKEN reduces to this (no CJK, no combining marks), and NFKC and casefold to lower(): same tokens.
-_ASCII_TOKEN = re.compile(r"\w+|[^\w\s]")
+# On ASCII text `words` reduces to one pattern (no CJK, no combining marks; NFKC and casefold are lower()): a run of
+# two or more word characters, a single letter or digit (a lone "_" is dropped), or one of ASCII's symbols (category S).
+_ASCII_WORDS = re.compile(r"\w\w+|[A-Za-z0-9]|[$+<=>^`|~]")
 
 
 def words(text: str) -> list[str]:
     """The case-folded word, CJK-character and symbol tokens of `text`, in order; punctuation is dropped."""
     if text.isascii():
-        tokens = _ASCII_TOKEN.findall(text.lower())
-    else:
-        tokens = _TOKEN.findall(unicodedata.normalize("NFKC", text).casefold())
+        return _ASCII_WORDS.findall(text.lower())
+    tokens = _TOKEN.findall(unicodedata.normalize("NFKC", text).casefold())
     return [t for t in tokens if len(t) > 1 or t.isalnum() or unicodedata.category(t).startswith("S")]
 
 
@@ -69,14 +69,32 @@ would you your"""
 _STOPWORDS = frozenset(_STOPWORD_LIST.split())
 
 
+_CACHE_LIMIT = 1 << 16  # tokens, and features per dimension, whose term or bucket is remembered
+
+
+def _fold(token: str) -> str:
+    return token[:-1] if token[-1] == "s" and len(token) > 3 and token[-2] != "s" else token
+
+
+class _Terms(dict[str, str | None]):
+    """Token -> its term (plural "s" dropped), or None for a stopword; memoised."""
+
+    def __missing__(self, token: str) -> str | None:
+        term = None if token in _STOPWORDS else _fold(token)
+        if len(self) >= _CACHE_LIMIT:
+            self.clear()
+        self[token] = term
+        return term
+
+
+_terms = _Terms()
+
+
 def terms(text: str) -> list[str]:
     """The content words of `text`: `words` without English stopwords (unless that leaves none), plural "s" dropped."""
     tokens = words(text)
-    content = [t for t in tokens if t not in _STOPWORDS] or tokens
-    return [t[:-1] if t[-1] == "s" and len(t) > 3 and t[-2] != "s" else t for t in content]
-
-
-_CACHE_LIMIT = 1 << 16  # features whose bucket is remembered per dimension
+    content = [t for t in map(_terms.__getitem__, tokens) if t is not None]
+    return content if content or not tokens else [_fold(t) for t in tokens]
 
 
 class _Buckets(dict[str, int]):

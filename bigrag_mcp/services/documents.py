@@ -10,6 +10,7 @@ import json
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Any
 
 import anyio
@@ -25,7 +26,6 @@ from bigrag_mcp.errors import BigRagError, InvalidArgument, LimitExceeded, NotFo
 from bigrag_mcp.limits.engine import Hold
 from bigrag_mcp.loading import extract, extract_here, resolve_type
 from bigrag_mcp.loading.sniff import is_text_type, normalise
-from bigrag_mcp.metadata_schema import metadata_errors
 from bigrag_mcp.schemas import (
     ChunkInfo,
     DeleteResult,
@@ -66,6 +66,8 @@ def check_metadata(collection: Collection, metadata: Any, where: str = "metadata
     if len(encoded.encode()) > MAX_METADATA_BYTES:
         raise LimitExceeded(f"{where} is larger than {MAX_METADATA_BYTES // 1024} KB")
     if collection.metadata_schema:
+        from bigrag_mcp.metadata_schema import metadata_errors  # jsonschema loads only where a schema is used
+
         errors = metadata_errors(collection.metadata_schema, metadata)
         if errors:
             first = errors[0]
@@ -98,7 +100,32 @@ def check_tenant_argument(collection: Collection, tenant: str | None) -> str:
     return NO_TENANT
 
 
-def document_info(collection: Collection, doc: Document) -> DocumentInfo:
+@dataclass
+class NewDocument:
+    """A document row about to be inserted, with `Document`'s attribute names: a plain object (an ORM instance costs
+    more to make than its row costs to insert)."""
+
+    id: str
+    collection_id: int
+    tenant: str
+    filename: str | None
+    mime_type: str
+    content_hash: str
+    metadata_: dict[str, Any]
+    size_bytes: int
+    char_count: int
+    chunk_count: int
+    embedding_tokens: int
+    created_at: datetime
+
+    def row(self) -> dict[str, Any]:
+        """The `documents` row, by column name."""
+        row = dict(vars(self))
+        row["metadata"] = row.pop("metadata_")
+        return row
+
+
+def document_info(collection: Collection, doc: Document | NewDocument) -> DocumentInfo:
     return DocumentInfo(
         id=doc.id,
         collection=collection.name,
@@ -141,7 +168,7 @@ class _Admitted:
 class _Ready:
     """A document loaded, chunked and reserved under its caller's limits; then its vectors and tokens."""
 
-    doc: Document
+    doc: NewDocument
     tenant: str | None
     pieces: list[TextChunk]
     pages: list[int | None]
@@ -264,7 +291,7 @@ async def _prepare(rt: Runtime, collection: Collection, admitted: _Admitted, cal
     await rt.limits.reserve_upload(
         caller.hold, pieces=[p.text for p in pieces], size_bytes=len(admitted.data), collection=collection
     )
-    doc = Document(
+    doc = NewDocument(
         id=uuid.uuid4().hex,
         collection_id=collection.id,
         tenant=admitted.tenant or NO_TENANT,
@@ -315,7 +342,9 @@ async def _write(rt: Runtime, collection: Collection, tenant: str | None, ready:
     that landed meanwhile deduplicates; each document settles its caller's limits."""
     results: list[UploadResult | None] = [None] * len(ready)
     async with rt.index.writing(collection, tenant) as write:
-        landed = await _existing(write.session, collection, tenant, (r.doc.content_hash for r in ready))
+        landed: dict[str, Document | NewDocument] = {
+            **await _existing(write.session, collection, tenant, (r.doc.content_hash for r in ready))
+        }
         fresh: list[_Ready] = []
         for n, one in enumerate(ready):
             if one.doc.content_hash in landed:  # the same content landed while this one was being embedded
@@ -328,7 +357,7 @@ async def _write(rt: Runtime, collection: Collection, tenant: str | None, ready:
                 fresh.append(one)
                 results[n] = UploadResult(document=document_info(collection, one.doc), deduplicated=False, embedding_tokens=one.tokens)
         if fresh:  # Core inserts, one statement per table: no ORM bookkeeping for rows nothing reads back
-            await write.session.execute(bulk_insert(Document), [_document_row(one.doc) for one in fresh])
+            await write.session.execute(bulk_insert(Document), [one.doc.row() for one in fresh])
             await _store_chunks(write, fresh)  # documents first: chunks and pages refer to them
             pages = [row for one in fresh for row in one.page_rows]
             if pages:
@@ -348,15 +377,6 @@ async def _write(rt: Runtime, collection: Collection, tenant: str | None, ready:
             ],
         )
     return [r for r in results if r is not None]
-
-
-def _document_row(doc: Document) -> dict[str, Any]:
-    return {
-        "id": doc.id, "collection_id": doc.collection_id, "tenant": doc.tenant, "filename": doc.filename,
-        "mime_type": doc.mime_type, "content_hash": doc.content_hash, "metadata": doc.metadata_, "size_bytes": doc.size_bytes,
-        "char_count": doc.char_count, "chunk_count": doc.chunk_count, "embedding_tokens": doc.embedding_tokens,
-        "created_at": doc.created_at,
-    }
 
 
 async def _store_chunks(write: IndexWrite, fresh: Sequence[_Ready]) -> None:
