@@ -270,3 +270,28 @@ def test_ingest_loads_only_what_it_uses(settings: Settings, tmp_path: Path) -> N
     )
     done = subprocess.run([sys.executable, "-c", probe, str(tmp_path / "a.txt")], env=env, capture_output=True, text=True, check=True)
     assert done.stdout.strip().splitlines()[-1] == "['bigrag_mcp.commands.ingest'] 0"
+
+
+async def test_direct_chunk_inserts_store_what_sqlalchemy_stores(rt: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The driver-level chunk insert of a SQLite store writes the very column values SQLAlchemy's insert writes."""
+    from sqlalchemy import text as sql
+
+    await collections.create(rt, name="direct", chunk_size=128, chunk_overlap=16)
+    await collections.create(rt, name="core", chunk_size=128, chunk_overlap=16)
+    body = "Pommes et poires, récoltées en octobre. " * 20
+    meta = {"lang": "fr", "n": 3, "nested": {"é": [1.5, None, True]}}
+    async with rt.db.session() as session:
+        assert documents._ChunkInsert(await session.connection()).direct  # this store takes the driver path
+    await documents.upload_many(rt, "direct", [documents.Upload(text=body, metadata=meta)])
+    monkeypatch.setattr(documents, "DIRECT_DRIVERS", frozenset())
+    await documents.upload_many(rt, "core", [documents.Upload(text=body, metadata=meta)])
+    columns = "chunk_index, text, metadata, char_start, char_end, page, vector, typeof(vector), typeof(created_at), length(created_at)"
+    async with rt.db.session() as session:
+        stored = {}
+        for name in ("direct", "core"):
+            found = await collections.find(session, name)
+            query = sql(f"SELECT {columns} FROM chunks WHERE collection_id = :c ORDER BY chunk_index")
+            stored[name] = (await session.execute(query, {"c": found.id})).all()
+        assert stored["direct"] == stored["core"] and len(stored["core"]) > 3
+        for doc in await session.scalars(select(Document)):  # times read back as the document's
+            assert {c.created_at for c in await session.scalars(select(Chunk).where(Chunk.document_id == doc.id))} == {doc.created_at}

@@ -19,7 +19,7 @@ import numpy as np
 import numpy.typing as npt
 from anyio.streams.memory import MemoryObjectReceiveStream
 from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from bigrag_mcp.chunking import TextChunk, chunk_text
 from bigrag_mcp.errors import BigRagError, InvalidArgument, LimitExceeded, NotFound, TenantRequired
@@ -38,7 +38,7 @@ from bigrag_mcp.schemas import (
 from bigrag_mcp.services.collections import find, load, tenant_of_row
 from bigrag_mcp.services.embedding import Progress, embed_matrix
 from bigrag_mcp.services.fences import check_admitted
-from bigrag_mcp.services.index import IndexWrite
+from bigrag_mcp.services.index import DIRECT_DRIVERS, IndexWrite
 from bigrag_mcp.services.ledger import OPERATOR, Activity, Caller
 from bigrag_mcp.services.runtime import Runtime
 from bigrag_mcp.services.usage import estimate_tokens
@@ -379,27 +379,79 @@ async def _write(rt: Runtime, collection: Collection, tenant: str | None, ready:
     return [r for r in results if r is not None]
 
 
+_CHUNK_COLUMNS = (
+    "collection_id", "tenant", "record_id", "document_id", "chunk_index", "text", "metadata", "char_start", "char_end",
+    "page", "vector", "created_at",
+)
+
+
+class _ChunkInsert:
+    """Chunk rows into the store in the write's transaction. On a DIRECT_DRIVERS store through the driver's own
+    executemany, with the columns' own bind processors, each document's metadata and time converted once (SQLAlchemy
+    would convert them again for every chunk row); elsewhere one Core executemany."""
+
+    PER_DOCUMENT = ("metadata", "created_at")
+
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.conn = conn
+        self.direct = conn.dialect.driver in DIRECT_DRIVERS
+        compiled = bulk_insert(Chunk).compile(dialect=conn.dialect, column_keys=list(_CHUNK_COLUMNS))
+        self.sql = str(compiled)
+        self.order = [_CHUNK_COLUMNS.index(name) for name in compiled.positiontup or ()]
+        columns = Chunk.__table__.c
+        found = {n: p for n in _CHUNK_COLUMNS if (p := columns[n].type.dialect_impl(conn.dialect).bind_processor(conn.dialect))}
+        self.per_document = [found.get(n) for n in self.PER_DOCUMENT]
+        self.per_row = [(_CHUNK_COLUMNS.index(n), p) for n, p in found.items() if n not in self.PER_DOCUMENT]
+        if self.direct and sorted(self.order) != list(range(len(_CHUNK_COLUMNS))):
+            self.direct = False  # not one placeholder per column: leave it to SQLAlchemy
+
+    def document(self, doc: NewDocument) -> tuple[Any, Any]:
+        """The document's metadata and time as the rows of its chunks carry them."""
+        if not self.direct:
+            return doc.metadata_, doc.created_at
+        (metadata, created_at) = self.per_document
+        return (
+            doc.metadata_ if metadata is None else metadata(doc.metadata_),
+            doc.created_at if created_at is None else created_at(doc.created_at),
+        )
+
+    async def insert(self, rows: list[tuple[Any, ...]]) -> None:
+        """Insert rows given as tuples in `_CHUNK_COLUMNS` order."""
+        if not self.direct:
+            await self.conn.execute(bulk_insert(Chunk), [dict(zip(_CHUNK_COLUMNS, row)) for row in rows])
+            return
+        params = []
+        for row in rows:
+            values = list(row)
+            for at, process in self.per_row:
+                values[at] = process(values[at])
+            params.append(tuple(values[i] for i in self.order))
+        driver = (await self.conn.get_raw_connection()).driver_connection
+        assert driver is not None
+        await driver.executemany(self.sql, params)
+
+
 async def _store_chunks(write: IndexWrite, fresh: Sequence[_Ready]) -> None:
     """Insert the documents' chunk rows and index their vectors a slice at a time, so the event loop breathes in between."""
     vectors = np.concatenate([one.vectors for one in fresh if one.vectors is not None])
     rows = [(one, i) for one in fresh for i in range(len(one.pieces))]
     assert len(vectors) == len(rows), "every document is embedded before it is written"
+    inserter = _ChunkInsert(await write.session.connection())
+    stored = {id(one): inserter.document(one.doc) for one in fresh}
     for start in range(0, len(rows), WRITE_SLICE):
         part = rows[start : start + WRITE_SLICE]
         block = vectors[start : start + len(part)]
         chunk_rows = []
         for (one, i), vector in zip(part, block):
             doc, piece = one.doc, one.pieces[i]
-            chunk_rows.append(
-                {
-                    "collection_id": doc.collection_id, "tenant": doc.tenant, "record_id": f"{doc.id}#{i}", "document_id": doc.id,
-                    "chunk_index": i, "text": piece.text, "metadata": doc.metadata_, "char_start": piece.start,
-                    "char_end": piece.end, "page": one.pages[i], "vector": vector.tobytes(), "created_at": doc.created_at,
-                }
-            )
-        await write.session.execute(bulk_insert(Chunk), chunk_rows)  # one executemany, no ORM bookkeeping per row
+            metadata, created_at = stored[id(one)]
+            chunk_rows.append((
+                doc.collection_id, doc.tenant, f"{doc.id}#{i}", doc.id, i, piece.text, metadata, piece.start, piece.end,
+                one.pages[i], vector.tobytes(), created_at,
+            ))
+        await inserter.insert(chunk_rows)  # one executemany, no ORM bookkeeping per row
         await write.upsert_rows(
-            [r["record_id"] for r in chunk_rows], block, [r["text"] for r in chunk_rows], [r["metadata"] for r in chunk_rows]
+            [r[2] for r in chunk_rows], block, [r[5] for r in chunk_rows], [one.doc.metadata_ for one, _ in part]
         )
         await anyio.lowlevel.checkpoint()
 
