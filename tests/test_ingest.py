@@ -295,3 +295,35 @@ async def test_direct_chunk_inserts_store_what_sqlalchemy_stores(rt: Runtime, mo
         assert stored["direct"] == stored["core"] and len(stored["core"]) > 3
         for doc in await session.scalars(select(Document)):  # times read back as the document's
             assert {c.created_at for c in await session.scalars(select(Chunk).where(Chunk.document_id == doc.id))} == {doc.created_at}
+
+
+async def test_the_next_group_embeds_while_the_previous_one_is_written(rt: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first group's write waits until the second group has been embedded: it can only finish if the two overlap."""
+    import anyio
+
+    await collections.create(rt, name="docs")
+    monkeypatch.setattr(documents, "FIRST_GROUP", 2)
+    monkeypatch.setattr(documents, "GROUP_DOCUMENTS", 4)
+    real_embedded, real_write = documents._embedded, documents._write
+    embedded_groups: list[int] = []
+    second = anyio.Event()
+    written: list[int] = []
+
+    async def embedded(provider: Any, ready: Any, progress: Any = None) -> None:
+        await real_embedded(provider, ready, progress)
+        embedded_groups.append(len(ready))
+        if len(embedded_groups) == 2:
+            second.set()
+
+    async def write(rt_: Runtime, collection: Any, tenant: Any, ready: Any) -> Any:
+        if not written:
+            with anyio.fail_after(30):  # a guard against hanging, not a timing: a sequential pipeline never sets it
+                await second.wait()
+        written.append(len(ready))
+        return await real_write(rt_, collection, tenant, ready)
+
+    monkeypatch.setattr(documents, "_embedded", embedded)
+    monkeypatch.setattr(documents, "_write", write)
+    outcomes = await documents.upload_many(rt, "docs", [documents.Upload(text=f"medlar note {i}") for i in range(10)])
+    assert [o.error for o in outcomes] == [None] * 10
+    assert embedded_groups == written == [2, 4, 4]  # groups double from FIRST_GROUP up to GROUP_DOCUMENTS

@@ -499,6 +499,7 @@ class Outcome:
 
 GROUP_DOCUMENTS = 256  # documents loaded, embedded and written together at most
 GROUP_BYTES = 4 << 20  # ... and their bytes
+FIRST_GROUP = 32  # the first group's documents: groups double from there, so the first write starts early
 
 
 def _apportion(total: int | None, weights: Sequence[int]) -> list[int | None]:
@@ -513,14 +514,15 @@ def _apportion(total: int | None, weights: Sequence[int]) -> list[int | None]:
 
 
 def _groups(items: Iterable[Upload]) -> Iterator[list[tuple[int, Upload]]]:
+    """The uploads in groups of FIRST_GROUP, twice that, ... up to GROUP_DOCUMENTS documents (or GROUP_BYTES)."""
     group: list[tuple[int, Upload]] = []
-    size = 0
+    size, limit = 0, min(FIRST_GROUP, GROUP_DOCUMENTS)
     for index, item in enumerate(items):
         group.append((index, item))
         size += len(item.data or item.text or item.content_base64 or "")
-        if len(group) >= GROUP_DOCUMENTS or size >= GROUP_BYTES:
+        if len(group) >= limit or size >= GROUP_BYTES:
             yield group
-            group, size = [], 0
+            group, size, limit = [], 0, min(limit * 2, GROUP_DOCUMENTS)
     if group:
         yield group
 
