@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 import anyio
-import httpx
 
 from bigrag_mcp.errors import BigRagError, InvalidArgument, LimitExceeded, Unavailable
 
@@ -94,6 +93,8 @@ class RetryPolicy:
 def _as_failure(exc: BaseException) -> ServiceFailure | None:
     if isinstance(exc, ServiceFailure):
         return exc
+    import httpx  # here, not at the top: commands that call no service (an ingest) never load the HTTP client
+
     if isinstance(exc, httpx.TimeoutException):
         return ServiceFailure(f"no reply in time ({type(exc).__name__})")
     if isinstance(exc, httpx.TransportError):

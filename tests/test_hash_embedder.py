@@ -104,3 +104,38 @@ def test_terms_drop_stopwords_and_fold_plurals() -> None:
 def test_text_made_only_of_stopwords_still_embeds() -> None:
     assert cosine("to be or not to be", "to be or not to be") == pytest.approx(1.0)
     assert cosine("indexing the catalogs", "catalog indexing") == pytest.approx(1.0, abs=0.25)
+
+
+def _hash_v1(text: str, dimension: int) -> list[float]:
+    """hash-v1 as defined, one feature at a time: the reference the batched embedder must match bit for bit."""
+    import hashlib
+    import itertools
+    import math
+    from collections import Counter
+
+    tokens = terms(text)
+    weighted = [(g, 1.0 + math.log(c)) for g, c in Counter(tokens).items()]
+    weighted += [(g, 0.5 * (1.0 + math.log(c))) for g, c in Counter(f"{a} {b}" for a, b in itertools.pairwise(tokens)).items()]
+    vector = np.zeros((1, dimension))
+    for gram, weight in weighted:
+        digest = int.from_bytes(hashlib.blake2b(gram.encode(), digest_size=8).digest(), "little")
+        vector[0, digest % dimension] += (1.0 if digest >> 63 else -1.0) * weight
+    if not vector.any():
+        vector[:] = 1.0
+    return list((vector / np.linalg.norm(vector, axis=1, keepdims=True))[0])
+
+
+def test_batched_vectors_equal_the_feature_by_feature_definition() -> None:
+    texts = [
+        "Quarterly revenue forecast: the ledger, the ledgers and the audit.",
+        "Ünïcödé naïve café ＡＢＣ ﬁle STRASSE straße",
+        "東京です 한국어 हिन्दी भाषा launch 🚀 $5 + €3",
+        "plum " * 300 + "cherry plum " * 90,  # counts beyond any lookup table
+        "",
+        "x\x1cy",
+        "It is what it is.",  # stopwords only: they are kept
+        "snake_case __dunder__ _ a_b ~tilde~ `tick` @at #hash",
+    ]
+    for dimension in (384, 7):
+        got = HashEmbedder(dimension).embed_sync(texts)
+        assert got == [_hash_v1(t, dimension) for t in texts]

@@ -23,7 +23,7 @@ from bigrag_mcp.services.index import IndexWrite
 from bigrag_mcp.services.ledger import OPERATOR, Caller
 from bigrag_mcp.services.runtime import Runtime
 from bigrag_mcp.settings import Settings
-from bigrag_mcp.store.models import Chunk, Document, PageText
+from bigrag_mcp.store.models import AuditEntry, Chunk, Document, IndexChange, PageText, UsageEvent
 
 pytestmark = pytest.mark.anyio
 PAGES = ["Cherry harvest forecast for the western orchards.", "Damson plums on page two, picked by hand in September."]
@@ -100,18 +100,34 @@ async def test_globs_tenant_sidecar_and_manifest(rt: Runtime, tmp_path: Path) ->
 
 
 async def test_a_failed_write_fails_its_whole_group_and_leaves_nothing(rt: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Indexing fails in the middle of the second group's write, after its first slice of rows went in: all of that
+    group fails and nothing of it remains (rows, pages, usage, audit, change log); the group written before it stays."""
     await collections.create(rt, name="docs")
+    monkeypatch.setattr(documents, "GROUP_DOCUMENTS", 3)
+    monkeypatch.setattr(documents, "WRITE_SLICE", 2)  # one chunk a document: each group writes in two slices
+    real, calls = IndexWrite.upsert_rows, []
 
-    async def broken(*args: Any, **kwargs: Any) -> None:
-        raise Unavailable("backend down")
+    async def failing_on_the_fourth_slice(self: IndexWrite, *args: Any) -> None:
+        calls.append(args[0])
+        if len(calls) == 4:
+            raise Unavailable("backend down")
+        await real(self, *args)
 
-    monkeypatch.setattr(IndexWrite, "upsert", broken)  # indexing fails inside the write transaction
-    items = [documents.Upload(text=f"document number {i} about quinces") for i in range(3)]
+    monkeypatch.setattr(IndexWrite, "upsert_rows", failing_on_the_fourth_slice)
+    items = [documents.Upload(text=f"document number {i} about quinces") for i in range(6)]
     outcomes = await documents.upload_many(rt, "docs", items)
-    assert [str(o.error) for o in outcomes] == ["unavailable: backend down"] * 3
+    assert [o.error for o in outcomes[:3]] == [None] * 3
+    assert [str(o.error) for o in outcomes[3:]] == ["unavailable: backend down"] * 3
+    assert len(calls) == 4 and len(calls[2]) == 2  # the failed group had inserted its first slice
+    kept = {o.result.document.id for o in outcomes[:3] if o.result}
     async with rt.db.session() as session:
-        assert await session.scalar(select(func.count()).select_from(Document)) == 0
-        assert await session.scalar(select(func.count()).select_from(Chunk)) == 0
+        assert set(await session.scalars(select(Document.id))) == kept
+        assert {c.split("#")[0] for c in await session.scalars(select(Chunk.record_id))} == kept
+        assert await session.scalar(select(func.count()).select_from(UsageEvent)) == 3
+        uploaded = select(func.count()).select_from(AuditEntry).where(AuditEntry.action == "document.uploaded")
+        assert await session.scalar(uploaded) == 3
+        logged = [ids for ids in await session.scalars(select(IndexChange.record_ids)) if ids]
+        assert sorted(i.split("#")[0] for ids in logged for i in ids) == sorted(kept)
 
 
 async def test_the_batch_path_honours_fences_before_the_work_and_inside_the_write(
@@ -240,3 +256,74 @@ async def test_statements_per_upload_do_not_grow_with_chunks_or_documents(rt: Ru
     (small_chunks, small), (big_chunks, big) = counts
     assert small_chunks == 1 and big_chunks > 20 and small == big
     assert batches[1] - batches[0] <= 30  # at most the usage row of each document (usage.py inserts it singly)
+
+
+def test_ingest_loads_only_what_it_uses(settings: Settings, tmp_path: Path) -> None:
+    """An ingest run imports no other command, no MCP SDK, no HTTP client and no JSON Schema validator (no schema)."""
+    env = server_env(settings)
+    subprocess.run([sys.executable, "-m", "bigrag_mcp", "collections", "create", "docs"], env=env, check=True, capture_output=True)
+    (tmp_path / "a.txt").write_text("Quince jelly sets overnight.", encoding="utf-8")
+    probe = (
+        "import sys; from bigrag_mcp.cli import main; code = main(['ingest', 'docs', sys.argv[1]]); "
+        "print(sorted(m for m in sys.modules if m.startswith('bigrag_mcp.commands.') or m.split('.')[0] in "
+        "('mcp', 'httpx', 'jsonschema', 'starlette', 'uvicorn')), code)"
+    )
+    done = subprocess.run([sys.executable, "-c", probe, str(tmp_path / "a.txt")], env=env, capture_output=True, text=True, check=True)
+    assert done.stdout.strip().splitlines()[-1] == "['bigrag_mcp.commands.ingest'] 0"
+
+
+async def test_direct_chunk_inserts_store_what_sqlalchemy_stores(rt: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The driver-level chunk insert of a SQLite store writes the very column values SQLAlchemy's insert writes."""
+    from sqlalchemy import text as sql
+
+    await collections.create(rt, name="direct", chunk_size=128, chunk_overlap=16)
+    await collections.create(rt, name="core", chunk_size=128, chunk_overlap=16)
+    body = "Pommes et poires, récoltées en octobre. " * 20
+    meta = {"lang": "fr", "n": 3, "nested": {"é": [1.5, None, True]}}
+    async with rt.db.session() as session:
+        assert documents._ChunkInsert(await session.connection()).direct  # this store takes the driver path
+    await documents.upload_many(rt, "direct", [documents.Upload(text=body, metadata=meta)])
+    monkeypatch.setattr(documents, "DIRECT_DRIVERS", frozenset())
+    await documents.upload_many(rt, "core", [documents.Upload(text=body, metadata=meta)])
+    columns = "chunk_index, text, metadata, char_start, char_end, page, vector, typeof(vector), typeof(created_at), length(created_at)"
+    async with rt.db.session() as session:
+        stored = {}
+        for name in ("direct", "core"):
+            found = await collections.find(session, name)
+            query = sql(f"SELECT {columns} FROM chunks WHERE collection_id = :c ORDER BY chunk_index")
+            stored[name] = (await session.execute(query, {"c": found.id})).all()
+        assert stored["direct"] == stored["core"] and len(stored["core"]) > 3
+        for doc in await session.scalars(select(Document)):  # times read back as the document's
+            assert {c.created_at for c in await session.scalars(select(Chunk).where(Chunk.document_id == doc.id))} == {doc.created_at}
+
+
+async def test_the_next_group_embeds_while_the_previous_one_is_written(rt: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first group's write waits until the second group has been embedded: it can only finish if the two overlap."""
+    import anyio
+
+    await collections.create(rt, name="docs")
+    monkeypatch.setattr(documents, "FIRST_GROUP", 2)
+    monkeypatch.setattr(documents, "GROUP_DOCUMENTS", 4)
+    real_embedded, real_write = documents._embedded, documents._write
+    embedded_groups: list[int] = []
+    second = anyio.Event()
+    written: list[int] = []
+
+    async def embedded(provider: Any, ready: Any, progress: Any = None) -> None:
+        await real_embedded(provider, ready, progress)
+        embedded_groups.append(len(ready))
+        if len(embedded_groups) == 2:
+            second.set()
+
+    async def write(rt_: Runtime, collection: Any, tenant: Any, ready: Any) -> Any:
+        if not written:
+            with anyio.fail_after(30):  # a guard against hanging, not a timing: a sequential pipeline never sets it
+                await second.wait()
+        written.append(len(ready))
+        return await real_write(rt_, collection, tenant, ready)
+
+    monkeypatch.setattr(documents, "_embedded", embedded)
+    monkeypatch.setattr(documents, "_write", write)
+    outcomes = await documents.upload_many(rt, "docs", [documents.Upload(text=f"medlar note {i}") for i in range(10)])
+    assert [o.error for o in outcomes] == [None] * 10
+    assert embedded_groups == written == [2, 4, 4]  # groups double from FIRST_GROUP up to GROUP_DOCUMENTS

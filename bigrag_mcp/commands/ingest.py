@@ -138,7 +138,8 @@ async def ingest_cmd(rt: Runtime, a: argparse.Namespace) -> Outcome:
             try:
                 if path.stat().st_size > documents.MAX_DOCUMENT_BYTES:
                     raise LimitExceeded(f"the document is larger than {documents.MAX_DOCUMENT_BYTES >> 20} MB")
-                metadata = {**base, **manifest.get(path.resolve(), {}), **_sidecar(path), "source": str(path)}
+                listed = manifest.get(path.resolve(), {}) if manifest else {}  # resolving costs a stat per folder
+                metadata = {**base, **listed, **_sidecar(path), "source": str(path)}
                 data = path.read_bytes()
             except OSError as exc:
                 fail(path, InvalidArgument(f"cannot read it: {exc.strerror}"))

@@ -18,7 +18,6 @@ import re
 import unicodedata
 from collections import Counter
 from collections.abc import Callable, Sequence
-from functools import lru_cache
 
 import anyio.to_thread
 import numpy as np
@@ -47,8 +46,15 @@ def _combining_marks() -> str:
 _TOKEN = re.compile(rf"[{_CJK}]|(?:(?![{_CJK}])\w)(?:(?![{_CJK}])[\w{_combining_marks()}])*|[^\w\s]")
 
 
+# On ASCII text `words` reduces to one pattern (no CJK, no combining marks; NFKC and casefold are lower()): a run of
+# two or more word characters, a single letter or digit (a lone "_" is dropped), or one of ASCII's symbols (category S).
+_ASCII_WORDS = re.compile(r"\w\w+|[A-Za-z0-9]|[$+<=>^`|~]")
+
+
 def words(text: str) -> list[str]:
     """The case-folded word, CJK-character and symbol tokens of `text`, in order; punctuation is dropped."""
+    if text.isascii():
+        return _ASCII_WORDS.findall(text.lower())
     tokens = _TOKEN.findall(unicodedata.normalize("NFKC", text).casefold())
     return [t for t in tokens if len(t) > 1 or t.isalnum() or unicodedata.category(t).startswith("S")]
 
@@ -63,26 +69,74 @@ would you your"""
 _STOPWORDS = frozenset(_STOPWORD_LIST.split())
 
 
+_CACHE_LIMIT = 1 << 16  # tokens, and features per dimension, whose term or bucket is remembered
+
+
+def _fold(token: str) -> str:
+    return token[:-1] if token[-1] == "s" and len(token) > 3 and token[-2] != "s" else token
+
+
+class _Terms(dict[str, str | None]):
+    """Token -> its term (plural "s" dropped), or None for a stopword; memoised."""
+
+    def __missing__(self, token: str) -> str | None:
+        term = None if token in _STOPWORDS else _fold(token)
+        if len(self) >= _CACHE_LIMIT:
+            self.clear()
+        self[token] = term
+        return term
+
+
+_terms = _Terms()
+
+
 def terms(text: str) -> list[str]:
     """The content words of `text`: `words` without English stopwords (unless that leaves none), plural "s" dropped."""
     tokens = words(text)
-    content = [t for t in tokens if t not in _STOPWORDS] or tokens
-    return [t[:-1] if len(t) > 3 and t.endswith("s") and not t.endswith("ss") else t for t in content]
+    content = [t for t in map(_terms.__getitem__, tokens) if t is not None]
+    return content if content or not tokens else [_fold(t) for t in tokens]
 
 
-@lru_cache(maxsize=1 << 16)
-def _bucket(feature: str, dimension: int) -> tuple[int, float]:
-    digest = int.from_bytes(hashlib.blake2b(feature.encode("utf-8"), digest_size=8).digest(), "little")
-    return digest % dimension, (1.0 if digest >> 63 else -1.0)
+class _Buckets(dict[str, int]):
+    """Feature -> its signed bucket code for one dimension (the bucket, or ~bucket for a negative sign), memoised."""
+
+    def __init__(self, dimension: int) -> None:
+        super().__init__()
+        self.dimension = dimension
+
+    def __missing__(self, feature: str) -> int:
+        digest = int.from_bytes(hashlib.blake2b(feature.encode("utf-8"), digest_size=8).digest(), "little")
+        bucket = digest % self.dimension
+        code = bucket if digest >> 63 else ~bucket
+        if len(self) >= _CACHE_LIMIT:
+            self.clear()
+        self[feature] = code
+        return code
 
 
-def _features(text: str) -> dict[str, float]:
-    """Each unigram and bigram of the text's terms with its weight: (1 + ln count), halved for bigrams."""
+_buckets: dict[int, _Buckets] = {}
+
+
+def _weight(count: int) -> float:
+    return 1.0 + math.log(count)
+
+
+_WEIGHTS = [0.0, *(_weight(c) for c in range(1, 256))]  # unigram weight by count, looked up rather than computed
+_BIGRAM_WEIGHTS = [BIGRAM_WEIGHT * w for w in _WEIGHTS]
+
+
+def _weights(counts: Counter[str], table: list[float], scale: float) -> list[float]:
+    try:
+        return list(map(table.__getitem__, counts.values()))
+    except IndexError:  # a count beyond the table
+        return [scale * _weight(c) for c in counts.values()]
+
+
+def _features(text: str) -> tuple[list[str], list[float]]:
+    """Each unigram and bigram of the text's terms, and its weight: (1 + ln count), halved for bigrams."""
     tokens = terms(text)
-    unigrams, bigrams = Counter(tokens), Counter(f"{a} {b}" for a, b in itertools.pairwise(tokens))
-    features = {gram: 1.0 + math.log(count) for gram, count in unigrams.items()}
-    features.update({gram: BIGRAM_WEIGHT * (1.0 + math.log(count)) for gram, count in bigrams.items()})
-    return features
+    unigrams, bigrams = Counter(tokens), Counter(map(" ".join, itertools.pairwise(tokens)))
+    return [*unigrams, *bigrams], _weights(unigrams, _WEIGHTS, 1.0) + _weights(bigrams, _BIGRAM_WEIGHTS, BIGRAM_WEIGHT)
 
 
 class HashEmbedder:
@@ -99,16 +153,33 @@ class HashEmbedder:
 
     def embed_sync(self, texts: Sequence[str]) -> list[list[float]]:
         """The vectors of `texts`, in order, computed on the calling thread."""
-        matrix = np.zeros((len(texts), self.dimension), dtype=np.float64)
-        for row, text in enumerate(texts):
-            for feature, weight in _features(text).items():
-                bucket, sign = _bucket(feature, self.dimension)
-                matrix[row, bucket] += sign * weight
+        vectors: list[list[float]] = self.matrix(texts).tolist()
+        return vectors
+
+    def matrix(self, texts: Sequence[str]) -> np.ndarray[tuple[int, int], np.dtype[np.float64]]:
+        """The vectors of `texts` as rows of one float64 matrix: every feature's signed weight summed into its bucket
+        in feature order (one bincount, the same sums as adding them one at a time), then L2-normalised."""
+        buckets = _buckets.get(self.dimension)
+        if buckets is None:
+            buckets = _buckets.setdefault(self.dimension, _Buckets(self.dimension))
+        codes: list[int] = []
+        weights: list[float] = []
+        sizes: list[int] = []
+        for text in texts:
+            features, weighed = _features(text)
+            codes.extend(map(buckets.__getitem__, features))
+            weights.extend(weighed)
+            sizes.append(len(features))
+        code = np.asarray(codes, dtype=np.int64)
+        negative = code < 0
+        flat = np.repeat(np.arange(len(texts), dtype=np.int64) * self.dimension, sizes) + np.where(negative, ~code, code)
+        values = np.where(negative, -1.0, 1.0) * np.asarray(weights, dtype=np.float64)
+        summed = np.bincount(flat, weights=values, minlength=len(texts) * self.dimension)
+        matrix = summed.astype(np.float64, copy=False).reshape(len(texts), self.dimension)  # no features: int zeros
         norms = np.linalg.norm(matrix, axis=1)
         matrix[norms == 0.0] = 1.0
         matrix /= np.linalg.norm(matrix, axis=1, keepdims=True)
-        vectors: list[list[float]] = matrix.tolist()
-        return vectors
+        return matrix
 
     async def embed(self, texts: Sequence[str], *, purpose: Purpose) -> Embeddings:
         """Queries and documents embed alike; large batches run in a worker thread."""

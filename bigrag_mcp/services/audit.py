@@ -43,7 +43,10 @@ _POSTGRES_CHAIN_LOCK = 0x62696772  # pg advisory lock id for the audit chain ("b
 
 def clean_text(value: str) -> str:
     """Drop control, line-separator and bidi-override characters, and redact anything shaped like a key secret."""
-    kept = "".join(ch for ch in value if unicodedata.category(ch) not in ("Cc", "Zl", "Zp") and ch not in _BIDI)
+    if value.isascii() and value.isprintable():  # no control, separator or bidi character to drop
+        kept = value
+    else:
+        kept = "".join(ch for ch in value if unicodedata.category(ch) not in ("Cc", "Zl", "Zp") and ch not in _BIDI)
     return _SECRET.sub(REDACTED, kept)
 
 

@@ -14,7 +14,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bigrag_mcp.errors import Conflict, InvalidArgument, NotFound
 from bigrag_mcp.filters import FIELD_NAME
 from bigrag_mcp.lexical.analyzer import DEFAULT_LANGUAGE, check_language
-from bigrag_mcp.metadata_schema import check_schema
 from bigrag_mcp.schemas import CollectionInfo, CollectionList
 from bigrag_mcp.services.ledger import OPERATOR, Activity, Caller
 from bigrag_mcp.services.runtime import Runtime
@@ -92,7 +91,10 @@ async def create(
         raise InvalidArgument(f"collection {name!r} must match {COLLECTION_NAME.pattern}")
     if tenant_field is not None and not FIELD_NAME.match(tenant_field):
         raise InvalidArgument(f"tenant_field {tenant_field!r} must match {FIELD_NAME.pattern}")
-    check_schema(metadata_schema)
+    if metadata_schema is not None:
+        from bigrag_mcp.metadata_schema import check_schema  # jsonschema loads only where a schema is used
+
+        check_schema(metadata_schema)
     check_chunking(chunk_size, chunk_overlap, chunk_strategy)
     try:
         check_language(language)
@@ -192,6 +194,8 @@ async def update(
         strategy = chunk_strategy or collection.chunk_strategy
         check_chunking(size, overlap, strategy)
         if metadata_schema is not None:
+            from bigrag_mcp.metadata_schema import check_schema
+
             check_schema(metadata_schema)
             collection.metadata_schema = metadata_schema
         if description is not None:

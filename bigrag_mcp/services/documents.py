@@ -10,6 +10,7 @@ import json
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Any
 
 import anyio
@@ -18,14 +19,13 @@ import numpy as np
 import numpy.typing as npt
 from anyio.streams.memory import MemoryObjectReceiveStream
 from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from bigrag_mcp.chunking import TextChunk, chunk_text
 from bigrag_mcp.errors import BigRagError, InvalidArgument, LimitExceeded, NotFound, TenantRequired
 from bigrag_mcp.limits.engine import Hold
 from bigrag_mcp.loading import extract, extract_here, resolve_type
 from bigrag_mcp.loading.sniff import is_text_type, normalise
-from bigrag_mcp.metadata_schema import metadata_errors
 from bigrag_mcp.schemas import (
     ChunkInfo,
     DeleteResult,
@@ -38,12 +38,12 @@ from bigrag_mcp.schemas import (
 from bigrag_mcp.services.collections import find, load, tenant_of_row
 from bigrag_mcp.services.embedding import Progress, embed_matrix
 from bigrag_mcp.services.fences import check_admitted
-from bigrag_mcp.services.index import IndexWrite
+from bigrag_mcp.services.index import DIRECT_DRIVERS, IndexWrite
 from bigrag_mcp.services.ledger import OPERATOR, Activity, Caller
 from bigrag_mcp.services.runtime import Runtime
 from bigrag_mcp.services.usage import estimate_tokens
 from bigrag_mcp.store.models import NO_TENANT, Chunk, Collection, Document, PageText, bulk_insert, utcnow
-from bigrag_mcp.types import EmbeddingProvider, Extracted, VectorRecord
+from bigrag_mcp.types import EmbeddingProvider, Extracted
 
 MAX_DOCUMENT_BYTES = 20 * 1024 * 1024
 MAX_METADATA_BYTES = 64 * 1024
@@ -66,6 +66,8 @@ def check_metadata(collection: Collection, metadata: Any, where: str = "metadata
     if len(encoded.encode()) > MAX_METADATA_BYTES:
         raise LimitExceeded(f"{where} is larger than {MAX_METADATA_BYTES // 1024} KB")
     if collection.metadata_schema:
+        from bigrag_mcp.metadata_schema import metadata_errors  # jsonschema loads only where a schema is used
+
         errors = metadata_errors(collection.metadata_schema, metadata)
         if errors:
             first = errors[0]
@@ -98,7 +100,32 @@ def check_tenant_argument(collection: Collection, tenant: str | None) -> str:
     return NO_TENANT
 
 
-def document_info(collection: Collection, doc: Document) -> DocumentInfo:
+@dataclass
+class NewDocument:
+    """A document row about to be inserted, with `Document`'s attribute names: a plain object (an ORM instance costs
+    more to make than its row costs to insert)."""
+
+    id: str
+    collection_id: int
+    tenant: str
+    filename: str | None
+    mime_type: str
+    content_hash: str
+    metadata_: dict[str, Any]
+    size_bytes: int
+    char_count: int
+    chunk_count: int
+    embedding_tokens: int
+    created_at: datetime
+
+    def row(self) -> dict[str, Any]:
+        """The `documents` row, by column name."""
+        row = dict(vars(self))
+        row["metadata"] = row.pop("metadata_")
+        return row
+
+
+def document_info(collection: Collection, doc: Document | NewDocument) -> DocumentInfo:
     return DocumentInfo(
         id=doc.id,
         collection=collection.name,
@@ -141,11 +168,11 @@ class _Admitted:
 class _Ready:
     """A document loaded, chunked and reserved under its caller's limits; then its vectors and tokens."""
 
-    doc: Document
+    doc: NewDocument
     tenant: str | None
     pieces: list[TextChunk]
     pages: list[int | None]
-    page_rows: list[PageText]
+    page_rows: list[dict[str, Any]]
     caller: Caller
     vectors: npt.NDArray[np.float32] | None = None
     tokens: int | None = None
@@ -204,13 +231,14 @@ def _chunked(collection: Collection, found: Extracted, max_chunks: int) -> tuple
     return pieces, [bisect.bisect_right(starts, p.start) if starts else None for p in pieces]
 
 
-def _page_rows(doc_id: str, found: Extracted) -> list[PageText]:
-    """Each page's text: from its start to the next page's, without the whitespace that separates them."""
+def _page_rows(doc_id: str, found: Extracted) -> list[dict[str, Any]]:
+    """Each page's text (a `document_pages` row): from its start to the next page's, without the whitespace that
+    separates them."""
     ends = [*found.page_starts[1:], len(found.text)]
     rows = []
     for i, (start, end) in enumerate(zip(found.page_starts, ends)):
         text = found.text[start:end].rstrip()
-        rows.append(PageText(document_id=doc_id, page=i + 1, char_start=start, char_end=start + len(text), text=text))
+        rows.append({"document_id": doc_id, "page": i + 1, "char_start": start, "char_end": start + len(text), "text": text})
     return rows
 
 
@@ -263,7 +291,7 @@ async def _prepare(rt: Runtime, collection: Collection, admitted: _Admitted, cal
     await rt.limits.reserve_upload(
         caller.hold, pieces=[p.text for p in pieces], size_bytes=len(admitted.data), collection=collection
     )
-    doc = Document(
+    doc = NewDocument(
         id=uuid.uuid4().hex,
         collection_id=collection.id,
         tenant=admitted.tenant or NO_TENANT,
@@ -314,7 +342,9 @@ async def _write(rt: Runtime, collection: Collection, tenant: str | None, ready:
     that landed meanwhile deduplicates; each document settles its caller's limits."""
     results: list[UploadResult | None] = [None] * len(ready)
     async with rt.index.writing(collection, tenant) as write:
-        landed = await _existing(write.session, collection, tenant, (r.doc.content_hash for r in ready))
+        landed: dict[str, Document | NewDocument] = {
+            **await _existing(write.session, collection, tenant, (r.doc.content_hash for r in ready))
+        }
         fresh: list[_Ready] = []
         for n, one in enumerate(ready):
             if one.doc.content_hash in landed:  # the same content landed while this one was being embedded
@@ -326,11 +356,12 @@ async def _write(rt: Runtime, collection: Collection, tenant: str | None, ready:
                 one.doc.embedding_tokens = one.tokens or 0
                 fresh.append(one)
                 results[n] = UploadResult(document=document_info(collection, one.doc), deduplicated=False, embedding_tokens=one.tokens)
-        write.session.add_all([one.doc for one in fresh])
-        await write.session.flush()  # documents first: chunks and pages refer to them
-        await _store_chunks(write, fresh)
-        write.session.add_all([row for one in fresh for row in one.page_rows])
-        await write.session.flush()
+        if fresh:  # Core inserts, one statement per table: no ORM bookkeeping for rows nothing reads back
+            await write.session.execute(bulk_insert(Document), [one.doc.row() for one in fresh])
+            await _store_chunks(write, fresh)  # documents first: chunks and pages refer to them
+            pages = [row for one in fresh for row in one.page_rows]
+            if pages:
+                await write.session.execute(bulk_insert(PageText), pages)
         await rt.ledger.record_many(
             write.session,
             [
@@ -348,26 +379,80 @@ async def _write(rt: Runtime, collection: Collection, tenant: str | None, ready:
     return [r for r in results if r is not None]
 
 
+_CHUNK_COLUMNS = (
+    "collection_id", "tenant", "record_id", "document_id", "chunk_index", "text", "metadata", "char_start", "char_end",
+    "page", "vector", "created_at",
+)
+
+
+class _ChunkInsert:
+    """Chunk rows into the store in the write's transaction. On a DIRECT_DRIVERS store through the driver's own
+    executemany, with the columns' own bind processors, each document's metadata and time converted once (SQLAlchemy
+    would convert them again for every chunk row); elsewhere one Core executemany."""
+
+    PER_DOCUMENT = ("metadata", "created_at")
+
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.conn = conn
+        self.direct = conn.dialect.driver in DIRECT_DRIVERS
+        compiled = bulk_insert(Chunk).compile(dialect=conn.dialect, column_keys=list(_CHUNK_COLUMNS))
+        self.sql = str(compiled)
+        self.order = [_CHUNK_COLUMNS.index(name) for name in compiled.positiontup or ()]
+        columns = Chunk.__table__.c
+        found = {n: p for n in _CHUNK_COLUMNS if (p := columns[n].type.dialect_impl(conn.dialect).bind_processor(conn.dialect))}
+        self.per_document = [found.get(n) for n in self.PER_DOCUMENT]
+        self.per_row = [(_CHUNK_COLUMNS.index(n), p) for n, p in found.items() if n not in self.PER_DOCUMENT]
+        if self.direct and sorted(self.order) != list(range(len(_CHUNK_COLUMNS))):
+            self.direct = False  # not one placeholder per column: leave it to SQLAlchemy
+
+    def document(self, doc: NewDocument) -> tuple[Any, Any]:
+        """The document's metadata and time as the rows of its chunks carry them."""
+        if not self.direct:
+            return doc.metadata_, doc.created_at
+        (metadata, created_at) = self.per_document
+        return (
+            doc.metadata_ if metadata is None else metadata(doc.metadata_),
+            doc.created_at if created_at is None else created_at(doc.created_at),
+        )
+
+    async def insert(self, rows: list[tuple[Any, ...]]) -> None:
+        """Insert rows given as tuples in `_CHUNK_COLUMNS` order."""
+        if not self.direct:
+            await self.conn.execute(bulk_insert(Chunk), [dict(zip(_CHUNK_COLUMNS, row)) for row in rows])
+            return
+        params = []
+        for row in rows:
+            values = list(row)
+            for at, process in self.per_row:
+                values[at] = process(values[at])
+            params.append(tuple(values[i] for i in self.order))
+        driver = (await self.conn.get_raw_connection()).driver_connection
+        assert driver is not None
+        await driver.executemany(self.sql, params)
+
+
 async def _store_chunks(write: IndexWrite, fresh: Sequence[_Ready]) -> None:
     """Insert the documents' chunk rows and index their vectors a slice at a time, so the event loop breathes in between."""
+    vectors = np.concatenate([one.vectors for one in fresh if one.vectors is not None])
     rows = [(one, i) for one in fresh for i in range(len(one.pieces))]
+    assert len(vectors) == len(rows), "every document is embedded before it is written"
+    inserter = _ChunkInsert(await write.session.connection())
+    stored = {id(one): inserter.document(one.doc) for one in fresh}
     for start in range(0, len(rows), WRITE_SLICE):
         part = rows[start : start + WRITE_SLICE]
-        chunk_rows, records = [], []
-        for one, i in part:
-            doc, piece, record_id = one.doc, one.pieces[i], f"{one.doc.id}#{i}"
-            vector = one.vectors[i]  # type: ignore[index]
-            chunk_rows.append(
-                {
-                    "collection_id": doc.collection_id, "tenant": doc.tenant, "record_id": record_id, "document_id": doc.id,
-                    "chunk_index": i, "text": piece.text, "metadata": doc.metadata_, "char_start": piece.start,
-                    "char_end": piece.end, "page": one.pages[i], "vector": vector.tobytes(), "created_at": doc.created_at,
-                }
-            )
-            # plain floats, as the backend contract says, one slice at a time
-            records.append(VectorRecord(record_id, vector.tolist(), piece.text, doc.metadata_))
-        await write.session.execute(bulk_insert(Chunk), chunk_rows)  # one executemany, no ORM bookkeeping per row
-        await write.upsert(records)
+        block = vectors[start : start + len(part)]
+        chunk_rows = []
+        for (one, i), vector in zip(part, block):
+            doc, piece = one.doc, one.pieces[i]
+            metadata, created_at = stored[id(one)]
+            chunk_rows.append((
+                doc.collection_id, doc.tenant, f"{doc.id}#{i}", doc.id, i, piece.text, metadata, piece.start, piece.end,
+                one.pages[i], vector.tobytes(), created_at,
+            ))
+        await inserter.insert(chunk_rows)  # one executemany, no ORM bookkeeping per row
+        await write.upsert_rows(
+            [r[2] for r in chunk_rows], block, [r[5] for r in chunk_rows], [one.doc.metadata_ for one, _ in part]
+        )
         await anyio.lowlevel.checkpoint()
 
 
@@ -414,6 +499,7 @@ class Outcome:
 
 GROUP_DOCUMENTS = 256  # documents loaded, embedded and written together at most
 GROUP_BYTES = 4 << 20  # ... and their bytes
+FIRST_GROUP = 32  # the first group's documents: groups double from there, so the first write starts early
 
 
 def _apportion(total: int | None, weights: Sequence[int]) -> list[int | None]:
@@ -428,14 +514,15 @@ def _apportion(total: int | None, weights: Sequence[int]) -> list[int | None]:
 
 
 def _groups(items: Iterable[Upload]) -> Iterator[list[tuple[int, Upload]]]:
+    """The uploads in groups of FIRST_GROUP, twice that, ... up to GROUP_DOCUMENTS documents (or GROUP_BYTES)."""
     group: list[tuple[int, Upload]] = []
-    size = 0
+    size, limit = 0, min(FIRST_GROUP, GROUP_DOCUMENTS)
     for index, item in enumerate(items):
         group.append((index, item))
         size += len(item.data or item.text or item.content_base64 or "")
-        if len(group) >= GROUP_DOCUMENTS or size >= GROUP_BYTES:
+        if len(group) >= limit or size >= GROUP_BYTES:
             yield group
-            group, size = [], 0
+            group, size, limit = [], 0, min(limit * 2, GROUP_DOCUMENTS)
     if group:
         yield group
 

@@ -10,12 +10,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 from sqlalchemy import ColumnElement, Row, Select, Text, bindparam, cast, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -411,6 +412,14 @@ class IndexGate:
             await asyncio.to_thread(self.snapshots.remove, uid, tenant)
 
 
+def _check_vectors(ids: Sequence[str], vectors: npt.NDArray[Any]) -> None:
+    """Refuse a vector that is not finite or is zero (no direction): it would make every later load fail."""
+    lengths = np.linalg.norm(vectors.astype(np.float64, copy=False), axis=1)
+    bad = np.flatnonzero(~np.isfinite(lengths) | (lengths == 0))
+    if len(bad):
+        raise InvalidArgument(f"vector of {ids[int(bad[0])]!r} must be finite and non-zero")
+
+
 def _records(data: PartitionRows, rows: Iterable[int]) -> list[VectorRecord]:
     return [VectorRecord(data.ids[i], data.vectors[i].tolist(), data.texts[i], data.metadata[i]) for i in rows]
 
@@ -430,10 +439,17 @@ class IndexWrite:
         if self._backend is not None:
             await self._backend.upsert(self.where, records)
         elif records:
-            lengths = np.linalg.norm(np.asarray([r.vector for r in records], dtype=np.float64), axis=1)
-            bad = np.flatnonzero(~np.isfinite(lengths) | (lengths == 0))
-            if len(bad):
-                raise InvalidArgument(f"vector of {records[int(bad[0])].id!r} must be finite and non-zero")
+            _check_vectors([r.id for r in records], np.asarray([r.vector for r in records], dtype=np.float64))
+
+    async def upsert_rows(
+        self, ids: Sequence[str], vectors: npt.NDArray[np.float32], texts: Sequence[str | None], metadata: Sequence[Mapping[str, Any]]
+    ) -> None:
+        """`upsert` of rows given as one matrix: the records (plain floats) are made only when a backend copy takes them."""
+        if self._backend is not None:
+            await self.upsert([VectorRecord(i, v, t, m) for i, v, t, m in zip(ids, vectors.tolist(), texts, metadata)])
+        elif len(ids):
+            self.touched.update(ids)
+            _check_vectors(ids, vectors)
 
     async def delete(self, ids: Sequence[str]) -> None:
         self.touched.update(ids)

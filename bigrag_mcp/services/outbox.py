@@ -15,10 +15,9 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import anyio
-import httpx
 from sqlalchemy import ColumnElement, and_, false, func, or_, select, update
 from sqlalchemy.engine import CursorResult, Row
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -28,6 +27,9 @@ from bigrag_mcp.retry import is_transient_status, retry_after_from_headers
 from bigrag_mcp.store.db import Database
 from bigrag_mcp.store.models import OutboxEvent, utcnow
 from bigrag_mcp.types import BillingEvent, BillingExporter, BillingExporterFactory, DeliveryResult
+
+if TYPE_CHECKING:  # httpx is imported when something is sent: commands that only enqueue do not load it
+    import httpx
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +131,8 @@ async def post_delivery(
     **request: Any,
 ) -> DeliveryResult:
     """POST and classify: transport errors and timeouts retry; `recognise` may claim a response (e.g. duplicates)."""
+    import httpx
+
     try:
         response = await client.post(url, **request)
     except httpx.TimeoutException:

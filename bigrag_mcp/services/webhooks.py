@@ -18,11 +18,10 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import anyio
-import httpx
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -31,6 +30,9 @@ from bigrag_mcp.services.outbox import Clock, aware, post_delivery
 from bigrag_mcp.store.db import Database
 from bigrag_mcp.store.models import OutboxEvent, Webhook, utcnow
 from bigrag_mcp.types import DeliveryResult
+
+if TYPE_CHECKING:  # httpx is imported when a sender is made: commands that only enqueue events do not load it
+    import httpx
 
 EVENT_TYPES = frozenset(
     {"collection.created", "collection.deleted", "document.uploaded", "document.deleted", "tenant.offboarded",
@@ -256,7 +258,11 @@ class WebhookSender:
         self.db = db
         self.allow_private = allow_private
         self._own_client = client is None
-        self.client = client or httpx.AsyncClient(timeout=timeout, headers={"User-Agent": "bigrag-mcp-webhooks"})
+        if client is None:
+            import httpx
+
+            client = httpx.AsyncClient(timeout=timeout, headers={"User-Agent": "bigrag-mcp-webhooks"})
+        self.client = client
         self.clock = clock
 
     async def send(self, delivery_id: str, target: str, payload: Mapping[str, Any]) -> DeliveryResult:
