@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from bigrag_mcp import compute
 from bigrag_mcp.default_plugins.memory_backend import MemoryBackend
 from bigrag_mcp.filters import parse_filter
 from bigrag_mcp.types import Partition, SearchRequest, VectorRecord
@@ -86,6 +87,7 @@ async def main() -> None:
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    compute.configure()  # BLAS threads as the service sets them, so the figures are the service's
     rng = np.random.default_rng(args.seed)
     backend = MemoryBackend()
     start = time.perf_counter()

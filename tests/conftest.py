@@ -256,9 +256,27 @@ def statements(rt: Runtime) -> Iterator[list[str]]:
     engines = [rt.db.engine.sync_engine, *([rt.fast.engine] if rt.fast is not None else [])]
     for engine in engines:
         event.listen(engine, "before_cursor_execute", record)
+    fast = rt.fast
+    driver = fast.connection if fast is not None else None
+    if fast is not None:  # prepared reads run on the driver's connection itself
+        fast.connection = Recording(driver, seen)  # type: ignore[assignment]
     yield seen
     for engine in engines:
         event.remove(engine, "before_cursor_execute", record)
+    if fast is not None:
+        fast.connection = driver  # type: ignore[assignment]
+
+
+class Recording:
+    """A DBAPI connection that notes every statement it executes."""
+
+    def __init__(self, driver: Any, seen: list[str]) -> None:
+        self.driver = driver
+        self.seen = seen
+
+    def execute(self, statement: str, *args: Any) -> Any:
+        self.seen.append(statement)
+        return self.driver.execute(statement, *args)
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ from bigrag_mcp.settings import Settings
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.anyio
 
-PAGES = ["/dashboard/", "/dashboard/collection?name=shared", "/dashboard/tenant?collection=shared&tenant=acme",
+PAGES = ["/dashboard/", "/dashboard/collection?collection=shared", "/dashboard/tenant?collection=shared&tenant=acme",
          "/dashboard/keys", "/dashboard/audit", "/dashboard/outbox", "/dashboard/?csv=tenants"]
 
 
@@ -92,7 +92,7 @@ async def test_a_tenant_key_cannot_reach_another_tenant_or_admin_pages(dashboard
         await sign_in(client, w.tenant_key)
         own = await client.get("/dashboard/tenant?collection=shared&tenant=acme")
         assert own.status_code == 200 and "Tenant acme in shared" in own.text
-        for path in ("/dashboard/tenant?collection=shared&tenant=globex", "/dashboard/collection?name=docs",
+        for path in ("/dashboard/tenant?collection=shared&tenant=globex", "/dashboard/collection?collection=docs",
                      "/dashboard/keys", "/dashboard/audit", "/dashboard/outbox",
                      "/dashboard/tenant?collection=shared&tenant=globex&csv=collections"):
             refused = await client.get(path)
@@ -163,10 +163,13 @@ async def test_pages_show_keys_audit_outbox_and_reject_bad_windows(dashboard_wor
         assert "audit verify" in audit.text and "passes" in audit.text and "collection.created" in audit.text
         outbox = await client.get("/dashboard/outbox")
         assert outbox.status_code == 200 and "Parked" in outbox.text
-        collection = await client.get("/dashboard/collection?name=shared&days=90")
+        overview = await client.get("/dashboard/?days=90")
+        link = '/dashboard/collection?collection=shared'  # the overview links each collection to its page
+        assert f'href="{link}' in overview.text
+        collection = await client.get(f"{link}&days=90")
         assert "Documents now" in collection.text and "globex" in collection.text
         assert (await client.get("/dashboard/?days=31")).status_code == 400
-        assert (await client.get("/dashboard/collection?name=missing")).status_code in (403, 404)
+        assert (await client.get("/dashboard/collection?collection=missing")).status_code in (403, 404)
 
 
 async def test_mounted_on_the_http_transport(dashboard_world: DashboardWorld) -> None:

@@ -307,7 +307,7 @@ class Dashboard:
         by_tenant = _ranked(report.by_tenant)
         page.tables = [
             Table("collections", "Top collections", ("Collection", *figures),
-                  [[Link(r.collection, _url("/collection", name=r.collection)) if r.collection else "(none)",
+                  [[Link(r.collection, _url("/collection", collection=r.collection)) if r.collection else "(none)",
                     *numbers(r)] for r in by_collection]),
             Table("tenants", "Top tenants", ("Collection", "Tenant", *figures),
                   [[r.collection, Link(r.tenant, _url("/tenant", collection=r.collection, tenant=r.tenant)), *numbers(r)]
@@ -338,9 +338,9 @@ class Dashboard:
         return [("Documents now", f"{found.document_count or 0:,}"), ("Chunks and vectors now", f"{found.vector_count or 0:,}")]
 
     async def collection(self, request: Request, principal: Principal) -> Page:
-        name = request.query_params.get("name") or ""
+        name = request.query_params.get("collection") or ""
         if not name:
-            raise InvalidArgument("the collection page needs ?name=<collection>")
+            raise InvalidArgument("the collection page needs ?collection=<collection>")
         report = await self._usage(request, principal, name, None)
         page = self._usage_page(f"Collection {report.collection}", report)
         page.stats[1:1] = await self._counts(principal, report.collection or name)

@@ -2,7 +2,7 @@
 
 An aiosqlite statement is a round trip through a worker thread, which costs far more than the statement itself
 (tens of microseconds) and grows with load. Here the limits' admission statement and the per-call point reads
-(the store revision, a partition's sequence, the rows of a result) run on a synchronous connection with
+(the store revision, a partition's sequence, the rows of a result; `Prepared` once) run on a synchronous connection with
 `busy_timeout=0`: when the store cannot answer at once it fails with "database is locked", nothing has changed,
 and the caller runs it on the async path, which waits in its thread. So the loop never blocks on another writer
 (in WAL mode reads do not wait for writers anyway). This connection never checkpoints the WAL (the async
@@ -11,28 +11,49 @@ connections do), so a commit here only appends to the WAL file.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import sqlite3
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
-from sqlalchemy import create_engine, event
+from sqlalchemy import Float, Integer, LargeBinary, String, create_engine, event
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
-from sqlalchemy.orm import Session
 from sqlalchemy.pool import StaticPool
 from sqlalchemy.sql.dml import ReturningInsert
-from sqlalchemy.sql.expression import Executable
+from sqlalchemy.sql.expression import Executable, Select
+
+from bigrag_mcp.store.db import Database, sqlite_pragmas
 
 BUSY = "database is locked"
+PLAIN_TYPES = (Integer, String, Float, LargeBinary)  # types SQLite hands over as they are, with no processing
 T = TypeVar("T")
 
 
-def _pragmas(dbapi_conn: Any, _record: Any) -> None:
-    cursor = dbapi_conn.cursor()
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=0")
-    cursor.execute("PRAGMA wal_autocheckpoint=0")
-    cursor.close()
+class Prepared:
+    """A Core statement compiled once: the fast path runs its SQL with positional parameters on the driver's own
+    connection, skipping SQLAlchemy's per-call statement building and coercion (most of a point read's cost).
+
+    Its parameters and selected columns must be of plain types (integers, strings, floats, bytes), which SQLite
+    takes and returns unprocessed, so the raw rows equal what SQLAlchemy would return. Other stores run
+    `statement` itself with the same named parameters.
+    """
+
+    def __init__(self, statement: Select[*tuple[Any, ...]]) -> None:
+        self.statement = statement
+        compiled = statement.compile(dialect=sqlite.dialect())
+        unprocessed = [
+            name for name, bind in compiled.binds.items() if not isinstance(bind.type, PLAIN_TYPES)
+        ] + [column.name for column in statement.selected_columns if not isinstance(column.type, PLAIN_TYPES)]
+        if unprocessed:
+            raise TypeError(f"a prepared statement takes and returns plain types only, not {unprocessed}")
+        self.sql = str(compiled)
+        self.names = tuple(compiled.positiontup or ())
+        self.fixed = {name: bind.effective_value for name, bind in compiled.binds.items() if not bind.required}
+
+    def parameters(self, values: Mapping[str, Any]) -> tuple[Any, ...]:
+        """The positional parameters: `values` by name, the statement's own literals for the rest."""
+        return tuple(values[name] if name in values else self.fixed[name] for name in self.names)
 
 
 class SqliteFastPath:
@@ -43,7 +64,10 @@ class SqliteFastPath:
             async_url.replace("sqlite+aiosqlite://", "sqlite://", 1), poolclass=StaticPool,
             connect_args={"check_same_thread": False},
         )
-        event.listen(self.engine, "connect", _pragmas)
+        pragmas = sqlite_pragmas("foreign_keys=ON", "synchronous=NORMAL", "busy_timeout=0", "wal_autocheckpoint=0")
+        event.listen(self.engine, "connect", pragmas)
+        # the engine's one connection as the driver's own, for prepared reads (the engine hands out the same one)
+        self.connection: sqlite3.Connection = self.engine.raw_connection().driver_connection  # type: ignore[assignment]
 
     @staticmethod
     def for_url(url: str) -> SqliteFastPath | None:
@@ -67,14 +91,15 @@ class SqliteFastPath:
 
         return _unless_busy(run)
 
-    def rows(self, stmt: Executable) -> list[Any] | None:
-        """The rows of a read (ORM entities included) in a transaction of its own; None when the store is busy."""
-
-        def run() -> list[Any]:
-            with Session(self.engine) as session:
-                return list(session.execute(stmt).all())
-
-        return _unless_busy(run)
+    def fetch(self, prepared: Prepared, values: Mapping[str, Any]) -> list[Any] | None:
+        """The rows of a prepared read, as the driver returns them (one statement, its own snapshot of the store);
+        None when the store is busy."""
+        try:
+            return self.connection.execute(prepared.sql, prepared.parameters(values)).fetchall()
+        except sqlite3.OperationalError as exc:
+            if BUSY in str(exc):
+                return None
+            raise
 
     def write(self, stmt: Executable, rows: list[dict[str, Any]]) -> bool:
         """Run a write and commit it; False when the store is busy (nothing was written)."""
@@ -89,6 +114,15 @@ class SqliteFastPath:
 
     def close(self) -> None:
         self.engine.dispose()
+
+
+async def read(fast: SqliteFastPath | None, db: Database, prepared: Prepared, values: Mapping[str, Any]) -> Sequence[Any]:
+    """A prepared read on the fast path when it can answer at once, else in a session of the store."""
+    found = fast.fetch(prepared, values) if fast is not None else None
+    if found is not None:
+        return found
+    async with db.session() as session:
+        return (await session.execute(prepared.statement, dict(values))).all()
 
 
 def _unless_busy(work: Callable[[], T]) -> T | None:

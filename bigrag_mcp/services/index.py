@@ -16,11 +16,11 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
-from sqlalchemy import ColumnElement, Row, Select, Text, cast, delete, func, select, update
+from sqlalchemy import ColumnElement, Row, Select, Text, bindparam, cast, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bigrag_mcp.errors import InvalidArgument
-from bigrag_mcp.limits.fastpath import SqliteFastPath
+from bigrag_mcp.limits.fastpath import Prepared, SqliteFastPath, read
 from bigrag_mcp.services.fences import check_admitted
 from bigrag_mcp.services.snapshots import SnapshotStore
 from bigrag_mcp.store.db import Database
@@ -37,6 +37,11 @@ SNAPSHOT_MIN_ROWS = 10_000  # smaller partitions load from the store about as fa
 DIRECT_DRIVERS = frozenset({"aiosqlite"})  # read refills from the driver's cursor: 2-3x faster than result rows
 # The metadata as its JSON text (a cast, not a type_coerce: asyncpg would otherwise hand back parsed objects)
 _COLUMNS = (Chunk.record_id, Chunk.vector, cast(Chunk.metadata_, Text), Chunk.text)
+SEQUENCE = Prepared(
+    select(IndexGeneration.generation).where(
+        IndexGeneration.collection_uid == bindparam("uid"), IndexGeneration.tenant == bindparam("tenant")
+    )
+)
 
 
 def partition_of(collection: Collection, tenant: str | None) -> Partition:
@@ -138,21 +143,19 @@ class IndexGate:
     def _row(collection: Collection, tenant: str | None) -> list[ColumnElement[bool]]:
         return [IndexGeneration.collection_uid == collection.uid, IndexGeneration.tenant == (tenant or NO_TENANT)]
 
-    def _position_statement(self, collection: Collection, tenant: str | None) -> Select[int, int]:
-        return select(IndexGeneration.generation, IndexGeneration.compacted_through).where(*self._row(collection, tenant))
-
     async def _position(self, session: AsyncSession, collection: Collection, tenant: str | None) -> tuple[int, int]:
         """(sequence, compacted_through) of a partition; (0, 0) before its first write."""
-        found = (await session.execute(self._position_statement(collection, tenant))).first()
+        found = (
+            await session.execute(
+                select(IndexGeneration.generation, IndexGeneration.compacted_through).where(*self._row(collection, tenant))
+            )
+        ).first()
         return (int(found[0]), int(found[1])) if found else (0, 0)
 
     async def _sequence(self, collection: Collection, tenant: str | None) -> int:
         """The partition's sequence now, read on the loop's thread when the fast path can answer at once."""
-        found = self.fast.rows(self._position_statement(collection, tenant)) if self.fast is not None else None
-        if found is not None:
-            return int(found[0][0]) if found else 0
-        async with self.db.session() as session:
-            return (await self._position(session, collection, tenant))[0]
+        found = await read(self.fast, self.db, SEQUENCE, {"uid": collection.uid, "tenant": tenant or NO_TENANT})
+        return int(found[0][0]) if found else 0
 
     async def record(
         self, session: AsyncSession, collection: Collection, tenant: str | None, record_ids: Iterable[str] | None

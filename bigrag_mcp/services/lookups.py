@@ -16,13 +16,14 @@ from typing import TypeVar
 
 from sqlalchemy import select
 
-from bigrag_mcp.limits.fastpath import SqliteFastPath
+from bigrag_mcp.limits.fastpath import Prepared, SqliteFastPath, read
 from bigrag_mcp.policy import Principal
 from bigrag_mcp.services.keys import KeyState, hash_secret, key_state, needs_touch, touch
 from bigrag_mcp.store import revisions
 from bigrag_mcp.store.db import Database
 from bigrag_mcp.store.models import Collection
 
+REVISION = Prepared(revisions.statement())
 MAX_ENTRIES = 10_000  # per cache; a flood of distinct names cannot grow memory past this
 V = TypeVar("V")
 _call_revision: ContextVar[int | None] = ContextVar("bigrag_call_revision", default=None)
@@ -40,11 +41,8 @@ class Lookups:
 
     async def read_revision(self) -> int:
         """The store revision (one statement, on the loop's thread when the fast path can answer at once)."""
-        found = self.fast.rows(revisions.statement()) if self.fast is not None else None
-        if found is not None:
-            return int(found[0][0]) if found else 0
-        async with self.db.session() as session:
-            return await revisions.read(session)
+        found = await read(self.fast, self.db, REVISION, {})
+        return int(found[0][0] or 0) if found else 0
 
     @asynccontextmanager
     async def call(self, revision: int | None = None) -> AsyncIterator[int]:

@@ -8,15 +8,18 @@ Rows without text (raw vectors), which a reranker cannot read, follow the rerank
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Sequence
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Text, bindparam, cast, select
 
 from bigrag_mcp.errors import BigRagError, InvalidArgument, LimitExceeded, Unavailable
 from bigrag_mcp.filters import FilterNode, parse_filter, require_tenant
+from bigrag_mcp.limits.fastpath import Prepared, read
 from bigrag_mcp.schemas import QueryResult, QueryRow, SearchModeName, Timings
 from bigrag_mcp.services.collections import load
 from bigrag_mcp.services.embedding import embed_all
@@ -28,6 +31,23 @@ from bigrag_mcp.types import SearchRequest
 MAX_QUERY_CHARS = 8_000
 MAX_MULTI = 10
 RERANK_POOL = (50, 200)  # candidates for a reranker: 4 × top_k, at least 50, at most 200
+
+
+@lru_cache(maxsize=256)
+def _rows_of(count: int) -> Prepared:
+    """The read of `count` hits' store rows (one statement per distinct count, compiled once)."""
+    return Prepared(
+        select(
+            Chunk.record_id, Chunk.text, Chunk.document_id, Document.filename, Chunk.chunk_index, Chunk.page,
+            Chunk.char_start, Chunk.char_end, cast(Chunk.metadata_, Text),
+        )
+        .outerjoin(Document, Chunk.document_id == Document.id)
+        .where(
+            Chunk.collection_id == bindparam("collection_id"),
+            Chunk.tenant == bindparam("tenant"),
+            Chunk.record_id.in_([bindparam(f"id{i}", type_=Chunk.record_id.type) for i in range(count)]),
+        )
+    )
 
 
 def check_request(query: str, top_k: int, min_score: float | None, search_mode: str) -> None:
@@ -110,36 +130,25 @@ async def _search_one(
     )
     rows: list[QueryRow] = []
     if hits:
-        joined = (
-            select(Chunk, Document.filename)
-            .outerjoin(Document, Chunk.document_id == Document.id)
-            .where(
-                Chunk.collection_id == collection.id,
-                Chunk.tenant == (tenant or NO_TENANT),
-                Chunk.record_id.in_([h.id for h in hits]),
-            )
-        )
-        read = rt.fast.rows(joined) if rt.fast is not None else None  # on the loop's thread when it can answer at once
-        if read is None:
-            async with rt.db.session() as session:
-                read = list(await session.execute(joined))
-        found = {chunk.record_id: (chunk, filename) for chunk, filename in read}
+        values: dict[str, Any] = {f"id{i}": hit.id for i, hit in enumerate(hits)}
+        values.update(collection_id=collection.id, tenant=tenant or NO_TENANT)
+        found = {row[0]: row for row in await read(rt.fast, rt.db, _rows_of(len(hits)), values)}
         for hit in hits:
             if hit.id not in found:  # an orphan the backend kept after a failed drop: never shown
                 continue
-            chunk, filename = found[hit.id]
+            record_id, text, document_id, filename, chunk_index, page, char_start, char_end, meta = found[hit.id]
             rows.append(
                 QueryRow(
-                    id=chunk.record_id,
-                    text=chunk.text,
+                    id=record_id,
+                    text=text,
                     score=hit.score,
-                    document_id=chunk.document_id,
+                    document_id=document_id,
                     document_filename=filename,
-                    chunk_index=chunk.chunk_index,
-                    page=chunk.page,
-                    char_start=chunk.char_start,
-                    char_end=chunk.char_end,
-                    metadata=chunk.metadata_ or {},
+                    chunk_index=chunk_index,
+                    page=page,
+                    char_start=char_start,
+                    char_end=char_end,
+                    metadata=json.loads(meta) if meta else {},
                     collection=collection.name,
                 )
             )

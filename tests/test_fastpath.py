@@ -1,0 +1,65 @@
+"""The SQLite fast path's prepared reads: the same rows as SQLAlchemy, plain types only, the async path as fallback."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import bindparam, select
+
+from bigrag_mcp.limits.fastpath import Prepared, read
+from bigrag_mcp.services import collections, documents, search
+from bigrag_mcp.services.runtime import Runtime
+from bigrag_mcp.store.models import Chunk, Collection
+
+pytestmark = pytest.mark.anyio
+
+
+async def seeded(rt: Runtime) -> None:
+    await collections.create(rt, name="docs", tenant_field="tenant_id")
+    await documents.upload(rt, "docs", text="alpha one", metadata={"tenant_id": "acme", "n": 1, "tags": ["x"]})
+    await documents.upload(rt, "docs", text="alpha two", metadata={"tenant_id": "globex"}, filename="two.md")
+
+
+async def test_a_prepared_read_returns_what_the_statement_returns_through_sqlalchemy(rt: Runtime) -> None:
+    await seeded(rt)
+    prepared = Prepared(
+        select(Chunk.record_id, Chunk.text, Chunk.chunk_index, Chunk.page)
+        .where(Chunk.tenant == bindparam("tenant"), Chunk.chunk_index == 0)
+        .order_by(Chunk.record_id)
+    )
+    assert rt.fast is not None
+    fast = rt.fast.fetch(prepared, {"tenant": "acme"})
+    slow = await read(None, rt.db, prepared, {"tenant": "acme"})  # no fast path: a session of the store
+    assert fast is not None and len(fast) == 1
+    assert [tuple(row) for row in fast] == [tuple(row) for row in slow]
+    assert fast[0][1] == "alpha one"
+
+
+async def test_a_prepared_read_keeps_the_statements_own_literals(rt: Runtime) -> None:
+    await seeded(rt)
+    prepared = Prepared(select(Collection.name).where(Collection.name == "docs"))
+    assert rt.fast is not None and rt.fast.fetch(prepared, {}) == [("docs",)]
+    with pytest.raises(KeyError):  # a parameter the caller must give is never silently None
+        rt.fast.fetch(Prepared(select(Collection.name).where(Collection.name == bindparam("name"))), {})
+
+
+def test_only_plain_types_may_be_prepared() -> None:
+    """SQLite hands JSON and datetimes over unprocessed, so a raw row would differ from SQLAlchemy's: refused."""
+    with pytest.raises(TypeError, match="metadata"):
+        Prepared(select(Chunk.record_id, Chunk.metadata_))
+    with pytest.raises(TypeError, match="created_at"):
+        Prepared(select(Chunk.record_id, Chunk.created_at))
+
+
+async def test_search_rows_are_the_same_on_the_fast_path_and_off_it(rt: Runtime) -> None:
+    await seeded(rt)
+    fast = await search.search(rt, "docs", "alpha", filters={"tenant_id": "acme"})
+    rt.fast, saved = None, rt.fast
+    try:
+        slow = await search.search(rt, "docs", "alpha", filters={"tenant_id": "acme"})
+    finally:
+        rt.fast = saved
+    assert [row.model_dump(exclude={"score"}) for row in fast.results] == [
+        row.model_dump(exclude={"score"}) for row in slow.results
+    ]
+    (row,) = fast.results
+    assert row.metadata == {"tenant_id": "acme", "n": 1, "tags": ["x"]} and row.text == "alpha one"
