@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import anyio
 import numpy as np
 import pytest
 
@@ -244,6 +245,40 @@ async def test_the_default_background_thread_builds_the_graph(rng: np.random.Gen
     hits = await backend.search(WHERE, semantic(vectors[3], top_k=1))
     assert hits[0].id == "r3"
     await backend.close()
+
+
+def test_graphs_grow_on_one_thread() -> None:
+    """A background build must leave the other cores to searches: faiss runs on one OpenMP thread."""
+    assert hnsw.available()
+    assert hnsw.faiss.omp_get_max_threads() == 1
+
+
+async def test_closing_waits_for_the_batch_being_added_then_stops_the_graph_thread(
+    rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A process must not exit while faiss is mid-batch (its threads' teardown can abort it): `close` lets the
+    batch in flight finish, adds no further batch and returns once the graph thread has ended."""
+    backend = MemoryBackend(ann_min_rows=100)
+    adding, release = threading.Event(), threading.Event()
+    add = hnsw.Graph.add
+
+    def held_add(graph: hnsw.Graph, batch: Any) -> int:
+        adding.set()
+        assert release.wait(60)
+        return add(graph, batch)
+
+    monkeypatch.setattr(hnsw.Graph, "add", held_add)
+    await backend.upsert(WHERE, records(clustered(rng, hnsw.ADD_BATCH + 200)))
+    assert adding.wait(60)
+    worker, building = backend._worker, backend._partitions[WHERE].building
+    assert worker is not None and building is not None
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(backend.close)
+        await anyio.wait_all_tasks_blocked()
+        assert worker.is_alive()  # close is waiting for the batch in flight
+        release.set()
+    assert not worker.is_alive()
+    assert building.index.ntotal == hnsw.ADD_BATCH  # the batch in flight, and no other after it
 
 
 async def test_through_the_service_a_restart_maps_the_saved_graph(

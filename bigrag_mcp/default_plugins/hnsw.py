@@ -33,20 +33,24 @@ log = logging.getLogger(__name__)
 M = 16  # links per node
 EF_CONSTRUCTION = 128
 EF_SEARCH = 128  # default candidates explored per query (at least the depth asked for); see benchmarks/ann.py
-ADD_BATCH = 4096  # rows per faiss add: searches of this graph go exact while one is added
+ADD_BATCH = 1024  # rows per faiss add (about a second): searches go exact and `close` waits while one is added
 REBUILD_DEAD = 0.25  # rebuild in the background once this share of the labels is dead
 Rows = npt.NDArray[np.intp]
 Matrix = npt.NDArray[np.float32]
 
 
 def available() -> bool:
-    """Whether faiss (the `ann` extra) is installed, importing it on first use; without it search stays exact."""
+    """Whether faiss (the `ann` extra) is installed, importing it on first use; without it search stays exact.
+
+    faiss then uses one OpenMP thread: a graph grows in the background beside the searches it must not slow,
+    and a second thread gained nothing on a busy 2-core machine (`benchmarks/ann_candidates.py`)."""
     global faiss
     if faiss is None:
         try:
             faiss = importlib.import_module("faiss")
         except ImportError:
             return False
+        faiss.omp_set_num_threads(1)
     return True
 
 

@@ -21,6 +21,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
+import anyio.to_thread
 import numpy as np
 import numpy.typing as npt
 
@@ -351,6 +352,7 @@ class MemoryBackend:
         self._partitions: dict[Partition, _Partition] = {}
         self._lock = ReadWriteLock()
         self._jobs: queue.SimpleQueue[Callable[[], None] | None] | None = None  # the graph thread's work
+        self._worker: threading.Thread | None = None
         self._background = background
         self._tending: set[Partition] = set()
         self._closed = False
@@ -455,9 +457,12 @@ class MemoryBackend:
                     hnsw.remove(path)
 
     async def close(self) -> None:
+        """Stop the graph thread after the batch it is adding (at most seconds) and wait for it: a process that
+        exits while faiss is mid-batch can abort in its threads' teardown ("terminate called ...")."""
         self._closed = True
-        if self._jobs is not None:
+        if self._jobs is not None and self._worker is not None:
             self._jobs.put(None)
+            await anyio.to_thread.run_sync(self._worker.join)
         self._partitions.clear()
 
     # --- HNSW graphs, grown in the background --------------------------------------------------------------
@@ -486,10 +491,11 @@ class MemoryBackend:
         (self._background or self._submit)(partial(self._tend, where))
 
     def _submit(self, job: Callable[[], None]) -> None:
-        """Queue `job` for the graph thread, a daemon: an exit does not wait for a build (saves write and rename)."""
-        if self._jobs is None:
+        """Queue `job` for the graph thread (`close` stops it between batches; saves write and rename)."""
+        if self._jobs is None or self._worker is None:
             self._jobs = queue.SimpleQueue()
-            threading.Thread(target=_work, args=(self._jobs,), name="bigrag-hnsw", daemon=True).start()
+            self._worker = threading.Thread(target=_work, args=(self._jobs,), name="bigrag-hnsw", daemon=True)
+            self._worker.start()
         self._jobs.put(job)
 
     def _tend(self, where: Partition) -> None:
