@@ -19,8 +19,21 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import best_match
 from mcp import Client
-from serving import QUERY, http_server, http_session, ms, percentile, seed, settings_for, stdio_session
+from serving import (
+    QUERY,
+    cpu_seconds,
+    http_server,
+    http_session,
+    ms,
+    percentile,
+    seed,
+    settings_for,
+    stdio_server_pid,
+    stdio_session,
+)
 
 from bigrag_mcp.policy import load_policy
 from bigrag_mcp.server import build_server
@@ -87,9 +100,18 @@ async def main() -> None:
     async with (
         Client(server) as in_memory,
         stdio_session(folder, key) as stdio,
-        http_server(folder) as url,
-        http_session(url, key) as http,
+        http_server(folder) as served,
+        http_session(served.url, key) as http,
     ):
+        servers = {"stdio": stdio_server_pid(), "streamable_http": served.pid}
+        # what the SDK client does with every result: validate it against the tool's published output schema
+        schema = next(t.output_schema for t in (await in_memory.list_tools()).tools if t.name == "query")
+        content = (await in_memory.call_tool("query", QUERY)).structured_content
+        validator = Draft202012Validator(schema)
+
+        async def validate() -> None:
+            assert best_match(validator.iter_errors(content)) is None
+        cpu_before = {name: cpu_seconds(pid) for name, pid in servers.items()}
         queries = await interleaved({
             "backend": lambda: rt.backend.search(where, request),
             "embed_and_backend": embed_and_search,
@@ -97,7 +119,12 @@ async def main() -> None:
             "mcp_in_memory": lambda: mcp_query(in_memory),
             "stdio": lambda: mcp_query(stdio),
             "streamable_http": lambda: mcp_query(http),
+            "client_output_validation": validate,
         }, n)
+        # each server process answered only its own transport's queries (n, plus the 5 warm-up rounds)
+        out["server_cpu_ms_per_query"] = {
+            name: ms((cpu_seconds(pid) - cpu_before[name]) / (n + 5)) for name, pid in servers.items()
+        }
         listings = await interleaved(
             {"in_memory": in_memory.list_tools, "stdio": stdio.list_tools, "streamable_http": http.list_tools}, 50
         )
@@ -105,6 +132,7 @@ async def main() -> None:
     p50 = {name: statistics.median(samples) for name, samples in queries.items()}
     out["query"] = {name: summary(samples) for name, samples in queries.items()}
     out["service_over_embed_and_backend_ms"] = ms(p50["service"] - p50["embed_and_backend"])
+    out["mcp_in_memory_over_service_ms"] = ms(p50["mcp_in_memory"] - p50["service"])
     for transport in ("stdio", "streamable_http"):
         out[f"{transport}_over_service_ms"] = ms(p50[transport] - p50["service"])
         out[f"{transport}_over_in_memory_mcp_ms"] = ms(p50[transport] - p50["mcp_in_memory"])

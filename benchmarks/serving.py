@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import anyio
@@ -53,9 +54,47 @@ def server_env(folder: Path, **extra: str) -> dict[str, str]:
     return env
 
 
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(c) for task in Path(f"/proc/{pid}/task").iterdir() for c in (task / "children").read_text().split()]
+    except OSError:
+        return []
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) used so far by a process and all its live descendants, from /proc (Linux)."""
+    total, stack = 0.0, [pid]
+    while stack:
+        current = stack.pop()
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        stack.extend(_children(current))
+    return total
+
+
+def stdio_server_pid() -> int:
+    """The `bigrag-mcp serve` (stdio) child of this process."""
+    for pid in _children(os.getpid()):
+        words = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        if b"serve" in words and b"streamable-http" not in words:
+            return pid
+    raise RuntimeError("no stdio server child")
+
+
+@dataclass(frozen=True)
+class Served:
+    """A running HTTP server: its base URL and process id."""
+
+    url: str
+    pid: int
+
+
 @asynccontextmanager
-async def http_server(folder: Path, *options: str, **extra: str) -> AsyncIterator[str]:
-    """`bigrag-mcp serve --transport streamable-http [options]` in a subprocess; yields its base URL."""
+async def http_server(folder: Path, *options: str, **extra: str) -> AsyncIterator[Served]:
+    """`bigrag-mcp serve --transport streamable-http [options]` in a subprocess; yields its URL and pid."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -73,7 +112,7 @@ async def http_server(folder: Path, *options: str, **extra: str) -> AsyncIterato
                 if proc.returncode is not None or time.monotonic() > deadline:
                     raise RuntimeError("the server did not start") from None
                 await anyio.sleep(0.05)  # waiting for the port, not timing anything
-        yield f"http://127.0.0.1:{port}"
+        yield Served(f"http://127.0.0.1:{port}", proc.pid)
     finally:
         proc.terminate()
         await proc.wait()

@@ -113,17 +113,19 @@ class Gate:
         request_id = uuid.uuid4().hex
 
         async def authorised() -> T:
+            # one store revision for the whole call (the HTTP key check's, or one read now): the key, the policy's
+            # collection facts and the service's own lookups all use it, so a call reads the revision at most once
             async with self.rt.lookups.call(token_revision()):
                 caller, decision = await self.authorize(operation, args, request_id)
-            caller = await self.admit(operation, caller, decision)
-            try:
-                result = await call(caller, dict(decision.args), decision)
-            except BaseException:
-                await self.finish(caller)
-                raise
-            if not settles_later:
-                await self.finish(caller)
-            return result
+                caller = await self.admit(operation, caller, decision)
+                try:
+                    result = await call(caller, dict(decision.args), decision)
+                except BaseException:
+                    await self.finish(caller)
+                    raise
+                if not settles_later:
+                    await self.finish(caller)
+                return result
 
         return await self.answer(operation, request_id, authorised())
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from typing import Any
+from typing import Any, cast
 
 from mcp.server.auth.middleware.auth_context import get_access_token
 from mcp.server.auth.provider import AccessToken, TokenVerifier
@@ -30,9 +30,11 @@ from bigrag_mcp.store.models import Collection
 from bigrag_mcp.tools import admin, chat, documents, search, vectors
 from bigrag_mcp.tools import collections as collection_tools
 from bigrag_mcp.tools.arguments import CheckedServer
+from bigrag_mcp.tools.output_schemas import compact_output_schemas
 
 log = logging.getLogger(__name__)
 HANDSHAKES = ("initialize", "server/discover")
+LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 MAX_LISTINGS = 256  # distinct (protocol version, visible tools) listings kept serialized
 TOOL_FAMILIES = (collection_tools, documents, vectors, search, admin, chat)
 
@@ -220,10 +222,13 @@ def build_server(
         )
         auth = {"token_verifier": KeyVerifier(rt), "auth": settings}
     gate = Gate(rt, policy, session_key)
+    level = rt.settings.log_level.upper()
     server: MCPServer = CheckedServer(
         "bigrag-mcp",
         instructions=instructions_for(principal, rt.limits.describe(principal) if principal else None),
         version=__version__,
+        # uvicorn logs at this level: at the default WARNING it no longer writes a line per HTTP request
+        log_level=cast(Any, level if level in LEVELS else "INFO"),
         middleware=[_access_log(principal), _key_view(gate)],
         **auth,
     )
@@ -231,6 +236,7 @@ def build_server(
         _health_routes(server, rt, worker)
     for family in TOOL_FAMILIES:
         family.register(server, gate)
+    compact_output_schemas(server)
 
     @server.resource("bigrag://collections/{name}", mime_type="application/json")
     async def collection_resource(name: str) -> str:

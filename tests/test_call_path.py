@@ -48,6 +48,8 @@ async def test_an_mcp_query_with_its_key_check_reads_at_most_five_statements(
         answer = await call(client, "query", collection="docs", query="alpha", filters={"tenant_id": "acme"})
         assert len(answer["results"]) == 3
         assert len(statements) <= MAX_STATEMENTS, statements
+        revision_reads = [s for s in statements if "store_revision" in s.lower() and s.lstrip().upper().startswith("SELECT")]
+        assert len(revision_reads) == 1, statements  # the gate's read serves the key, the policy and the service
         statements.clear()
         await client.list_tools()
         assert len(statements) == 1, statements  # the revision; the key comes from the cache

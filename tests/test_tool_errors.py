@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import base64
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Annotated, Any
 
 import pytest
 from conftest import call, mcp_session, refused
 from mcp import Client
+from pydantic import Field
 
 from bigrag_mcp.policy import OPERATIONS
 from bigrag_mcp.services.keys import create_key
 from bigrag_mcp.services.runtime import Runtime
 from bigrag_mcp.settings import Settings
-from bigrag_mcp.tools.arguments import MAX_DEPTH
+from bigrag_mcp.tools.arguments import MAX_DEPTH, CheckedServer
 
 pytestmark = pytest.mark.anyio
 TOOLS = sorted(OPERATIONS)
@@ -125,3 +126,21 @@ async def test_arguments_sent_as_json_strings_are_still_accepted(admin) -> None:
     await call(admin, "collections_create", collection="docs")
     result = await admin.call_tool("query", {"collection": "docs", "query": "q", "filters": '{"lang": "en"}'})
     assert not result.is_error, result.content
+
+
+def test_mcp_param_headers_are_checked_against_the_full_schema_only_where_a_tool_declares_them() -> None:
+    server = CheckedServer("headers")
+
+    @server.tool()
+    async def plain(a: int) -> int:
+        return a
+
+    @server.tool()
+    async def routed(region: Annotated[str, Field(json_schema_extra={"x-mcp-header": "Region"})]) -> str:
+        return region
+
+    routed_tool = server._tool_manager.get_tool("routed")
+    assert routed_tool is not None
+    assert server._tool_input_schema("plain") == {}  # nothing to check: the SDK's check passes either way
+    assert server._tool_input_schema("routed") == routed_tool.parameters
+    assert server._tool_input_schema("nope") is None

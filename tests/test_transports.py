@@ -88,6 +88,10 @@ async def test_streamable_http_with_bearer_keys(rt, admin_key: str, http_server)
             assert answer.status_code == 401 and answer.headers["www-authenticate"].startswith("Bearer")
         # keys are not OAuth tokens: no metadata pointing at an authorization server that would answer 404
         assert (await plain.get(f"{url}/.well-known/oauth-protected-resource/mcp")).status_code == 404
+    server = http_server.procs[-1]
+    server.terminate()
+    logged = server.communicate(timeout=30)[1].decode()
+    assert "POST /mcp" not in logged and "Started server process" not in logged  # uvicorn too logs at WARNING
 
 
 async def test_health_readiness_access_log_and_advertised_issuer(rt, admin_key: str, http_server) -> None:

@@ -71,7 +71,8 @@ async def test_two_workers_answer_one_port_and_share_keys_limits_and_revocation(
         encoding="utf-8",
     )
 
-    url = http_server("streamable-http", "--workers", "2", BIGRAG_POLICY_FILE=str(policy))
+    # INFO: uvicorn's lines on each worker's start and graceful finish are checked below
+    url = http_server("streamable-http", "--workers", "2", BIGRAG_POLICY_FILE=str(policy), BIGRAG_LOG_LEVEL="INFO")
     proc = http_server.procs[-1]
     try:
         assert await on_both_workers(url, reader) == {"ok"}

@@ -14,7 +14,6 @@ from mcp.server.mcpserver import MCPServer
 
 from bigrag_mcp import logs, workers
 from bigrag_mcp.cli import settings_for
-from bigrag_mcp.dashboard import Dashboard
 from bigrag_mcp.policy import Policy, PolicyError, load_policy
 from bigrag_mcp.server import build_server
 from bigrag_mcp.services.background import STOP_GRACE_SECONDS, background_work
@@ -74,6 +73,8 @@ async def serve(settings: Settings, transport: str, host: str, port: int, worker
             index = worker.index if worker is not None else None
             server = build_server(rt, policy, http_url=base + ("/sse" if transport == "sse" else "/mcp"), worker=index)
             if worker is None or worker.count == 1:  # dashboard sign-ins live in one process's memory
+                from bigrag_mcp.dashboard import Dashboard  # HTTP only: a stdio server never loads it
+
                 Dashboard(rt, policy).install(server)
         stop = anyio.Event()
         async with anyio.create_task_group() as tasks:

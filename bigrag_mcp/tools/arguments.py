@@ -14,6 +14,7 @@ from typing import Any
 
 import annotated_types
 from mcp.server.mcpserver import Context, MCPServer
+from mcp.shared.inbound import x_mcp_header_map
 from mcp.types import CallToolResult, InputRequiredResult, TextContent
 from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
@@ -126,6 +127,20 @@ def argument_error(tool: str, model: type[BaseModel], arguments: Mapping[str, An
 
 class CheckedServer(MCPServer):
     """The SDK's server with every tool call's arguments checked by `argument_error` before the tool runs."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._header_schemas: dict[str, dict[str, Any]] = {}
+        super().__init__(*args, **kwargs)
+
+    def _tool_input_schema(self, name: str) -> dict[str, Any] | None:
+        """What streamable HTTP checks a call's `Mcp-Param-*` headers against: a tool that declares no `x-mcp-header`
+        gives an empty schema (the check answers the same, without walking the whole input schema on every call)."""
+        schema = super()._tool_input_schema(name)
+        if schema is None:
+            return None
+        if name not in self._header_schemas:
+            self._header_schemas[name] = schema if x_mcp_header_map(schema) else {}
+        return self._header_schemas[name]
 
     async def call_tool(
         self, name: str, arguments: dict[str, Any], context: Context[Any, Any] | None = None
