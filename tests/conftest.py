@@ -278,6 +278,12 @@ class Recording:
         self.seen.append(statement)
         return self.driver.execute(statement, *args)
 
+    def __enter__(self) -> Any:  # a transaction, as the driver's connection is one
+        return self.driver.__enter__()
+
+    def __exit__(self, *exc: object) -> Any:
+        return self.driver.__exit__(*exc)
+
 
 @pytest.fixture
 async def admin_key(rt: Runtime) -> str:

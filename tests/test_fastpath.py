@@ -1,6 +1,8 @@
-"""The SQLite fast path's prepared reads: the same rows as SQLAlchemy, plain types only, the async path as fallback."""
+"""The SQLite fast path's prepared statements: the same rows and stored values as SQLAlchemy, the async path as fallback."""
 
 from __future__ import annotations
+
+from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import bindparam, select
@@ -8,7 +10,8 @@ from sqlalchemy import bindparam, select
 from bigrag_mcp.limits.fastpath import Prepared, read
 from bigrag_mcp.services import collections, documents, search
 from bigrag_mcp.services.runtime import Runtime
-from bigrag_mcp.store.models import Chunk, Collection
+from bigrag_mcp.services.usage import usage_row
+from bigrag_mcp.store.models import Chunk, Collection, UsageEvent, bulk_insert
 
 pytestmark = pytest.mark.anyio
 
@@ -42,7 +45,19 @@ async def test_a_prepared_read_keeps_the_statements_own_literals(rt: Runtime) ->
         rt.fast.fetch(Prepared(select(Collection.name).where(Collection.name == bindparam("name"))), {})
 
 
-def test_only_plain_types_may_be_prepared() -> None:
+async def test_a_prepared_write_stores_what_sqlalchemy_would_store(rt: Runtime) -> None:
+    """Parameters go through their columns' bind processors: a datetime and a boolean read back as written."""
+    row = usage_row(operation="query", collection="docs", tenant="acme", embedding_tokens=3, tokens_estimated=True,
+                    created_at=datetime(2026, 3, 1, 12, 30, 15, 250_000, tzinfo=UTC))
+    assert rt.fast is not None
+    assert rt.fast.write(Prepared(bulk_insert(UsageEvent), tuple(row)), row)
+    async with rt.db.session() as session:
+        stored = (await session.scalars(select(UsageEvent))).one()
+    assert stored.created_at == row["created_at"] and stored.tokens_estimated is True
+    assert (stored.operation, stored.tenant, stored.embedding_tokens) == ("query", "acme", 3)
+
+
+def test_only_plain_types_may_be_read_raw() -> None:
     """SQLite hands JSON and datetimes over unprocessed, so a raw row would differ from SQLAlchemy's: refused."""
     with pytest.raises(TypeError, match="metadata"):
         Prepared(select(Chunk.record_id, Chunk.metadata_))

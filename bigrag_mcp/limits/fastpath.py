@@ -21,7 +21,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import StaticPool
 from sqlalchemy.sql.dml import ReturningInsert
-from sqlalchemy.sql.expression import Executable, Select
+from sqlalchemy.sql.expression import Insert, Select
 
 from bigrag_mcp.store.db import Database, sqlite_pragmas
 
@@ -34,26 +34,35 @@ class Prepared:
     """A Core statement compiled once: the fast path runs its SQL with positional parameters on the driver's own
     connection, skipping SQLAlchemy's per-call statement building and coercion (most of a point read's cost).
 
-    Its parameters and selected columns must be of plain types (integers, strings, floats, bytes), which SQLite
-    takes and returns unprocessed, so the raw rows equal what SQLAlchemy would return. Other stores run
-    `statement` itself with the same named parameters.
+    Parameters go through their columns' own bind processors (JSON, datetimes, booleans), so they are stored as
+    SQLAlchemy would store them; an INSERT names the columns it sets (`keys`). Selected columns must be of plain
+    types (integers, strings, floats, bytes), which SQLite returns unprocessed, so the raw rows equal what
+    SQLAlchemy would return. Other stores run `statement` itself with the same named parameters.
     """
 
-    def __init__(self, statement: Select[*tuple[Any, ...]]) -> None:
+    def __init__(self, statement: Select[*tuple[Any, ...]] | Insert, keys: Sequence[str] | None = None) -> None:
         self.statement = statement
-        compiled = statement.compile(dialect=sqlite.dialect())
-        unprocessed = [
-            name for name, bind in compiled.binds.items() if not isinstance(bind.type, PLAIN_TYPES)
-        ] + [column.name for column in statement.selected_columns if not isinstance(column.type, PLAIN_TYPES)]
+        dialect = sqlite.dialect()
+        compiled = statement.compile(dialect=dialect, column_keys=list(keys) if keys is not None else None)
+        selected = getattr(statement, "selected_columns", ())
+        unprocessed = [column.name for column in selected if not isinstance(column.type, PLAIN_TYPES)]
         if unprocessed:
-            raise TypeError(f"a prepared statement takes and returns plain types only, not {unprocessed}")
+            raise TypeError(f"a prepared statement returns plain types only, not {unprocessed}")
         self.sql = str(compiled)
         self.names = tuple(compiled.positiontup or ())
         self.fixed = {name: bind.effective_value for name, bind in compiled.binds.items() if not bind.required}
+        self.processors = {
+            name: process for name, bind in compiled.binds.items()
+            if (process := bind.type.dialect_impl(dialect).bind_processor(dialect)) is not None
+        }
 
     def parameters(self, values: Mapping[str, Any]) -> tuple[Any, ...]:
-        """The positional parameters: `values` by name, the statement's own literals for the rest."""
-        return tuple(values[name] if name in values else self.fixed[name] for name in self.names)
+        """The positional parameters: `values` by name, the statement's own literals for the rest, each processed."""
+        found = [values[name] if name in values else self.fixed[name] for name in self.names]
+        for at, name in enumerate(self.names):
+            if name in self.processors and found[at] is not None:
+                found[at] = self.processors[name](found[at])
+        return tuple(found)
 
 
 class SqliteFastPath:
@@ -101,16 +110,16 @@ class SqliteFastPath:
                 return None
             raise
 
-    def write(self, stmt: Executable, rows: list[dict[str, Any]]) -> bool:
-        """Run a write and commit it; False when the store is busy (nothing was written)."""
-
-        def run() -> bool:
-            with self.engine.connect() as conn:
-                conn.execute(stmt, rows)
-                conn.commit()
-            return True
-
-        return _unless_busy(run) is not None
+    def write(self, prepared: Prepared, values: Mapping[str, Any]) -> bool:
+        """Run a prepared write and commit it; False when the store is busy (nothing was written)."""
+        try:
+            with self.connection:  # commits, or rolls back on an error
+                self.connection.execute(prepared.sql, prepared.parameters(values))
+        except sqlite3.OperationalError as exc:
+            if BUSY in str(exc):
+                return False
+            raise
+        return True
 
     def close(self) -> None:
         self.engine.dispose()

@@ -5,11 +5,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bigrag_mcp.limits.engine import Hold, Limits
+from bigrag_mcp.limits.fastpath import Prepared
 from bigrag_mcp.policy import Principal
 from bigrag_mcp.services.audit import AuditFields, append_audit_many
 from bigrag_mcp.services.outbox import enqueue_billing, new_event_id
@@ -108,7 +110,8 @@ class Ledger:
             or self.billing_exporters or activity.action not in NOT_AUDITED or activity.action in EVENT_TYPES
         ):
             return False
-        return fast.write(bulk_insert(UsageEvent), [self._usage(caller, activity, operation)])
+        row = self._usage(caller, activity, operation)
+        return fast.write(_usage_insert(tuple(row)), row)
 
     async def record_many(self, session: AsyncSession, entries: Sequence[tuple[Caller, Activity]]) -> None:
         """Several activities of one transaction, each settled on its caller's hold: audit rows chained in one append,
@@ -185,6 +188,12 @@ class Ledger:
                     ),
                     self.billing_exporters,
                 )
+
+
+@lru_cache(maxsize=8)
+def _usage_insert(keys: tuple[str, ...]) -> Prepared:
+    """The one-row usage insert of the fast path, compiled once for the columns `usage_row` sets."""
+    return Prepared(bulk_insert(UsageEvent), keys)
 
 
 def _tokens(activity: Activity) -> tuple[int, bool]:
