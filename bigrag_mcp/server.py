@@ -30,7 +30,6 @@ from bigrag_mcp.store.models import Collection
 from bigrag_mcp.tools import admin, chat, documents, search, vectors
 from bigrag_mcp.tools import collections as collection_tools
 from bigrag_mcp.tools.arguments import CheckedServer
-from bigrag_mcp.tools.output_schemas import compact_output_schemas
 
 log = logging.getLogger(__name__)
 HANDSHAKES = ("initialize", "server/discover")
@@ -236,7 +235,6 @@ def build_server(
         _health_routes(server, rt, worker)
     for family in TOOL_FAMILIES:
         family.register(server, gate)
-    compact_output_schemas(server)
 
     @server.resource("bigrag://collections/{name}", mime_type="application/json")
     async def collection_resource(name: str) -> str:

@@ -82,6 +82,25 @@ async def test_a_mistyped_argument_is_named(checker: Client, tool: str) -> None:
     assert text.startswith((f"{name} must be ", f"{name}: ")), text
 
 
+def _type_arrays(schema: Any, path: str = "") -> list[str]:
+    """Where a schema gives `type` as a list: legal, but clients that map tool schemas onto a single-`type` dialect
+    (Gemini's function declarations) may reject the tool."""
+    if isinstance(schema, list):
+        return [found for i, item in enumerate(schema) for found in _type_arrays(item, f"{path}[{i}]")]
+    if not isinstance(schema, dict):
+        return []
+    here = [path or "/"] if isinstance(schema.get("type"), list) else []
+    return here + [found for key, value in schema.items() for found in _type_arrays(value, f"{path}/{key}")]
+
+
+async def test_every_published_schema_keeps_one_type_per_schema(checker: Client) -> None:
+    tools = (await checker.list_tools()).tools
+    assert len(tools) == len(OPERATIONS)
+    for tool in tools:
+        assert _type_arrays(tool.input_schema) == [], tool.name
+        assert _type_arrays(tool.output_schema or {}) == [], tool.name
+
+
 async def test_bounds_and_choices_name_the_argument_and_the_real_bound(admin) -> None:
     await call(admin, "collections_create", collection="docs")
     cases = [
