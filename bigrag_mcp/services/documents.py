@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from bigrag_mcp.chunking import TextChunk, chunk_text
 from bigrag_mcp.errors import BigRagError, InvalidArgument, LimitExceeded, NotFound, TenantRequired
 from bigrag_mcp.limits.engine import Hold
+from bigrag_mcp.limits.fastpath import Prepared
 from bigrag_mcp.loading import extract, extract_here, resolve_type
 from bigrag_mcp.loading.sniff import is_text_type, normalise
 from bigrag_mcp.schemas import (
@@ -385,50 +386,35 @@ _CHUNK_COLUMNS = (
 )
 
 
-class _ChunkInsert:
-    """Chunk rows into the store in the write's transaction. On a DIRECT_DRIVERS store through the driver's own
-    executemany, with the columns' own bind processors, each document's metadata and time converted once (SQLAlchemy
-    would convert them again for every chunk row); elsewhere one Core executemany."""
+_CHUNK_INSERT = Prepared(bulk_insert(Chunk), _CHUNK_COLUMNS)
 
-    PER_DOCUMENT = ("metadata", "created_at")
+
+class _ChunkInsert:
+    """Chunk rows into the store in the write's transaction. On a DIRECT_DRIVERS store the prepared insert through the
+    driver's own executemany, each document's metadata and time converted once (SQLAlchemy would convert them again
+    for every chunk row); elsewhere one Core executemany."""
+
+    PER_DOCUMENT = frozenset({"metadata", "created_at"})
 
     def __init__(self, conn: AsyncConnection) -> None:
         self.conn = conn
         self.direct = conn.dialect.driver in DIRECT_DRIVERS
-        compiled = bulk_insert(Chunk).compile(dialect=conn.dialect, column_keys=list(_CHUNK_COLUMNS))
-        self.sql = str(compiled)
-        self.order = [_CHUNK_COLUMNS.index(name) for name in compiled.positiontup or ()]
-        columns = Chunk.__table__.c
-        found = {n: p for n in _CHUNK_COLUMNS if (p := columns[n].type.dialect_impl(conn.dialect).bind_processor(conn.dialect))}
-        self.per_document = [found.get(n) for n in self.PER_DOCUMENT]
-        self.per_row = [(_CHUNK_COLUMNS.index(n), p) for n, p in found.items() if n not in self.PER_DOCUMENT]
-        if self.direct and sorted(self.order) != list(range(len(_CHUNK_COLUMNS))):
-            self.direct = False  # not one placeholder per column: leave it to SQLAlchemy
 
     def document(self, doc: NewDocument) -> tuple[Any, Any]:
         """The document's metadata and time as the rows of its chunks carry them."""
         if not self.direct:
             return doc.metadata_, doc.created_at
-        (metadata, created_at) = self.per_document
-        return (
-            doc.metadata_ if metadata is None else metadata(doc.metadata_),
-            doc.created_at if created_at is None else created_at(doc.created_at),
-        )
+        return _CHUNK_INSERT.process("metadata", doc.metadata_), _CHUNK_INSERT.process("created_at", doc.created_at)
 
     async def insert(self, rows: list[tuple[Any, ...]]) -> None:
         """Insert rows given as tuples in `_CHUNK_COLUMNS` order."""
+        named = [dict(zip(_CHUNK_COLUMNS, row)) for row in rows]
         if not self.direct:
-            await self.conn.execute(bulk_insert(Chunk), [dict(zip(_CHUNK_COLUMNS, row)) for row in rows])
+            await self.conn.execute(_CHUNK_INSERT.statement, named)
             return
-        params = []
-        for row in rows:
-            values = list(row)
-            for at, process in self.per_row:
-                values[at] = process(values[at])
-            params.append(tuple(values[i] for i in self.order))
         driver = (await self.conn.get_raw_connection()).driver_connection
         assert driver is not None
-        await driver.executemany(self.sql, params)
+        await driver.executemany(_CHUNK_INSERT.sql, [_CHUNK_INSERT.parameters(row, self.PER_DOCUMENT) for row in named])
 
 
 async def _store_chunks(write: IndexWrite, fresh: Sequence[_Ready]) -> None:
