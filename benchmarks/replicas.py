@@ -21,16 +21,13 @@ import os
 import statistics
 import tempfile
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
-import httpx2
 import numpy as np
 from bigrag_pgvector.testing import postgres_server
 from mcp import Client
-from mcp.client.streamable_http import streamable_http_client
+from serving import http_session
 
 from bigrag_mcp.services.keys import create_key
 from bigrag_mcp.store.db import Database
@@ -39,15 +36,6 @@ from bigrag_mcp.testing.replicas import fresh_postgres_database, serve_replicas
 DIM = 384
 COLLECTION = "bench"
 TENANT = {"tenant_id": "acme"}
-
-
-@asynccontextmanager
-async def session(url: str, key: str) -> AsyncIterator[Client]:
-    async with (
-        httpx2.AsyncClient(headers={"Authorization": f"Bearer {key}"}, timeout=120) as http,
-        Client(streamable_http_client(f"{url}/mcp", http_client=http)) as client,
-    ):
-        yield client
 
 
 async def call(client: Client, tool: str, **args: Any) -> dict[str, Any]:
@@ -69,7 +57,7 @@ async def upload(client: Client, round_: int) -> None:
 
 
 async def measure(url_a: str, url_b: str, key: str, rounds: int, seed: int) -> dict[str, Any]:
-    async with session(url_a, key) as a, session(url_b, key) as b:
+    async with http_session(url_a, key) as a, http_session(url_b, key) as b:
         await call(a, "collections_create", collection=COLLECTION, tenant_field="tenant_id", dimension=DIM)
         rng = np.random.default_rng(7)
         for start in range(0, seed, 1000):
