@@ -42,7 +42,7 @@ from bigrag_mcp.services.fences import check_admitted
 from bigrag_mcp.services.index import DIRECT_DRIVERS, IndexWrite
 from bigrag_mcp.services.ledger import OPERATOR, Activity, Caller
 from bigrag_mcp.services.runtime import Runtime
-from bigrag_mcp.services.usage import estimate_tokens
+from bigrag_mcp.services.usage import estimate_tokens_each
 from bigrag_mcp.store.models import NO_TENANT, Chunk, Collection, Document, PageText, bulk_insert, utcnow
 from bigrag_mcp.types import EmbeddingProvider, Extracted
 
@@ -319,7 +319,7 @@ async def _embedded(provider: EmbeddingProvider, ready: Sequence[_Ready], progre
         one.vectors, one.tokens = vectors[at : at + len(one.pieces)], share
         at += len(one.pieces)
     if tokens is None:  # the provider reports none: estimate every document's tokens in one worker-thread pass
-        estimates = await anyio.to_thread.run_sync(lambda: [estimate_tokens(p.text for p in r.pieces) for r in ready])
+        estimates = await anyio.to_thread.run_sync(estimate_tokens_each, [[p.text for p in r.pieces] for r in ready])
         for one, estimate in zip(ready, estimates):
             one.estimate = estimate
 
