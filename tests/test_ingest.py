@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from conftest import make_docx, make_pdf, server_env
 from sqlalchemy import func, select
@@ -309,8 +312,8 @@ async def test_the_next_group_embeds_while_the_previous_one_is_written(rt: Runti
     second = anyio.Event()
     written: list[int] = []
 
-    async def embedded(provider: Any, ready: Any, progress: Any = None) -> None:
-        await real_embedded(provider, ready, progress)
+    async def embedded(provider: Any, ready: Any, progress: Any = None, worker: Any = None) -> None:
+        await real_embedded(provider, ready, progress, worker)
         embedded_groups.append(len(ready))
         if len(embedded_groups) == 2:
             second.set()
@@ -327,3 +330,39 @@ async def test_the_next_group_embeds_while_the_previous_one_is_written(rt: Runti
     outcomes = await documents.upload_many(rt, "docs", [documents.Upload(text=f"medlar note {i}") for i in range(10)])
     assert [o.error for o in outcomes] == [None] * 10
     assert embedded_groups == written == [2, 4, 4]  # groups double from FIRST_GROUP up to GROUP_DOCUMENTS
+
+
+MULTICORE = pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="a worker process is used from two cores")
+
+
+@MULTICORE
+async def test_a_process_safe_embedder_embeds_the_batch_in_a_worker_process(pid_rt: Runtime) -> None:
+    """The batch path computes a process-safe provider's vectors in another process (one for the whole batch); one
+    upload embeds in this one."""
+    await collections.create(pid_rt, name="docs", embedding_provider="pid")
+    await documents.upload(pid_rt, "docs", text="a single note on sloes")
+    outcomes = await documents.upload_many(pid_rt, "docs", [documents.Upload(text=f"sloe note {i}") for i in range(40)])
+    assert [o.error for o in outcomes] == [None] * 40
+    async with pid_rt.db.session() as session:
+        makers = Counter(int(np.frombuffer(c.vector, dtype=np.float32)[0]) for c in await session.scalars(select(Chunk)))
+    assert makers.pop(os.getpid()) == 1  # the single upload's one chunk
+    assert len(makers) == 1 and sum(makers.values()) == 40  # both groups of the batch (32 and 8) in one worker
+
+
+@MULTICORE
+async def test_a_worker_process_that_dies_fails_its_group_and_leaves_nothing(
+    pid_rt: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker ends while embedding the second group: that group fails `unavailable` and nothing of it is stored;
+    the first group stays."""
+    await collections.create(pid_rt, name="docs", embedding_provider="pid")
+    monkeypatch.setattr(documents, "FIRST_GROUP", 3)
+    items = [documents.Upload(text=f"damson note {i}" + (" exit!" if i == 4 else "")) for i in range(6)]
+    outcomes = await documents.upload_many(pid_rt, "docs", items)
+    assert [o.error for o in outcomes[:3]] == [None] * 3
+    assert [str(o.error) for o in outcomes[3:]] == ["unavailable: the batch's worker process ended unexpectedly"] * 3
+    kept = {o.result.document.id for o in outcomes[:3] if o.result}
+    async with pid_rt.db.session() as session:
+        assert set(await session.scalars(select(Document.id))) == kept
+        assert {c.split("#")[0] for c in await session.scalars(select(Chunk.record_id))} == kept
+        assert await session.scalar(select(func.count()).select_from(UsageEvent)) == 3

@@ -9,6 +9,7 @@ import hashlib
 import json
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -21,6 +22,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
+from bigrag_mcp import compute
 from bigrag_mcp.chunking import TextChunk, chunk_text
 from bigrag_mcp.errors import BigRagError, InvalidArgument, LimitExceeded, NotFound, TenantRequired
 from bigrag_mcp.limits.engine import Hold
@@ -44,7 +46,7 @@ from bigrag_mcp.services.ledger import OPERATOR, Activity, Caller
 from bigrag_mcp.services.runtime import Runtime
 from bigrag_mcp.services.usage import estimate_tokens_each
 from bigrag_mcp.store.models import NO_TENANT, Chunk, Collection, Document, PageText, bulk_insert, utcnow
-from bigrag_mcp.types import EmbeddingProvider, Extracted
+from bigrag_mcp.types import EmbeddingProvider, Extracted, ProcessEmbedder
 
 MAX_DOCUMENT_BYTES = 20 * 1024 * 1024
 MAX_METADATA_BYTES = 64 * 1024
@@ -309,10 +311,12 @@ async def _prepare(rt: Runtime, collection: Collection, admitted: _Admitted, cal
     return _Ready(doc, admitted.tenant, pieces, pages, _page_rows(doc.id, found), caller)
 
 
-async def _embedded(provider: EmbeddingProvider, ready: Sequence[_Ready], progress: Progress | None = None) -> None:
+async def _embedded(
+    provider: EmbeddingProvider, ready: Sequence[_Ready], progress: Progress | None = None, worker: Executor | None = None
+) -> None:
     """Embed the documents' chunks in full provider batches across documents; tokens apportioned by text share."""
     texts = [p.text for r in ready for p in r.pieces]
-    vectors, tokens = await embed_matrix(provider, texts, purpose="document", progress=progress)
+    vectors, tokens = await embed_matrix(provider, texts, purpose="document", progress=progress, worker=worker)
     shares = _apportion(tokens, [sum(len(p.text) for p in r.pieces) for r in ready])
     at = 0
     for one, share in zip(ready, shares):
@@ -580,7 +584,7 @@ async def upload_many(
             except BigRagError as exc:
                 await report(index, own, error=exc)
         try:
-            await _embedded(provider, [r for _, r in ready])
+            await _embedded(provider, [r for _, r in ready], worker=worker)
         except BigRagError as exc:
             for index, failed in ready:
                 await report(index, failed.caller, error=exc)
@@ -603,7 +607,8 @@ async def upload_many(
                         await report(index, one.caller, result)
 
     send, receive = anyio.create_memory_object_stream[list[tuple[int, _Ready]]](1)
-    async with anyio.create_task_group() as tasks:
+    offload = isinstance(provider, ProcessEmbedder) and provider.process_safe
+    async with compute.worker_process(offload) as worker, anyio.create_task_group() as tasks:
         tasks.start_soon(write, receive)
         async with send:
             for group in _groups(items):

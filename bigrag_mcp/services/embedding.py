@@ -3,28 +3,40 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import Executor
 
 import numpy as np
 import numpy.typing as npt
 
+from bigrag_mcp import compute
 from bigrag_mcp.errors import Unavailable
-from bigrag_mcp.types import EmbeddingProvider, Purpose
+from bigrag_mcp.types import EmbeddingProvider, Embeddings, ProcessEmbedder, Purpose
 
 Progress = Callable[[int, int], Awaitable[None]]
 
 
 async def embed_matrix(
-    provider: EmbeddingProvider, texts: Sequence[str], *, purpose: Purpose, progress: Progress | None = None
+    provider: EmbeddingProvider,
+    texts: Sequence[str],
+    *,
+    purpose: Purpose,
+    progress: Progress | None = None,
+    worker: Executor | None = None,
 ) -> tuple[npt.NDArray[np.float32], int | None]:
     """A float32 matrix of the vectors in input order (one row per text), and the summed token count (None when the
     provider reports none). Each batch is checked and packed as it arrives, so a big upload never holds its vectors
-    as Python floats."""
+    as Python floats. With a `worker` process, a `ProcessEmbedder` computes its batches there."""
     matrix = np.empty((len(texts), provider.dimension), dtype=np.float32)
     tokens: int | None = None
     step = max(1, provider.max_batch)
+    offload = worker is not None and isinstance(provider, ProcessEmbedder) and provider.process_safe
     for start in range(0, len(texts), step):
         batch = texts[start : start + step]
-        reply = await provider.embed(batch, purpose=purpose)
+        if offload:
+            assert worker is not None and isinstance(provider, ProcessEmbedder)
+            reply = Embeddings(vectors=await compute.in_worker(worker, provider.matrix, list(batch)))  # type: ignore[arg-type]
+        else:
+            reply = await provider.embed(batch, purpose=purpose)
         if len(reply.vectors) != len(batch):
             raise Unavailable(
                 f"embedding provider {provider.name!r} returned {len(reply.vectors)} vectors for {len(batch)} texts"
