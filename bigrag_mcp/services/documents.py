@@ -395,14 +395,16 @@ _CHUNK_INSERT = Prepared(bulk_insert(Chunk), _CHUNK_COLUMNS)
 
 class _ChunkInsert:
     """Chunk rows into the store in the write's transaction. On a DIRECT_DRIVERS store the prepared insert through the
-    driver's own executemany, each document's metadata and time converted once (SQLAlchemy would convert them again
-    for every chunk row); elsewhere one Core executemany."""
+    driver's own executemany, the rows passed as they are: their columns in the statement's order, and the only ones
+    needing conversion (each document's metadata and time) converted once per document (SQLAlchemy would convert them
+    again for every chunk row); elsewhere one Core executemany."""
 
     PER_DOCUMENT = frozenset({"metadata", "created_at"})
+    AS_GIVEN = _CHUNK_INSERT.names == _CHUNK_COLUMNS and _CHUNK_INSERT.processors.keys() <= PER_DOCUMENT
 
     def __init__(self, conn: AsyncConnection) -> None:
         self.conn = conn
-        self.direct = conn.dialect.driver in DIRECT_DRIVERS
+        self.direct = conn.dialect.driver in DIRECT_DRIVERS and self.AS_GIVEN
 
     def document(self, doc: NewDocument) -> tuple[Any, Any]:
         """The document's metadata and time as the rows of its chunks carry them."""
@@ -412,13 +414,12 @@ class _ChunkInsert:
 
     async def insert(self, rows: list[tuple[Any, ...]]) -> None:
         """Insert rows given as tuples in `_CHUNK_COLUMNS` order."""
-        named = [dict(zip(_CHUNK_COLUMNS, row)) for row in rows]
         if not self.direct:
-            await self.conn.execute(_CHUNK_INSERT.statement, named)
+            await self.conn.execute(_CHUNK_INSERT.statement, [dict(zip(_CHUNK_COLUMNS, row)) for row in rows])
             return
         driver = (await self.conn.get_raw_connection()).driver_connection
         assert driver is not None
-        await driver.executemany(_CHUNK_INSERT.sql, [_CHUNK_INSERT.parameters(row, self.PER_DOCUMENT) for row in named])
+        await driver.executemany(_CHUNK_INSERT.sql, rows)
 
 
 async def _store_chunks(write: IndexWrite, fresh: Sequence[_Ready]) -> None:
