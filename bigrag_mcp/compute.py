@@ -94,10 +94,28 @@ class ReadWriteLock:
         try:
             yield
         finally:
-            with self._cond:
-                self._readers -= 1
-                if not self._readers:
-                    self._cond.notify_all()
+            self._release_read()
+
+    @contextmanager
+    def reading_now(self) -> Iterator[bool]:
+        """`reading()` if it needs no wait (yields True); otherwise holds nothing and yields False."""
+        with self._cond:
+            free = not self._writing and not self._writers_waiting
+            if free:
+                self._readers += 1
+        if not free:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            self._release_read()
+
+    def _release_read(self) -> None:
+        with self._cond:
+            self._readers -= 1
+            if not self._readers:
+                self._cond.notify_all()
 
     @contextmanager
     def writing(self) -> Iterator[None]:

@@ -19,7 +19,8 @@ pytestmark = pytest.mark.anyio
 WHERE = Partition("c.1", None)
 
 
-async def test_a_search_runs_in_a_worker_thread_not_on_the_event_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+def spy_threads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The thread each exact search runs in, from now on."""
     seen: list[int] = []
     nearest = memory_backend._Partition.nearest
 
@@ -28,11 +29,45 @@ async def test_a_search_runs_in_a_worker_thread_not_on_the_event_loop(monkeypatc
         return nearest(self, *args)  # type: ignore[arg-type]
 
     monkeypatch.setattr(memory_backend._Partition, "nearest", spy)
-    backend = MemoryBackend()
-    await backend.upsert(WHERE, [VectorRecord("a", [1.0, 0.0]), VectorRecord("b", [0.0, 1.0])])
+    return seen
+
+
+async def search_a(backend: MemoryBackend) -> None:
     hits = await backend.search(WHERE, SearchRequest(top_k=1, mode="semantic", vector=[1.0, 0.1]))
     assert [h.id for h in hits] == ["a"]
+
+
+async def test_a_search_beyond_the_inline_size_runs_in_a_worker_thread_not_on_the_event_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen = spy_threads(monkeypatch)
+    monkeypatch.setattr(memory_backend, "INLINE_SEARCH_CELLS", 3)  # the partition below holds 2 × 2 cells
+    backend = MemoryBackend()
+    await backend.upsert(WHERE, [VectorRecord("a", [1.0, 0.0]), VectorRecord("b", [0.0, 1.0])])
+    await search_a(backend)
     assert seen and seen[0] != threading.get_ident()
+
+
+async def test_a_small_search_runs_on_the_event_loop_unless_a_write_holds_or_awaits_the_lock(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen = spy_threads(monkeypatch)
+    backend = MemoryBackend()
+    await backend.upsert(WHERE, [VectorRecord("a", [1.0, 0.0]), VectorRecord("b", [0.0, 1.0])])
+    await search_a(backend)
+    assert seen == [threading.get_ident()]  # no hand-off to a worker thread and back
+    holding, release = threading.Event(), threading.Event()
+
+    def write() -> None:
+        with backend._lock.writing():
+            holding.set()
+            release.wait(5)
+
+    async with anyio.create_task_group() as tasks:  # a write in progress: waiting for it on the loop would stall it
+        tasks.start_soon(anyio.to_thread.run_sync, write)
+        await anyio.to_thread.run_sync(holding.wait, 5)
+        tasks.start_soon(search_a, backend)
+        for _ in range(10):
+            await anyio.lowlevel.checkpoint()  # the search has started and the event loop still runs this test
+        assert len(seen) == 1  # the search waits for the write, in a worker thread
+        release.set()
+    assert len(seen) == 2 and seen[1] != threading.get_ident()
 
 
 async def test_worker_threads_are_bounded_by_the_setting() -> None:

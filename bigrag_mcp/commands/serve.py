@@ -21,6 +21,7 @@ from bigrag_mcp.services.documents import MAX_REQUEST_BODY_BYTES
 from bigrag_mcp.services.keys import authenticate, refusal_reason
 from bigrag_mcp.services.runtime import Runtime
 from bigrag_mcp.settings import Settings
+from bigrag_mcp.stdio_pipes import run_stdio
 
 
 @dataclass(frozen=True)
@@ -80,7 +81,7 @@ async def serve(settings: Settings, transport: str, host: str, port: int, worker
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(background_work, rt, stop)
             if transport == "stdio":
-                await server.run_stdio_async()
+                await run_stdio(server)
             elif transport == "sse":
                 await server.run_sse_async(host=host, port=port, max_request_body_size=MAX_REQUEST_BODY_BYTES)
             elif worker is not None:

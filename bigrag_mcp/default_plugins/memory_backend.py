@@ -3,7 +3,9 @@ their fusion (`bigrag_mcp.fusion`).
 
 Each (collection, tenant) partition is its own index, so a query costs what that partition holds. Every call
 runs in a worker thread (`bigrag_mcp.compute`), searches side by side, a write alone: no call sees a half-applied
-write, and the event loop keeps answering while numpy works.
+write, and the event loop keeps answering while numpy works. A search of a small exact partition
+(`INLINE_SEARCH_CELLS`) runs on the event loop when no write holds or awaits the lock: it takes about as long as
+the hand-off to a worker thread and back, which costs 0.2–0.45 ms of CPU on a small virtual machine.
 
 A partition of at least `ann_min_rows` records also gets an HNSW graph (`hnsw`), built and caught up in one
 background thread a batch at a time, and saved beside the snapshots when a folder is given; until it is ready the
@@ -44,6 +46,7 @@ Key = tuple[str, Any]
 
 HYBRID_FUSION: FusionMethod = "weighted"
 HYBRID_MIN_DEPTH = 100
+INLINE_SEARCH_CELLS = 4_000_000  # rows × dimension: ≈ 10k rows of 384 dimensions, a 1–2 ms exact search
 FILTERED_EXACT_BELOW = 0.1  # a filter letting through less than this share of a partition is answered exactly
 log = logging.getLogger(__name__)
 _RANGE: dict[str, Callable[[Any, Any], Any]] = {
@@ -376,6 +379,11 @@ class MemoryBackend:
 
     async def search(self, where: Partition, request: SearchRequest) -> list[Hit]:
         request.check(self.search_modes)
+        part = self._partitions.get(where)
+        if part is not None and part.graph is None and len(part) * part.dimension <= INLINE_SEARCH_CELLS:
+            with self._lock.reading_now() as held:
+                if held:  # no write holds or awaits the lock: nothing on the event loop can wait here
+                    return self._search(where, request)
         return await compute.run(self._read, self._search, where, request)
 
     async def drop(self, collection: str, tenant: str | None = None) -> None:

@@ -1,0 +1,65 @@
+"""The stdio transport on event-loop pipes: the wire carries only messages, whole and in order, with no worker
+thread per line; a file on stdin falls back to the SDK's own transport; the descriptors are restored on exit."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+# echoes every message back, writes stray output while serving and reports what it saw afterwards on stderr
+CHILD = """
+import json, os, sys, threading
+import anyio
+from bigrag_mcp.stdio_pipes import stdio_streams
+
+async def main():
+    async with stdio_streams() as (read, write):
+        print("stray print", flush=True)
+        os.write(1, b"stray write\\n")
+        async for message in read:
+            await write.send(message)
+        threads = threading.active_count()
+        await write.aclose()
+    os.write(1, b"restored\\n")
+    sys.stderr.write(json.dumps({"threads": threads, "stdin_blocking": os.get_blocking(0)}) + "\\n")
+
+anyio.run(main)
+"""
+
+
+def request(number: int, text: str) -> str:
+    return json.dumps({"jsonrpc": "2.0", "id": number, "method": "ping", "params": {"_meta": {"text": text}}})
+
+
+LINES = [request(1, "short"), request(2, "ünïcödé ✓ " * 3), request(3, "x" * 3_000_000)]  # a line of 3 MB
+
+
+def serve(tmp_path: Path, stdin: int | None, data: bytes | None) -> tuple[list[str], dict[str, object], str]:
+    script = tmp_path / "child.py"
+    script.write_text(CHILD)
+    done = subprocess.run([sys.executable, str(script)], stdin=stdin, input=data, capture_output=True, timeout=120, check=True)
+    out, err = done.stdout.decode().splitlines(), done.stderr.decode()
+    return out, json.loads(err.splitlines()[-1]), err
+
+
+def test_messages_cross_a_pipe_whole_and_in_order_with_no_worker_threads(tmp_path: Path) -> None:
+    out, seen, err = serve(tmp_path, None, ("\n".join(LINES) + "\n").encode())
+    assert [json.loads(line) for line in out[:-1]] == [json.loads(line) for line in LINES]
+    assert out[-1] == "restored"  # fd 1 is the wire again after serving
+    assert "stray print" in err and "stray write" in err  # stray output went to stderr, not the wire
+    assert seen == {"threads": 1, "stdin_blocking": True}  # no reader/writer threads; the descriptor left as found
+
+
+@pytest.mark.parametrize("closed_early", [False, True])
+def test_a_file_on_stdin_falls_back_to_the_sdk_transport(tmp_path: Path, closed_early: bool) -> None:
+    source = tmp_path / "requests.jsonl"
+    source.write_text("\n".join(LINES[:2]) + ("" if closed_early else "\n"))  # the last line may lack its newline
+    with source.open("rb") as stdin:
+        out, seen, err = serve(tmp_path, stdin.fileno(), None)
+    assert [json.loads(line) for line in out[:-1]] == [json.loads(line) for line in LINES[:2]]
+    assert out[-1] == "restored" and "stray write" in err
+    assert seen["threads"] > 1  # the SDK reads a file through worker threads
