@@ -51,12 +51,17 @@ async def run(work: Callable[..., T], *args: Any) -> T:
     return await anyio.to_thread.run_sync(work, *args, limiter=limiter())
 
 
+def cores() -> int:
+    """The cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 @asynccontextmanager
 async def worker_process(wanted: bool = True) -> AsyncIterator[Executor | None]:
     """One worker process for a batch's pure-Python CPU work, which in threads would share this process's GIL with
     everything else. Forked (at once, before the batch starts threads of its own), so it starts with this process's
     modules loaded; None when not `wanted`, where fork is not offered, or on one core."""
-    if not wanted or "fork" not in multiprocessing.get_all_start_methods() or len(os.sched_getaffinity(0)) < 2:
+    if not wanted or "fork" not in multiprocessing.get_all_start_methods() or cores() < 2:
         yield None
         return
     pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("fork"))

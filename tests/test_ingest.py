@@ -15,6 +15,7 @@ import pytest
 from conftest import make_docx, make_pdf, server_env
 from sqlalchemy import func, select
 
+from bigrag_mcp import compute
 from bigrag_mcp.cli import Outcome, build_parser
 from bigrag_mcp.commands.ingest import ingest_cmd
 from bigrag_mcp.errors import Unavailable
@@ -332,7 +333,7 @@ async def test_the_next_group_embeds_while_the_previous_one_is_written(rt: Runti
     assert embedded_groups == written == [2, 4, 4]  # groups double from FIRST_GROUP up to GROUP_DOCUMENTS
 
 
-MULTICORE = pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="a worker process is used from two cores")
+MULTICORE = pytest.mark.skipif(compute.cores() < 2, reason="a worker process is used from two cores")
 
 
 @MULTICORE

@@ -29,26 +29,25 @@ async def embed_matrix(
     matrix = np.empty((len(texts), provider.dimension), dtype=np.float32)
     tokens: int | None = None
     step = max(1, provider.max_batch)
-    offload = worker is not None and isinstance(provider, ProcessEmbedder) and provider.process_safe
+    offloaded = provider if worker is not None and isinstance(provider, ProcessEmbedder) and provider.process_safe else None
     for start in range(0, len(texts), step):
         batch = texts[start : start + step]
-        if offload:
-            assert worker is not None and isinstance(provider, ProcessEmbedder)
-            reply = Embeddings(vectors=await compute.in_worker(worker, provider.matrix, list(batch)))  # type: ignore[arg-type]
+        reply: Embeddings | None = None
+        if worker is not None and offloaded is not None:
+            vectors: Sequence[Sequence[float]] | npt.NDArray[np.float64] = await compute.in_worker(worker, offloaded.matrix, list(batch))
         else:
             reply = await provider.embed(batch, purpose=purpose)
-        if len(reply.vectors) != len(batch):
-            raise Unavailable(
-                f"embedding provider {provider.name!r} returned {len(reply.vectors)} vectors for {len(batch)} texts"
-            )
+            vectors = reply.vectors
+        if len(vectors) != len(batch):
+            raise Unavailable(f"embedding provider {provider.name!r} returned {len(vectors)} vectors for {len(batch)} texts")
         try:
-            rows = np.asarray(reply.vectors, dtype=np.float32)
+            rows = np.asarray(vectors, dtype=np.float32)
         except (TypeError, ValueError):
             rows = None
         if rows is None or rows.shape != (len(batch), provider.dimension) or not np.isfinite(rows).all():
             raise Unavailable(f"embedding provider {provider.name!r} returned a malformed vector")
         matrix[start : start + len(batch)] = rows
-        if reply.tokens is not None:
+        if reply is not None and reply.tokens is not None:
             tokens = (tokens or 0) + reply.tokens
         if progress is not None:
             await progress(start + len(batch), len(texts))
