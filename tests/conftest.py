@@ -23,7 +23,6 @@ from typing import Any
 import anyio
 import httpx
 import httpx2
-import numpy as np
 import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
@@ -31,7 +30,6 @@ from sqlalchemy import event, make_url, select
 
 from bigrag_mcp.dashboard import Dashboard
 from bigrag_mcp.dashboard.sessions import SessionStore
-from bigrag_mcp.errors import Unavailable
 from bigrag_mcp.hookspecs import hookimpl
 from bigrag_mcp.policy import Principal, holds, load_policy
 from bigrag_mcp.server import build_server
@@ -81,38 +79,6 @@ class Gate:
     @hookimpl
     def register_embedding_providers(self, register: Callable[[str, EmbeddingProviderFactory], None]) -> None:
         register("gated", lambda *, model, dimension: GatedEmbedder(self))
-
-
-class PidEmbedder:
-    """A process-safe embedder whose vectors name the process that made them ([pid, 1, 0, 0]); a text holding "exit!"
-    ends the worker process computing it (in this process it is refused)."""
-
-    name = "pid"
-    model = "pid-1"
-    dimension = 4
-    max_batch = 16
-    process_safe = True
-
-    def __init__(self) -> None:
-        self.home = os.getpid()
-
-    def matrix(self, texts: Sequence[str]) -> np.ndarray[Any, np.dtype[np.float64]]:
-        if any("exit!" in t for t in texts):
-            if os.getpid() == self.home:
-                raise Unavailable("exit! is for worker processes")
-            os._exit(3)
-        return np.array([[os.getpid(), 1.0, 0.0, 0.0] for _ in texts], dtype=np.float64)
-
-    async def embed(self, texts: Sequence[str], *, purpose: Purpose) -> Embeddings:
-        return Embeddings(self.matrix(texts).tolist())
-
-
-class PidPlugin:
-    """Registers the "pid" embedder."""
-
-    @hookimpl
-    def register_embedding_providers(self, register: Callable[[str, EmbeddingProviderFactory], None]) -> None:
-        register("pid", lambda *, model, dimension: PidEmbedder())
 
 
 @pytest.fixture
@@ -265,14 +231,6 @@ def settings(tmp_path: Path, database_url: str | None) -> Settings:
 @pytest.fixture
 async def rt(settings: Settings) -> AsyncIterator[Runtime]:
     runtime = await Runtime.open(settings)
-    yield runtime
-    await runtime.close()
-
-
-@pytest.fixture
-async def pid_rt(settings: Settings) -> AsyncIterator[Runtime]:
-    """A runtime with the "pid" embedder."""
-    runtime = await Runtime.open(settings, plugins=(PidPlugin(),))
     yield runtime
     await runtime.close()
 
