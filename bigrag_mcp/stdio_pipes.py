@@ -5,7 +5,7 @@ per write and per flush; on a small virtual machine each hand-off costs hundreds
 message loop (`mcp.server.stdio.stdio_server` with explicit streams) reads and writes the pipes on the event loop.
 As the SDK does, fd 0 points at the null device and fd 1 at stderr while serving, so stray reads see end of file and
 stray prints miss the wire; both are restored on exit. Descriptors that are not pipes, sockets or terminals (a file
-redirected to stdin, say) keep the SDK's own transport.
+redirected to stdin, say), or one socket for both, keep the SDK's own transport.
 """
 
 from __future__ import annotations
@@ -15,13 +15,15 @@ import fcntl
 import os
 import stat
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import asynccontextmanager, contextmanager, suppress
 from typing import IO
 
+import anyio
 from mcp.server.mcpserver import MCPServer
 from mcp.server.stdio import stdio_server
 
 _LINE_LIMIT = 2**40  # the SDK's transport reads a line of any length; so does this one
+_FLUSH_SECONDS = 5.0  # how long the last responses may take to drain into a pipe whose reader is slow
 
 
 class PipeLines:
@@ -53,12 +55,17 @@ class PipeWriter:
         await self._writer.drain()
 
 
-def _streamable(fd: int) -> bool:
+def _pipes() -> bool:
+    """Whether fd 0 and fd 1 can be event-loop pipes: pipes, sockets or terminals, and not one socket or pipe for both
+    (an asyncio write pipe reads its descriptor to notice the reader going away, so it would eat the requests)."""
     try:
-        mode = os.fstat(fd).st_mode
+        wire_in, wire_out = os.fstat(0), os.fstat(1)
     except OSError:
         return False
-    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or stat.S_ISCHR(mode)
+    kinds = (stat.S_ISFIFO, stat.S_ISSOCK, stat.S_ISCHR)
+    if not all(any(kind(s.st_mode) for kind in kinds) for s in (wire_in, wire_out)):
+        return False
+    return stat.S_ISCHR(wire_in.st_mode) or (wire_in.st_dev, wire_in.st_ino) != (wire_out.st_dev, wire_out.st_ino)
 
 
 @contextmanager
@@ -79,7 +86,7 @@ def _claimed(fd: int, divert_to: int, mode: str) -> Iterator[IO[bytes]]:
 @asynccontextmanager
 async def stdio_streams() -> AsyncIterator[tuple[object, object]]:
     """The SDK's stdio read and write streams, over event-loop pipes where fd 0 and 1 allow it."""
-    if not (_streamable(0) and _streamable(1)):
+    if not _pipes():
         async with stdio_server() as streams:
             yield streams
         return
@@ -96,6 +103,9 @@ async def stdio_streams() -> AsyncIterator[tuple[object, object]]:
                     yield streams
             finally:
                 read_transport.close()
+                write_transport.set_write_buffer_limits(high=0)  # drain() now waits until nothing is left buffered
+                with anyio.move_on_after(_FLUSH_SECONDS, shield=True), suppress(OSError):
+                    await writer.drain()
                 write_transport.close()
     finally:
         os.close(null)

@@ -4,6 +4,7 @@ thread per line; a file on stdin falls back to the SDK's own transport; the desc
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -63,3 +64,22 @@ def test_a_file_on_stdin_falls_back_to_the_sdk_transport(tmp_path: Path, closed_
     assert [json.loads(line) for line in out[:-1]] == [json.loads(line) for line in LINES[:2]]
     assert out[-1] == "restored" and "stray write" in err
     assert seen["threads"] > 1  # the SDK reads a file through worker threads
+
+
+def test_one_socket_for_stdin_and_stdout_falls_back_to_the_sdk_transport(tmp_path: Path) -> None:
+    """inetd style: an asyncio write pipe on that socket would read (and drop) the requests meant for the reader."""
+    script = tmp_path / "child.py"
+    script.write_text(CHILD)
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        child = subprocess.Popen([sys.executable, str(script)], stdin=theirs, stdout=theirs, stderr=subprocess.PIPE)
+        theirs.close()
+        ours.sendall(("\n".join(LINES[:2]) + "\n").encode())
+        ours.shutdown(socket.SHUT_WR)
+        received = b""
+        while chunk := ours.recv(65536):
+            received += chunk
+        _, err = child.communicate(timeout=120)
+    out = received.decode().splitlines()
+    assert [json.loads(line) for line in out[:-1]] == [json.loads(line) for line in LINES[:2]]
+    assert out[-1] == "restored" and json.loads(err.decode().splitlines()[-1])["threads"] > 1
