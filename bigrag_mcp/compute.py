@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor
@@ -64,12 +65,16 @@ async def worker_process(wanted: bool = True) -> AsyncIterator[Executor | None]:
     if not wanted or "fork" not in multiprocessing.get_all_start_methods() or cores() < 2:
         yield None
         return
-    pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("fork"))
+    pool = ProcessPoolExecutor(  # Ctrl-C is this process's to handle: it stops the worker on its way out
+        max_workers=1, mp_context=multiprocessing.get_context("fork"), initializer=signal.signal,
+        initargs=(signal.SIGINT, signal.SIG_IGN),
+    )
     try:
         pool.submit(int).result()  # fork now, from this thread
         yield pool
     finally:
-        await anyio.to_thread.run_sync(lambda: pool.shutdown(wait=True, cancel_futures=True))
+        with anyio.CancelScope(shield=True):  # a cancelled batch still ends its worker
+            await anyio.to_thread.run_sync(lambda: pool.shutdown(wait=True, cancel_futures=True))
 
 
 async def in_worker(worker: Executor, work: Callable[..., T], *args: Any) -> T:

@@ -415,3 +415,25 @@ async def test_a_worker_process_that_dies_fails_its_group_and_leaves_nothing(
             assert set(await session.scalars(select(Document.id))) == kept
             assert {c.split("#")[0] for c in await session.scalars(select(Chunk.record_id))} == kept
             assert await session.scalar(select(func.count()).select_from(UsageEvent)) == 3
+
+
+@MULTICORE
+async def test_a_cancelled_batch_ends_its_worker_process(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Cancelled after its first group is written, the batch still stops and reaps the worker process it forked."""
+    import anyio
+
+    monkeypatch.setattr(documents, "FIRST_GROUP", 2)
+    async with pid_runtime(settings) as rt:
+        await collections.create(rt, name="docs", embedding_provider="pid")
+        with anyio.CancelScope() as scope:
+
+            async def cancel(outcome: documents.Outcome) -> None:
+                scope.cancel()
+
+            items = [documents.Upload(text=f"rowan note {i}") for i in range(10)]
+            await documents.upload_many(rt, "docs", items, on_outcome=cancel)
+        async with rt.db.session() as session:
+            makers = {int(np.frombuffer(v, dtype=np.float32)[0]) for v in await session.scalars(select(Chunk.vector))}
+    assert len(makers) == 1 and os.getpid() not in makers  # the first group, embedded in the worker
+    with pytest.raises(ProcessLookupError):
+        os.kill(makers.pop(), 0)
