@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import sys
@@ -10,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, NoReturn, cast
 
 import anyio
 
@@ -167,4 +168,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2  # not reached: error() exits
 
 
-
+def run() -> NoReturn:
+    """The `bigrag-mcp` program: `main`, with the garbage collector kept off what lives until the process ends."""
+    gc.freeze()  # the modules start-up loaded stay to the end: later collections need not walk them
+    code = main()
+    gc.freeze()  # the process ends now: interpreter shutdown need not walk what the command made for cycles
+    sys.exit(code)

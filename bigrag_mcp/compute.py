@@ -7,16 +7,22 @@ the event loop keeps answering. Each BLAS call then gets `blas_threads` threads 
 
 from __future__ import annotations
 
+import multiprocessing
 import os
+import signal
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any, TypeVar
 
 import anyio.to_thread
 from anyio import CapacityLimiter
 from anyio.lowlevel import RunVar
 from threadpoolctl import threadpool_limits
+
+from bigrag_mcp.errors import Unavailable
 
 T = TypeVar("T")
 _limiter: RunVar[CapacityLimiter] = RunVar("bigrag_compute_limiter")
@@ -44,6 +50,41 @@ def limiter() -> CapacityLimiter:
 async def run(work: Callable[..., T], *args: Any) -> T:
     """`work(*args)` in a worker thread, at most `threads` at a time."""
     return await anyio.to_thread.run_sync(work, *args, limiter=limiter())
+
+
+def cores() -> int:
+    """The cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+@asynccontextmanager
+async def worker_process(wanted: bool = True) -> AsyncIterator[Executor | None]:
+    """One worker process for a batch's pure-Python CPU work, which in threads would share this process's GIL with
+    everything else. Forked (at once, before the batch starts threads of its own), so it starts with this process's
+    modules loaded; None when not `wanted`, where fork is not offered, or on one core."""
+    if not wanted or "fork" not in multiprocessing.get_all_start_methods() or cores() < 2:
+        yield None
+        return
+    pool = ProcessPoolExecutor(  # Ctrl-C is this process's to handle: it stops the worker on its way out
+        max_workers=1, mp_context=multiprocessing.get_context("fork"), initializer=signal.signal,
+        initargs=(signal.SIGINT, signal.SIG_IGN),
+    )
+    try:
+        pool.submit(int).result()  # fork now, from this thread
+        yield pool
+    finally:
+        with anyio.CancelScope(shield=True):  # a cancelled batch still ends its worker
+            await anyio.to_thread.run_sync(lambda: pool.shutdown(wait=True, cancel_futures=True))
+
+
+async def in_worker(worker: Executor, work: Callable[..., T], *args: Any) -> T:
+    """`work(*args)` in the worker process (work and arguments pickled there, the result back); a worker that died
+    is `unavailable`."""
+    future = worker.submit(work, *args)
+    try:
+        return await anyio.to_thread.run_sync(future.result, abandon_on_cancel=True)
+    except BrokenProcessPool:
+        raise Unavailable("the batch's worker process ended unexpectedly") from None
 
 
 class ReadWriteLock:

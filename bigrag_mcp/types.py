@@ -90,6 +90,17 @@ class EmbeddingProvider(Protocol):
     async def embed(self, texts: Sequence[str], *, purpose: Purpose) -> Embeddings: ...
 
 
+@runtime_checkable
+class ProcessEmbedder(Protocol):
+    """An embedding provider whose vectors are CPU work with no outside state, alike for queries and documents: with
+    `process_safe` true, a batch may compute them in a worker process (the provider is pickled there) as `matrix`,
+    the rows `embed` gives, in input order."""
+
+    process_safe: bool
+
+    def matrix(self, texts: Sequence[str]) -> npt.NDArray[np.float64]: ...
+
+
 class EmbeddingProviderFactory(Protocol):
     def __call__(self, *, model: str | None, dimension: int | None) -> EmbeddingProvider: ...
 

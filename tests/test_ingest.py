@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from conftest import make_docx, make_pdf, server_env
 from sqlalchemy import func, select
 
+from bigrag_mcp import compute
 from bigrag_mcp.cli import Outcome, build_parser
 from bigrag_mcp.commands.ingest import ingest_cmd
 from bigrag_mcp.errors import Unavailable
+from bigrag_mcp.hookspecs import hookimpl
 from bigrag_mcp.limits.engine import Hold, Scope
 from bigrag_mcp.policy import Principal
 from bigrag_mcp.services import collections, documents, search
@@ -24,6 +31,7 @@ from bigrag_mcp.services.ledger import OPERATOR, Caller
 from bigrag_mcp.services.runtime import Runtime
 from bigrag_mcp.settings import Settings
 from bigrag_mcp.store.models import AuditEntry, Chunk, Document, IndexChange, PageText, UsageEvent
+from bigrag_mcp.types import EmbeddingProviderFactory, Embeddings, Purpose
 
 pytestmark = pytest.mark.anyio
 PAGES = ["Cherry harvest forecast for the western orchards.", "Damson plums on page two, picked by hand in September."]
@@ -309,8 +317,8 @@ async def test_the_next_group_embeds_while_the_previous_one_is_written(rt: Runti
     second = anyio.Event()
     written: list[int] = []
 
-    async def embedded(provider: Any, ready: Any, progress: Any = None) -> None:
-        await real_embedded(provider, ready, progress)
+    async def embedded(provider: Any, ready: Any, progress: Any = None, worker: Any = None) -> None:
+        await real_embedded(provider, ready, progress, worker)
         embedded_groups.append(len(ready))
         if len(embedded_groups) == 2:
             second.set()
@@ -327,3 +335,105 @@ async def test_the_next_group_embeds_while_the_previous_one_is_written(rt: Runti
     outcomes = await documents.upload_many(rt, "docs", [documents.Upload(text=f"medlar note {i}") for i in range(10)])
     assert [o.error for o in outcomes] == [None] * 10
     assert embedded_groups == written == [2, 4, 4]  # groups double from FIRST_GROUP up to GROUP_DOCUMENTS
+
+
+class PidEmbedder:
+    """A process-safe embedder whose vectors name the process that made them ([pid, 1, 0, 0]); a text holding "exit!"
+    ends the worker process computing it (in this process it is refused)."""
+
+    name = "pid"
+    model = "pid-1"
+    dimension = 4
+    max_batch = 16
+    process_safe = True
+
+    def __init__(self) -> None:
+        self.home = os.getpid()
+
+    def matrix(self, texts: Sequence[str]) -> np.ndarray[Any, np.dtype[np.float64]]:
+        if any("exit!" in t for t in texts):
+            if os.getpid() == self.home:
+                raise Unavailable("exit! is for worker processes")
+            os._exit(3)
+        return np.array([[os.getpid(), 1.0, 0.0, 0.0] for _ in texts], dtype=np.float64)
+
+    async def embed(self, texts: Sequence[str], *, purpose: Purpose) -> Embeddings:
+        return Embeddings(self.matrix(texts).tolist())
+
+
+class PidPlugin:
+    """Registers the "pid" embedder (defined here, in a module of its own name, so a worker process finds it)."""
+
+    @hookimpl
+    def register_embedding_providers(self, register: Callable[[str, EmbeddingProviderFactory], None]) -> None:
+        register("pid", lambda *, model, dimension: PidEmbedder())
+
+
+@asynccontextmanager
+async def pid_runtime(settings: Settings) -> AsyncIterator[Runtime]:
+    runtime = await Runtime.open(settings, plugins=(PidPlugin(),))
+    try:
+        yield runtime
+    finally:
+        await runtime.close()
+
+
+MULTICORE = pytest.mark.skipif(compute.cores() < 2, reason="a worker process is used from two cores")
+
+
+@MULTICORE
+async def test_a_process_safe_embedder_embeds_the_batch_in_a_worker_process(settings: Settings) -> None:
+    """The batch path computes a process-safe provider's vectors in another process (one for the whole batch); one
+    upload embeds in this one."""
+    async with pid_runtime(settings) as rt:
+        await collections.create(rt, name="docs", embedding_provider="pid")
+        await documents.upload(rt, "docs", text="a single note on sloes")
+        outcomes = await documents.upload_many(rt, "docs", [documents.Upload(text=f"sloe note {i}") for i in range(40)])
+        assert [o.error for o in outcomes] == [None] * 40
+        async with rt.db.session() as session:
+            vectors = await session.scalars(select(Chunk.vector))
+            makers = Counter(int(np.frombuffer(v, dtype=np.float32)[0]) for v in vectors)
+    assert makers.pop(os.getpid()) == 1  # the single upload's one chunk
+    assert len(makers) == 1 and sum(makers.values()) == 40  # both groups of the batch (32 and 8) in one worker
+
+
+@MULTICORE
+async def test_a_worker_process_that_dies_fails_its_group_and_leaves_nothing(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker ends while embedding the second group: that group fails `unavailable` and nothing of it is stored;
+    the first group stays."""
+    monkeypatch.setattr(documents, "FIRST_GROUP", 3)
+    async with pid_runtime(settings) as rt:
+        await collections.create(rt, name="docs", embedding_provider="pid")
+        items = [documents.Upload(text=f"damson note {i}" + (" exit!" if i == 4 else "")) for i in range(6)]
+        outcomes = await documents.upload_many(rt, "docs", items)
+        assert [o.error for o in outcomes[:3]] == [None] * 3
+        assert [str(o.error) for o in outcomes[3:]] == ["unavailable: the batch's worker process ended unexpectedly"] * 3
+        kept = {o.result.document.id for o in outcomes[:3] if o.result}
+        async with rt.db.session() as session:
+            assert set(await session.scalars(select(Document.id))) == kept
+            assert {c.split("#")[0] for c in await session.scalars(select(Chunk.record_id))} == kept
+            assert await session.scalar(select(func.count()).select_from(UsageEvent)) == 3
+
+
+@MULTICORE
+async def test_a_cancelled_batch_ends_its_worker_process(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Cancelled after its first group is written, the batch still stops and reaps the worker process it forked."""
+    import anyio
+
+    monkeypatch.setattr(documents, "FIRST_GROUP", 2)
+    async with pid_runtime(settings) as rt:
+        await collections.create(rt, name="docs", embedding_provider="pid")
+        with anyio.CancelScope() as scope:
+
+            async def cancel(outcome: documents.Outcome) -> None:
+                scope.cancel()
+
+            items = [documents.Upload(text=f"rowan note {i}") for i in range(10)]
+            await documents.upload_many(rt, "docs", items, on_outcome=cancel)
+        async with rt.db.session() as session:
+            makers = {int(np.frombuffer(v, dtype=np.float32)[0]) for v in await session.scalars(select(Chunk.vector))}
+    assert len(makers) == 1 and os.getpid() not in makers  # the first group, embedded in the worker
+    with pytest.raises(ProcessLookupError):
+        os.kill(makers.pop(), 0)

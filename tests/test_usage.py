@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+import re
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -10,7 +12,7 @@ import pytest
 
 from bigrag_mcp.errors import InvalidArgument
 from bigrag_mcp.services.prices import PriceTable, load_prices
-from bigrag_mcp.services.usage import estimate_tokens, record_usage, resolve_tokens, usage_report
+from bigrag_mcp.services.usage import estimate_tokens, estimate_tokens_each, record_usage, resolve_tokens, usage_report
 from bigrag_mcp.store.db import Database
 
 pytestmark = pytest.mark.both_stores
@@ -158,6 +160,24 @@ async def test_unknown_model_reports_null_cost_not_zero(db: Database, prices: Pr
     assert costs == {"a": None, "b": 0.000002, "c": 0.0}
     assert report.embedding_cost_usd_estimate is None
     assert report.timeline[0].embedding_cost_usd_estimate is None
+
+
+def test_token_estimates_of_long_text_count_as_piece_by_piece() -> None:
+    """The array count (long ASCII text, many groups at once) and the pattern count give the per-piece definition."""
+    pieces = re.compile(r"[A-Za-z0-9]+|\S")
+
+    def by_piece(texts: list[str]) -> int:
+        return sum(-(-len(p) // 4) if p[0].isascii() and p[0].isalnum() else 1 for t in texts for p in pieces.findall(t))
+
+    rnd = random.Random(5)
+    for alphabet in ("ab9Z_ \t\n\x0b\x0c\r\x1c\x1f.,!$~", "ab9Z_ .é東\u00a0\u2003"):  # ASCII (arrays), then not
+        for _ in range(40):
+            groups = [
+                ["".join(rnd.choice(alphabet) for _ in range(rnd.randint(0, 900))) for _ in range(rnd.randint(0, 4))]
+                for _ in range(rnd.randint(1, 12))
+            ]
+            assert estimate_tokens_each(groups) == [by_piece(g) for g in groups]
+            assert [estimate_tokens(g) for g in groups] == [by_piece(g) for g in groups]
 
 
 @pytest.mark.anyio

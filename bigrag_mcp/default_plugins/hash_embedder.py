@@ -145,6 +145,7 @@ class HashEmbedder:
     name = "hash"
     model = MODEL
     max_batch = 1024
+    process_safe = True  # pure CPU work on its own state: a batch may run `matrix` in a worker process
 
     def __init__(self, dimension: int = DEFAULT_DIMENSION) -> None:
         if not 1 <= dimension <= MAX_DIMENSION:

@@ -8,13 +8,13 @@ bump in a new window resets it in place.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from typing import Any, cast
 
 from sqlalchemy import ColumnElement, Table, and_, case, delete, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.sql.dml import ReturningInsert
 
@@ -74,14 +74,22 @@ def rows(bumps: Sequence[Bump]) -> list[dict[str, object]]:
     return [b.row() for b in sorted(bumps, key=lambda b: b.counter_key)]
 
 
+def _insert(dialect: str) -> Callable[[Table], Any]:
+    """The dialect's INSERT with ON CONFLICT (the Postgres dialect loads only when a Postgres store uses it)."""
+    if dialect == "postgresql":
+        from sqlalchemy.dialects import postgresql
+
+        return postgresql.insert
+    return sqlite.insert
+
+
 @cache
 def bump_statement(dialect: str, *, enforce: bool) -> ReturningInsert[Any]:
     """INSERT ... ON CONFLICT DO UPDATE [WHERE it fits] RETURNING counter_key, used, for the rows of `rows()`.
 
     One statement object per dialect, so it is compiled once; several rows go out as one multi-row statement.
     """
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    stmt = insert(COUNTERS)
+    stmt = _insert(dialect)(COUNTERS)
     new = stmt.excluded
     same_window = COUNTERS.c.window_start == new.window_start
     upsert = stmt.on_conflict_do_update(
@@ -130,8 +138,7 @@ async def rows_of(session: AsyncSession, names: Iterable[str], reach: Mapping[st
 
 async def first_warning(session: AsyncSession, counter_key: str, window_start: str, threshold: str) -> bool:
     """Record that a threshold was crossed in a window; True only for the first caller to record it."""
-    insert = postgresql.insert if _dialect(session) == "postgresql" else sqlite.insert
-    stmt = insert(WARNINGS).values(counter_key=counter_key, window_start=window_start, threshold=threshold)
+    stmt = _insert(_dialect(session))(WARNINGS).values(counter_key=counter_key, window_start=window_start, threshold=threshold)
     result = await session.execute(stmt.on_conflict_do_nothing())
     return bool(result.rowcount)  # type: ignore[attr-defined]
 

@@ -12,7 +12,7 @@ connections do), so a commit here only appends to the WAL file.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Container, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from sqlalchemy import Float, Integer, LargeBinary, String, create_engine, event
@@ -61,13 +61,10 @@ class Prepared:
         process = self.processors.get(name)
         return value if process is None else process(value)
 
-    def parameters(self, values: Mapping[str, Any], processed: Container[str] = ()) -> tuple[Any, ...]:
-        """The positional parameters: `values` by name, the statement's own literals for the rest, each processed
-        (but those named in `processed`, which the caller has passed through `process` already)."""
+    def parameters(self, values: Mapping[str, Any]) -> tuple[Any, ...]:
+        """The positional parameters: `values` by name, the statement's own literals for the rest, each processed."""
         return tuple(
-            value if name in processed else self.process(name, value)
-            for name in self.names
-            for value in (values[name] if name in values else self.fixed[name],)
+            self.process(name, values[name] if name in values else self.fixed[name]) for name in self.names
         )
 
 

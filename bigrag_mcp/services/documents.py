@@ -9,6 +9,7 @@ import hashlib
 import json
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -21,6 +22,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
+from bigrag_mcp import compute
 from bigrag_mcp.chunking import TextChunk, chunk_text
 from bigrag_mcp.errors import BigRagError, InvalidArgument, LimitExceeded, NotFound, TenantRequired
 from bigrag_mcp.limits.engine import Hold
@@ -42,9 +44,9 @@ from bigrag_mcp.services.fences import check_admitted
 from bigrag_mcp.services.index import DIRECT_DRIVERS, IndexWrite
 from bigrag_mcp.services.ledger import OPERATOR, Activity, Caller
 from bigrag_mcp.services.runtime import Runtime
-from bigrag_mcp.services.usage import estimate_tokens
+from bigrag_mcp.services.usage import estimate_tokens_each
 from bigrag_mcp.store.models import NO_TENANT, Chunk, Collection, Document, PageText, bulk_insert, utcnow
-from bigrag_mcp.types import EmbeddingProvider, Extracted
+from bigrag_mcp.types import EmbeddingProvider, Extracted, ProcessEmbedder
 
 MAX_DOCUMENT_BYTES = 20 * 1024 * 1024
 MAX_METADATA_BYTES = 64 * 1024
@@ -309,17 +311,19 @@ async def _prepare(rt: Runtime, collection: Collection, admitted: _Admitted, cal
     return _Ready(doc, admitted.tenant, pieces, pages, _page_rows(doc.id, found), caller)
 
 
-async def _embedded(provider: EmbeddingProvider, ready: Sequence[_Ready], progress: Progress | None = None) -> None:
+async def _embedded(
+    provider: EmbeddingProvider, ready: Sequence[_Ready], progress: Progress | None = None, worker: Executor | None = None
+) -> None:
     """Embed the documents' chunks in full provider batches across documents; tokens apportioned by text share."""
     texts = [p.text for r in ready for p in r.pieces]
-    vectors, tokens = await embed_matrix(provider, texts, purpose="document", progress=progress)
+    vectors, tokens = await embed_matrix(provider, texts, purpose="document", progress=progress, worker=worker)
     shares = _apportion(tokens, [sum(len(p.text) for p in r.pieces) for r in ready])
     at = 0
     for one, share in zip(ready, shares):
         one.vectors, one.tokens = vectors[at : at + len(one.pieces)], share
         at += len(one.pieces)
     if tokens is None:  # the provider reports none: estimate every document's tokens in one worker-thread pass
-        estimates = await anyio.to_thread.run_sync(lambda: [estimate_tokens(p.text for p in r.pieces) for r in ready])
+        estimates = await anyio.to_thread.run_sync(estimate_tokens_each, [[p.text for p in r.pieces] for r in ready])
         for one, estimate in zip(ready, estimates):
             one.estimate = estimate
 
@@ -391,14 +395,16 @@ _CHUNK_INSERT = Prepared(bulk_insert(Chunk), _CHUNK_COLUMNS)
 
 class _ChunkInsert:
     """Chunk rows into the store in the write's transaction. On a DIRECT_DRIVERS store the prepared insert through the
-    driver's own executemany, each document's metadata and time converted once (SQLAlchemy would convert them again
-    for every chunk row); elsewhere one Core executemany."""
+    driver's own executemany, the rows passed as they are: their columns in the statement's order, and the only ones
+    needing conversion (each document's metadata and time) converted once per document (SQLAlchemy would convert them
+    again for every chunk row); elsewhere one Core executemany."""
 
     PER_DOCUMENT = frozenset({"metadata", "created_at"})
+    AS_GIVEN = _CHUNK_INSERT.names == _CHUNK_COLUMNS and _CHUNK_INSERT.processors.keys() <= PER_DOCUMENT
 
     def __init__(self, conn: AsyncConnection) -> None:
         self.conn = conn
-        self.direct = conn.dialect.driver in DIRECT_DRIVERS
+        self.direct = conn.dialect.driver in DIRECT_DRIVERS and self.AS_GIVEN
 
     def document(self, doc: NewDocument) -> tuple[Any, Any]:
         """The document's metadata and time as the rows of its chunks carry them."""
@@ -408,13 +414,12 @@ class _ChunkInsert:
 
     async def insert(self, rows: list[tuple[Any, ...]]) -> None:
         """Insert rows given as tuples in `_CHUNK_COLUMNS` order."""
-        named = [dict(zip(_CHUNK_COLUMNS, row)) for row in rows]
         if not self.direct:
-            await self.conn.execute(_CHUNK_INSERT.statement, named)
+            await self.conn.execute(_CHUNK_INSERT.statement, [dict(zip(_CHUNK_COLUMNS, row)) for row in rows])
             return
         driver = (await self.conn.get_raw_connection()).driver_connection
         assert driver is not None
-        await driver.executemany(_CHUNK_INSERT.sql, [_CHUNK_INSERT.parameters(row, self.PER_DOCUMENT) for row in named])
+        await driver.executemany(_CHUNK_INSERT.sql, rows)
 
 
 async def _store_chunks(write: IndexWrite, fresh: Sequence[_Ready]) -> None:
@@ -580,7 +585,7 @@ async def upload_many(
             except BigRagError as exc:
                 await report(index, own, error=exc)
         try:
-            await _embedded(provider, [r for _, r in ready])
+            await _embedded(provider, [r for _, r in ready], worker=worker)
         except BigRagError as exc:
             for index, failed in ready:
                 await report(index, failed.caller, error=exc)
@@ -603,7 +608,8 @@ async def upload_many(
                         await report(index, one.caller, result)
 
     send, receive = anyio.create_memory_object_stream[list[tuple[int, _Ready]]](1)
-    async with anyio.create_task_group() as tasks:
+    offload = isinstance(provider, ProcessEmbedder) and provider.process_safe
+    async with compute.worker_process(offload) as worker, anyio.create_task_group() as tasks:
         tasks.start_soon(write, receive)
         async with send:
             for group in _groups(items):

@@ -8,6 +8,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 
+import numpy as np
 from pydantic import BaseModel
 from sqlalchemy import BigInteger, ColumnElement, Float, case, cast, false, func, select, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -20,13 +21,32 @@ from bigrag_mcp.store.models import ROLLUP_SPANS, Collection, UsageEvent, UsageR
 OPERATIONS = frozenset({"query", "chat", "upload", "upsert", "delete"})
 MAX_WINDOW_DAYS = 365
 
-_PIECE = re.compile(r"[A-Za-z0-9]+|\S")
+# One match per token: each started 4 characters of an ASCII letter-and-digit run, or any other non-space character.
+_TOKEN = re.compile(r"[A-Za-z0-9]{1,4}|\S")
+_ARRAY_FROM = 4096  # characters from which ASCII text is counted with numpy rather than the pattern
+_ASCII_CLASS = np.full(128, 2, dtype=np.int8)  # by byte: 0 whitespace (as `\s` and str.isspace), 1 letter or digit, 2 other
+_ASCII_CLASS[[9, 10, 11, 12, 13, 28, 29, 30, 31, 32]] = 0
+_ASCII_CLASS[[*range(48, 58), *range(65, 91), *range(97, 123)]] = 1
 
 
 def estimate_tokens(texts: Iterable[str]) -> int:
     """A deterministic tokenizer stand-in: an ASCII word run costs one token per 4 characters, any other mark one."""
-    return sum(-(-len(piece) // 4) if piece[0].isascii() and piece[0].isalnum() else 1
-               for text in texts for piece in _PIECE.findall(text))
+    return estimate_tokens_each([texts])[0]
+
+
+def estimate_tokens_each(groups: Sequence[Iterable[str]]) -> list[int]:
+    """`estimate_tokens` of each group of texts; long ASCII text is counted in a few array passes over all groups."""
+    joined = [" ".join(texts) for texts in groups]  # a space neither makes nor joins a token
+    whole = " ".join(joined)
+    if len(whole) < _ARRAY_FROM or not whole.isascii():
+        return [len(_TOKEN.findall(text)) for text in joined]
+    kind = _ASCII_CLASS[np.frombuffer(whole.encode("ascii"), dtype=np.uint8)]
+    edges = np.diff((kind == 1).view(np.int8), prepend=np.int8(0), append=np.int8(0))
+    starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)  # letter-and-digit runs
+    bounds = np.cumsum([len(text) + 1 for text in joined])  # where each group's text and its separator end
+    runs = np.bincount(np.searchsorted(bounds, starts, side="right"), weights=(ends - starts + 3) // 4, minlength=len(joined))
+    others = np.bincount(np.searchsorted(bounds, np.flatnonzero(kind == 2), side="right"), minlength=len(joined))
+    return (runs.astype(np.int64) + others).tolist()
 
 
 def resolve_tokens(reported: int | None, texts: Iterable[str]) -> tuple[int, bool]:
