@@ -11,9 +11,9 @@ redirected to stdin, say), or one socket for both, keep the SDK's own transport.
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import os
 import stat
+import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager, suppress
 from typing import IO
@@ -58,6 +58,8 @@ class PipeWriter:
 def _pipes() -> bool:
     """Whether fd 0 and fd 1 can be event-loop pipes: pipes, sockets or terminals, and not one socket or pipe for both
     (an asyncio write pipe reads its descriptor to notice the reader going away, so it would eat the requests)."""
+    if sys.platform == "win32":  # the SDK's transport handles Windows handles
+        return False
     try:
         wire_in, wire_out = os.fstat(0), os.fstat(1)
     except OSError:
@@ -71,6 +73,8 @@ def _pipes() -> bool:
 @contextmanager
 def _claimed(fd: int, divert_to: int, mode: str) -> Iterator[IO[bytes]]:
     """A private duplicate of `fd` (the wire) while `fd` itself points at `divert_to`; all restored on exit."""
+    import fcntl  # POSIX only, as the callers are
+
     wire = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
     was_blocking = os.get_blocking(wire)
     os.dup2(divert_to, fd)
