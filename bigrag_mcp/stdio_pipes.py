@@ -16,7 +16,7 @@ import stat
 import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager, suppress
-from typing import IO
+from typing import IO, Any
 
 import anyio
 from mcp.server.mcpserver import MCPServer
@@ -88,7 +88,7 @@ def _claimed(fd: int, divert_to: int, mode: str) -> Iterator[IO[bytes]]:
 
 
 @asynccontextmanager
-async def stdio_streams() -> AsyncIterator[tuple[object, object]]:
+async def stdio_streams() -> AsyncIterator[tuple[Any, Any]]:
     """The SDK's stdio read and write streams, over event-loop pipes where fd 0 and 1 allow it."""
     if not _pipes():
         async with stdio_server() as streams:
@@ -119,4 +119,4 @@ async def run_stdio(server: MCPServer) -> None:
     """`server.run_stdio_async()`, over `stdio_streams()`."""
     lowlevel = server._lowlevel_server  # what the SDK's own run_stdio_async runs; there is no public accessor
     async with stdio_streams() as (read_stream, write_stream):
-        await lowlevel.run(read_stream, write_stream, lowlevel.create_initialization_options())  # type: ignore[arg-type]
+        await lowlevel.run(read_stream, write_stream, lowlevel.create_initialization_options())

@@ -39,14 +39,14 @@ from bigrag_mcp.schemas import (
     UploadResult,
 )
 from bigrag_mcp.services.collections import find, load, tenant_of_row
-from bigrag_mcp.services.embedding import Progress, embed_matrix
+from bigrag_mcp.services.embedding import Progress, embed_matrix, process_embedder
 from bigrag_mcp.services.fences import check_admitted
 from bigrag_mcp.services.index import DIRECT_DRIVERS, IndexWrite
 from bigrag_mcp.services.ledger import OPERATOR, Activity, Caller
 from bigrag_mcp.services.runtime import Runtime
 from bigrag_mcp.services.usage import estimate_tokens_each
 from bigrag_mcp.store.models import NO_TENANT, Chunk, Collection, Document, PageText, bulk_insert, utcnow
-from bigrag_mcp.types import EmbeddingProvider, Extracted, ProcessEmbedder
+from bigrag_mcp.types import EmbeddingProvider, Extracted
 
 MAX_DOCUMENT_BYTES = 20 * 1024 * 1024
 MAX_METADATA_BYTES = 64 * 1024
@@ -608,8 +608,7 @@ async def upload_many(
                         await report(index, one.caller, result)
 
     send, receive = anyio.create_memory_object_stream[list[tuple[int, _Ready]]](1)
-    offload = isinstance(provider, ProcessEmbedder) and provider.process_safe
-    async with compute.worker_process(offload) as worker, anyio.create_task_group() as tasks:
+    async with compute.worker_process(process_embedder(provider) is not None) as worker, anyio.create_task_group() as tasks:
         tasks.start_soon(write, receive)
         async with send:
             for group in _groups(items):

@@ -15,6 +15,11 @@ from bigrag_mcp.types import EmbeddingProvider, Embeddings, ProcessEmbedder, Pur
 Progress = Callable[[int, int], Awaitable[None]]
 
 
+def process_embedder(provider: EmbeddingProvider) -> ProcessEmbedder | None:
+    """`provider`, if a batch may compute its vectors in a worker process (a `ProcessEmbedder` declaring it safe)."""
+    return provider if isinstance(provider, ProcessEmbedder) and provider.process_safe else None
+
+
 async def embed_matrix(
     provider: EmbeddingProvider,
     texts: Sequence[str],
@@ -29,7 +34,7 @@ async def embed_matrix(
     matrix = np.empty((len(texts), provider.dimension), dtype=np.float32)
     tokens: int | None = None
     step = max(1, provider.max_batch)
-    offloaded = provider if worker is not None and isinstance(provider, ProcessEmbedder) and provider.process_safe else None
+    offloaded = process_embedder(provider) if worker is not None else None
     for start in range(0, len(texts), step):
         batch = texts[start : start + step]
         reply: Embeddings | None = None
