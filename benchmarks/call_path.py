@@ -24,6 +24,7 @@ from jsonschema.exceptions import best_match
 from mcp import Client
 from serving import (
     QUERY,
+    context_switches,
     cpu_seconds,
     http_server,
     http_session,
@@ -112,6 +113,7 @@ async def main() -> None:
         async def validate() -> None:
             assert best_match(validator.iter_errors(content)) is None
         cpu_before = {name: cpu_seconds(pid) for name, pid in servers.items()}
+        waits_before = {name: context_switches(pid) for name, pid in servers.items()}
         queries = await interleaved({
             "backend": lambda: rt.backend.search(where, request),
             "embed_and_backend": embed_and_search,
@@ -124,6 +126,9 @@ async def main() -> None:
         # each server process answered only its own transport's queries (n, plus the 5 warm-up rounds)
         out["server_cpu_ms_per_query"] = {
             name: ms((cpu_seconds(pid) - cpu_before[name]) / (n + 5)) for name, pid in servers.items()
+        }
+        out["server_context_switches_per_query"] = {
+            name: round((context_switches(pid) - waits_before[name]) / (n + 5), 1) for name, pid in servers.items()
         }
         listings = await interleaved(
             {"in_memory": in_memory.list_tools, "stdio": stdio.list_tools, "streamable_http": http.list_tools}, 50

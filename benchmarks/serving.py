@@ -8,7 +8,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,6 +75,18 @@ def cpu_seconds(pid: int) -> float:
     return total
 
 
+def context_switches(pid: int) -> int:
+    """Voluntary context switches so far of a process's live threads (each a wait: for input, a lock, another thread)."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            status = (task / "status").read_text()
+        except OSError:
+            continue
+        total += sum(int(line.split()[1]) for line in status.splitlines() if line.startswith("voluntary_ctxt_switches"))
+    return total
+
+
 def stdio_server_pid() -> int:
     """The `bigrag-mcp serve` (stdio) child of this process."""
     for pid in _children(os.getpid()):
@@ -93,13 +105,16 @@ class Served:
 
 
 @asynccontextmanager
-async def http_server(folder: Path, *options: str, **extra: str) -> AsyncIterator[Served]:
-    """`bigrag-mcp serve --transport streamable-http [options]` in a subprocess; yields its URL and pid."""
+async def http_server(
+    folder: Path, *options: str, program: Sequence[str] = ("-m", "bigrag_mcp"), **extra: str
+) -> AsyncIterator[Served]:
+    """`bigrag-mcp serve --transport streamable-http [options]` in a subprocess (`python <program> serve ...`);
+    yields its URL and pid."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     proc = await anyio.open_process(
-        [sys.executable, "-m", "bigrag_mcp", "serve", "--transport", "streamable-http", "--port", str(port), *options],
+        [sys.executable, *program, "serve", "--transport", "streamable-http", "--port", str(port), *options],
         env=server_env(folder, **extra), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:
