@@ -3,7 +3,9 @@ thread per line; a file on stdin falls back to the SDK's own transport; the desc
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -25,6 +27,8 @@ async def main():
             await write.send(message)
         threads = threading.active_count()
         await write.aclose()
+        sys.stderr.write("served\\n")
+        sys.stderr.flush()
     os.write(1, b"restored\\n")
     sys.stderr.write(json.dumps({"threads": threads, "stdin_blocking": os.get_blocking(0)}) + "\\n")
 
@@ -83,3 +87,24 @@ def test_one_socket_for_stdin_and_stdout_falls_back_to_the_sdk_transport(tmp_pat
     out = received.decode().splitlines()
     assert [json.loads(line) for line in out[:-1]] == [json.loads(line) for line in LINES[:2]]
     assert out[-1] == "restored" and json.loads(err.decode().splitlines()[-1])["threads"] > 1
+
+
+def test_the_last_responses_still_buffered_reach_a_slow_reader_before_the_wire_is_restored(tmp_path: Path) -> None:
+    """A 100 KB response into a 64 KB pipe nobody reads yet: the rest waits in the transport; it must not be dropped
+    when serving ends (the reader starts only once the child has finished serving)."""
+    script = tmp_path / "child.py"
+    script.write_text(CHILD)
+    line = request(1, "y" * 100_000)
+    out_read, out_write = os.pipe()
+    fcntl.fcntl(out_write, fcntl.F_SETPIPE_SZ, 65536)
+    child = subprocess.Popen([sys.executable, str(script)], stdin=subprocess.PIPE, stdout=out_write, stderr=subprocess.PIPE)
+    os.close(out_write)
+    assert child.stdin is not None and child.stderr is not None
+    child.stdin.write((line + "\n").encode())
+    child.stdin.close()
+    while (said := child.stderr.readline()) != b"served\n":  # the child has served everything: now read
+        assert said, "the child ended before serving"
+    with os.fdopen(out_read, "rb") as wire:
+        out = wire.read().decode().splitlines()
+    child.wait(timeout=60)
+    assert [json.loads(one) for one in out[:-1]] == [json.loads(line)] and out[-1] == "restored"
