@@ -278,6 +278,10 @@ class Recording:
         self.seen.append(statement)
         return self.driver.execute(statement, *args)
 
+    def executemany(self, statement: str, *args: Any) -> Any:
+        self.seen.append(statement)
+        return self.driver.executemany(statement, *args)
+
     def __enter__(self) -> Any:  # a transaction, as the driver's connection is one
         return self.driver.__enter__()
 

@@ -1,16 +1,23 @@
-"""The SQLite fast path's prepared statements: the same rows and stored values as SQLAlchemy, the async path as fallback."""
+"""The SQLite fast path's prepared statements: the same rows and stored values as SQLAlchemy, the async path as
+fallback; a query's usage row never makes it wait for another writer."""
 
 from __future__ import annotations
 
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 
+import anyio
 import pytest
-from sqlalchemy import bindparam, select
+from sqlalchemy import bindparam, func, select
 
 from bigrag_mcp.limits.fastpath import Prepared, read
-from bigrag_mcp.services import collections, documents, search
+from bigrag_mcp.services import admin, collections, documents, ledger, search
+from bigrag_mcp.services.ledger import Activity
 from bigrag_mcp.services.runtime import Runtime
 from bigrag_mcp.services.usage import usage_row
+from bigrag_mcp.settings import Settings
 from bigrag_mcp.store.models import Chunk, Collection, UsageEvent, bulk_insert
 
 pytestmark = pytest.mark.anyio
@@ -78,3 +85,64 @@ async def test_search_rows_are_the_same_on_the_fast_path_and_off_it(rt: Runtime)
     ]
     (row,) = fast.results
     assert row.metadata == {"tenant_id": "acme", "n": 1, "tags": ["x"]} and row.text == "alpha one"
+
+
+COUNT_USAGE = Prepared(select(func.count()).select_from(UsageEvent))
+
+
+@contextmanager
+def write_lock_held(rt: Runtime) -> Iterator[None]:
+    """Another connection holds the store's write lock (as an upload's transaction does while it indexes)."""
+    holder = sqlite3.connect(rt.db.url.split("///", 1)[1], isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    finally:
+        holder.rollback()
+        holder.close()
+
+
+def usage_rows(rt: Runtime) -> int:
+    assert rt.fast is not None
+    found = rt.fast.fetch(COUNT_USAGE, {})  # a read: in WAL mode it never waits for the writer
+    assert found is not None
+    return int(found[0][0])
+
+
+async def test_queries_do_not_wait_for_another_writers_lock_and_their_usage_lands_after_it(rt: Runtime) -> None:
+    await seeded(rt)
+    before = usage_rows(rt)
+    with write_lock_held(rt):
+        # without the waiting rows each query's usage write would wait for the lock (busy_timeout, 30 s)
+        with anyio.fail_after(10):
+            for _ in range(3):
+                assert (await search.search(rt, "docs", "alpha", filters={"tenant_id": "acme"})).results
+        assert usage_rows(rt) == before  # answered while their usage rows wait
+    report = await admin.usage(rt, collection="docs")  # flushes this process's waiting rows first
+    assert usage_rows(rt) == before + 3 and report.queries_total == 3
+
+
+async def test_closing_the_runtime_writes_the_usage_rows_still_waiting(settings: Settings) -> None:
+    rt = await Runtime.open(settings)
+    await seeded(rt)
+    before = usage_rows(rt)
+    with write_lock_held(rt):
+        await search.search(rt, "docs", "alpha", filters={"tenant_id": "acme"})
+    await rt.close()
+    again = await Runtime.open(settings)
+    try:
+        assert usage_rows(again) == before + 1
+    finally:
+        await again.close()
+
+
+async def test_usage_rows_wait_in_memory_up_to_a_bound_then_the_caller_writes_its_own(
+    rt: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await collections.create(rt, name="docs")
+    activity = Activity.of("query", await collections.load(rt, "docs"))
+    monkeypatch.setattr(ledger, "MAX_WAITING", 2)
+    with write_lock_held(rt):
+        assert [rt.ledger.record_now(ledger.OPERATOR, activity) for _ in range(3)] == [True, True, False]
+    await rt.ledger.flush()
+    assert usage_rows(rt) == 2

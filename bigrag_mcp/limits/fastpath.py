@@ -115,9 +115,14 @@ class SqliteFastPath:
 
     def write(self, prepared: Prepared, values: Mapping[str, Any]) -> bool:
         """Run a prepared write and commit it; False when the store is busy (nothing was written)."""
+        return self.write_many(prepared, [values])
+
+    def write_many(self, prepared: Prepared, rows: Sequence[Mapping[str, Any]]) -> bool:
+        """Run a prepared write for each of `rows` and commit them together; False when the store is busy (nothing
+        was written)."""
         try:
             with self.connection:  # commits, or rolls back on an error
-                self.connection.execute(prepared.sql, prepared.parameters(values))
+                self.connection.executemany(prepared.sql, [prepared.parameters(values) for values in rows])
         except sqlite3.OperationalError as exc:
             if BUSY in str(exc):
                 return False

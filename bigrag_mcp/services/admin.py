@@ -130,6 +130,7 @@ async def usage(
 ) -> UsageView:
     """Usage of one collection and/or tenant, or of everything (the policy fills in a pinned key's reach), and the
     limits of that reach (a pinned key's own)."""
+    await rt.ledger.flush()  # this process's queries whose usage rows still wait for the store count too
     report = await usage_report(
         rt.db, window_days=window_days, collection=collection, tenant=tenant, prices=load_prices(rt.settings.price_file)
     )

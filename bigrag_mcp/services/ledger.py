@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -19,6 +21,9 @@ from bigrag_mcp.services.usage import record_usage_many, resolve_tokens, usage_r
 from bigrag_mcp.services.webhooks import EVENT_TYPES, enqueue_webhook_events
 from bigrag_mcp.store.models import Collection, UsageEvent, bulk_insert
 from bigrag_mcp.types import BillingEvent
+
+log = logging.getLogger(__name__)
+MAX_WAITING = 10_000  # usage rows kept in memory while the store is busy; beyond that the caller writes its own
 
 
 @dataclass(frozen=True)
@@ -95,14 +100,18 @@ class Ledger:
     def __init__(self, billing_exporters: Sequence[str] = (), limits: Limits | None = None) -> None:
         self.billing_exporters = tuple(billing_exporters)
         self.limits = limits
+        self._waiting: list[dict[str, Any]] = []  # usage rows `record_now` could not write at once
+        self._writer: asyncio.Task[None] | None = None  # the task writing them
 
     async def record(self, session: AsyncSession, caller: Caller, activity: Activity) -> None:
         await self.record_many(session, [(caller, activity)])
 
     def record_now(self, caller: Caller, activity: Activity) -> bool:
         """Write an activity whose only trace is its usage row (a query or chat with no limits to settle, no billing,
-        no audit, no webhook) at once on the SQLite fast path; False when it has more to write or the store is busy:
-        then `record` it in a session."""
+        no audit, no webhook) without waiting: at once on the SQLite fast path, or, while another transaction holds
+        the store's write lock (an upload being indexed), by a task of this ledger as soon as the lock is free (see
+        `flush`), so the call never waits for someone else's write. False when it has more to write, or when
+        MAX_WAITING rows already wait: then `record` it in a session."""
         fast = self.limits.fast if self.limits is not None else None
         operation = USAGE_OPERATIONS.get(activity.action)
         if (
@@ -111,7 +120,51 @@ class Ledger:
         ):
             return False
         row = self._usage(caller, activity, operation)
-        return fast.write(_usage_insert(tuple(row)), row)
+        if not self._waiting and fast.write(_usage_insert(tuple(row)), row):
+            return True
+        if len(self._waiting) >= MAX_WAITING:
+            return False
+        self._waiting.append(row)
+        if self._writer is None:
+            self._writer = asyncio.get_running_loop().create_task(self._write_waiting())
+        return True
+
+    async def _write_waiting(self) -> None:
+        """Write the waiting usage rows until none is left; a failure is logged, the rows stay for the next try."""
+        try:
+            while self._waiting:
+                await self._write_once()
+        except Exception:
+            log.exception("could not write %d usage rows; they are tried again with the next ones", len(self._waiting))
+        finally:
+            self._writer = None
+
+    async def _write_once(self) -> None:
+        """Write the rows waiting now in one transaction (put back if that fails): on the fast path when the store is
+        free, else in a session, whose statement waits for the write lock in its own thread."""
+        rows, self._waiting = self._waiting, []
+        try:
+            assert self.limits is not None and self.limits.fast is not None  # rows wait only beside a fast path
+            if not self.limits.fast.write_many(_usage_insert(tuple(rows[0])), rows):
+                async with self.limits.db.session() as session:
+                    await record_usage_many(session, rows)
+        except BaseException:
+            self._waiting[:0] = rows
+            raise
+
+    async def flush(self) -> None:
+        """Write the usage rows still waiting for the store (see `record_now`) now; raises if they cannot be."""
+        if self._writer is not None:
+            await asyncio.shield(self._writer)
+        if self._waiting:
+            await self._write_once()
+
+    async def close(self) -> None:
+        """`flush` before the store closes; rows that still cannot be written are logged as lost."""
+        try:
+            await self.flush()
+        except Exception:
+            log.exception("%d usage rows could not be written before the store closed", len(self._waiting))
 
     async def record_many(self, session: AsyncSession, entries: Sequence[tuple[Caller, Activity]]) -> None:
         """Several activities of one transaction, each settled on its caller's hold: audit rows chained in one append,

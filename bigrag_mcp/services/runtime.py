@@ -101,6 +101,7 @@ class Runtime:
             close = getattr(provider, "aclose", None)
             if close is not None:
                 await close()
+        await self.ledger.close()  # usage rows waiting for the store, before it closes
         await self.backend.close()
         self.limits.close()
         await self.db.close()
