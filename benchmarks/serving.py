@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import anyio
 import httpx2
@@ -134,9 +135,11 @@ async def http_server(
 
 
 @asynccontextmanager
-async def http_session(url: str, key: str) -> AsyncIterator[Client]:
+async def http_session(url: str, key: str, **options: Any) -> AsyncIterator[Client]:
+    """An MCP session over streamable HTTP with `key`; `options` go to `httpx2.AsyncClient` (`headers` beside the key's)."""
+    headers = {"Authorization": f"Bearer {key}", **options.pop("headers", {})}
     async with (
-        httpx2.AsyncClient(headers={"Authorization": f"Bearer {key}"}, timeout=120) as http,
+        httpx2.AsyncClient(headers=headers, timeout=120, **options) as http,
         Client(streamable_http_client(f"{url}/mcp", http_client=http)) as client,
     ):
         yield client
