@@ -19,7 +19,7 @@ from sqlalchemy import func, select
 
 from bigrag_mcp import compute
 from bigrag_mcp.cli import Outcome, build_parser
-from bigrag_mcp.commands.ingest import ingest_cmd
+from bigrag_mcp.commands.ingest import find_files, ingest_cmd
 from bigrag_mcp.errors import Unavailable
 from bigrag_mcp.hookspecs import hookimpl
 from bigrag_mcp.limits.engine import Hold, Scope
@@ -90,6 +90,25 @@ async def test_messy_folder_exact_summary_and_nothing_half_written(rt: Runtime, 
 
     hits = await search.search(rt, "docs", "damson plums", top_k=1)
     assert hits.results[0].document_filename == "report.pdf" and hits.results[0].page == 2
+
+
+def test_found_files_are_in_path_order_following_file_links_not_folder_links(tmp_path: Path) -> None:
+    """Folders are read recursively in path order; a link to a file is a file, a link to a folder is not entered (no
+    loops, nothing outside the folder), and a dangling link, hidden entries and sidecars are skipped."""
+    root, outside = tmp_path / "in", tmp_path / "outside"
+    (root / "a" / "deep").mkdir(parents=True)
+    (root / "a-b").mkdir()
+    outside.mkdir()
+    for name in ("a/deep/z.txt", "a/y.txt", "a-b/x.txt", "b.txt", "b.txt.meta.json", "a/.hidden.txt"):
+        (root / name).write_text(name, encoding="utf-8")
+    (outside / "far.txt").write_text("far", encoding="utf-8")
+    (root / "link.txt").symlink_to(outside / "far.txt")
+    (root / "folder-link").symlink_to(outside)
+    (root / "loop").symlink_to(root)
+    (root / "dangling.txt").symlink_to(tmp_path / "gone.txt")
+    found = find_files([str(root)], [], [])
+    assert [p.relative_to(root).as_posix() for p in found] == ["a/deep/z.txt", "a/y.txt", "a-b/x.txt", "b.txt", "link.txt"]
+    assert found == sorted(found)
 
 
 async def test_globs_tenant_sidecar_and_manifest(rt: Runtime, tmp_path: Path) -> None:
