@@ -19,7 +19,7 @@ from sqlalchemy import func, select
 
 from bigrag_mcp import compute
 from bigrag_mcp.cli import Outcome, build_parser
-from bigrag_mcp.commands.ingest import ingest_cmd
+from bigrag_mcp.commands.ingest import find_files, ingest_cmd
 from bigrag_mcp.errors import Unavailable
 from bigrag_mcp.hookspecs import hookimpl
 from bigrag_mcp.limits.engine import Hold, Scope
@@ -29,6 +29,7 @@ from bigrag_mcp.services.fences import fence
 from bigrag_mcp.services.index import IndexWrite
 from bigrag_mcp.services.ledger import OPERATOR, Caller
 from bigrag_mcp.services.runtime import Runtime
+from bigrag_mcp.services.usage import estimate_tokens
 from bigrag_mcp.settings import Settings
 from bigrag_mcp.store.models import AuditEntry, Chunk, Document, IndexChange, PageText, UsageEvent
 from bigrag_mcp.types import EmbeddingProviderFactory, Embeddings, Purpose
@@ -89,6 +90,25 @@ async def test_messy_folder_exact_summary_and_nothing_half_written(rt: Runtime, 
 
     hits = await search.search(rt, "docs", "damson plums", top_k=1)
     assert hits.results[0].document_filename == "report.pdf" and hits.results[0].page == 2
+
+
+def test_found_files_are_in_path_order_following_file_links_not_folder_links(tmp_path: Path) -> None:
+    """Folders are read recursively in path order; a link to a file is a file, a link to a folder is not entered (no
+    loops, nothing outside the folder), and a dangling link, hidden entries and sidecars are skipped."""
+    root, outside = tmp_path / "in", tmp_path / "outside"
+    (root / "a" / "deep").mkdir(parents=True)
+    (root / "a-b").mkdir()
+    outside.mkdir()
+    for name in ("a/deep/z.txt", "a/y.txt", "a-b/x.txt", "b.txt", "b.txt.meta.json", "a/.hidden.txt"):
+        (root / name).write_text(name, encoding="utf-8")
+    (outside / "far.txt").write_text("far", encoding="utf-8")
+    (root / "link.txt").symlink_to(outside / "far.txt")
+    (root / "folder-link").symlink_to(outside)
+    (root / "loop").symlink_to(root)
+    (root / "dangling.txt").symlink_to(tmp_path / "gone.txt")
+    found = find_files([str(root)], [], [])
+    assert [p.relative_to(root).as_posix() for p in found] == ["a/deep/z.txt", "a/y.txt", "a-b/x.txt", "b.txt", "link.txt"]
+    assert found == sorted(found)
 
 
 async def test_globs_tenant_sidecar_and_manifest(rt: Runtime, tmp_path: Path) -> None:
@@ -337,6 +357,40 @@ async def test_the_next_group_embeds_while_the_previous_one_is_written(rt: Runti
     assert embedded_groups == written == [2, 4, 4]  # groups double from FIRST_GROUP up to GROUP_DOCUMENTS
 
 
+async def test_the_next_group_loads_while_the_previous_one_embeds(rt: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first group's embedding waits until the second group has been loaded and chunked: it can only finish if
+    loading and embedding overlap (three stages, not two)."""
+    import anyio
+
+    await collections.create(rt, name="docs")
+    monkeypatch.setattr(documents, "FIRST_GROUP", 2)
+    monkeypatch.setattr(documents, "GROUP_DOCUMENTS", 4)
+    real_load_all, real_embedded = documents._load_all_here, documents._embedded
+    loaded_groups: list[int] = []
+    embedded_groups: list[int] = []
+    second = anyio.Event()
+
+    def load_all(rt_: Runtime, collection: Any, admitted: Any) -> Any:  # runs in a worker thread
+        loaded = real_load_all(rt_, collection, admitted)
+        loaded_groups.append(len(admitted))
+        if len(loaded_groups) == 2:
+            anyio.from_thread.run_sync(second.set)
+        return loaded
+
+    async def embedded(provider: Any, ready: Any, progress: Any = None, worker: Any = None) -> None:
+        if not embedded_groups:
+            with anyio.fail_after(30):  # a guard against hanging, not a timing: without the overlap it never sets
+                await second.wait()
+        embedded_groups.append(len(ready))
+        await real_embedded(provider, ready, progress, worker)
+
+    monkeypatch.setattr(documents, "_load_all_here", load_all)
+    monkeypatch.setattr(documents, "_embedded", embedded)
+    outcomes = await documents.upload_many(rt, "docs", [documents.Upload(text=f"quince note {i}") for i in range(10)])
+    assert [o.error for o in outcomes] == [None] * 10
+    assert loaded_groups == embedded_groups == [2, 4, 4]
+
+
 class PidEmbedder:
     """A process-safe embedder whose vectors name the process that made them ([pid, 1, 0, 0]); a text holding "exit!"
     ends the worker process computing it (in this process it is refused)."""
@@ -393,8 +447,12 @@ async def test_a_process_safe_embedder_embeds_the_batch_in_a_worker_process(sett
         async with rt.db.session() as session:
             vectors = await session.scalars(select(Chunk.vector))
             makers = Counter(int(np.frombuffer(v, dtype=np.float32)[0]) for v in vectors)
+            metered = (await session.execute(select(UsageEvent.embedding_tokens, UsageEvent.tokens_estimated).where(
+                UsageEvent.operation == "upload").order_by(UsageEvent.id))).all()
     assert makers.pop(os.getpid()) == 1  # the single upload's one chunk
     assert len(makers) == 1 and sum(makers.values()) == 40  # both groups of the batch (32 and 8) in one worker
+    texts = ["a single note on sloes", *(f"sloe note {i}" for i in range(40))]  # the worker estimates the tokens too
+    assert metered == [(estimate_tokens([t]), True) for t in texts]
 
 
 @MULTICORE

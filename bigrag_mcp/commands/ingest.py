@@ -6,10 +6,10 @@ import argparse
 import csv
 import fnmatch
 import json
+import os
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,17 +21,26 @@ from bigrag_mcp.services.runtime import Runtime
 SIDECAR = ".meta.json"
 
 
-@dataclass
-class Found:
-    """The files to ingest and the ones refused before upload (unreadable, too large, bad sidecar)."""
-
-    files: list[Path] = field(default_factory=list)
-    refused: dict[Path, str] = field(default_factory=dict)
-
-
 def _matches(path: Path, root: Path, globs: list[str]) -> bool:
     relative = path.relative_to(root).as_posix() if path != root else path.name
     return any(fnmatch.fnmatch(relative, g) or fnmatch.fnmatch(path.name, g) for g in globs)
+
+
+def _files_under(folder: Path) -> list[Path]:
+    """The regular files under `folder`, not entering hidden folders or links to folders, skipping hidden files, in
+    path order (one directory read per folder; no stat per file unless it is a link)."""
+    files: list[str] = []
+    folders = [str(folder)]
+    while folders:
+        with os.scandir(folders.pop()) as entries:
+            for entry in entries:
+                if entry.name.startswith("."):
+                    continue
+                if entry.is_dir(follow_symlinks=False):
+                    folders.append(entry.path)
+                elif entry.is_file():
+                    files.append(entry.path)
+    return sorted(map(Path, files))
 
 
 def find_files(paths: list[str], include: list[str], exclude: list[str]) -> list[Path]:
@@ -41,10 +50,8 @@ def find_files(paths: list[str], include: list[str], exclude: list[str]) -> list
         root = Path(given)
         if not root.exists():
             raise UsageError(f"{given} does not exist")
-        candidates = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
-        for path in candidates:
-            parts = path.relative_to(root).parts if path != root else ()
-            if any(part.startswith(".") for part in parts) or path.name.endswith(SIDECAR):
+        for path in [root] if root.is_file() else _files_under(root):
+            if path.name.endswith(SIDECAR):
                 continue
             if include and not _matches(path, root, include):
                 continue
@@ -73,15 +80,16 @@ def read_manifest(manifest: str | None) -> dict[Path, dict[str, Any]]:
 
 
 def _sidecar(path: Path) -> dict[str, Any]:
-    side = path.with_name(path.name + SIDECAR)
-    if not side.exists():
-        return {}
+    side = f"{path}{SIDECAR}"
     try:
-        value = json.loads(side.read_text(encoding="utf-8"))
+        with open(side, encoding="utf-8") as handle:
+            value = json.loads(handle.read())
+    except FileNotFoundError:
+        return {}
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidArgument(f"its sidecar {side.name} is not readable JSON: {exc}") from None
+        raise InvalidArgument(f"its sidecar {path.name}{SIDECAR} is not readable JSON: {exc}") from None
     if not isinstance(value, dict):
-        raise InvalidArgument(f"its sidecar {side.name} must hold a JSON object")
+        raise InvalidArgument(f"its sidecar {path.name}{SIDECAR} must hold a JSON object")
     return value
 
 
@@ -136,11 +144,12 @@ async def ingest_cmd(rt: Runtime, a: argparse.Namespace) -> Outcome:
     def uploads() -> Iterator[documents.Upload]:
         for path in paths:
             try:
-                if path.stat().st_size > documents.MAX_DOCUMENT_BYTES:
-                    raise LimitExceeded(f"the document is larger than {documents.MAX_DOCUMENT_BYTES >> 20} MB")
                 listed = manifest.get(path.resolve(), {}) if manifest else {}  # resolving costs a stat per folder
                 metadata = {**base, **listed, **_sidecar(path), "source": str(path)}
-                data = path.read_bytes()
+                with open(path, "rb") as handle:
+                    if os.fstat(handle.fileno()).st_size > documents.MAX_DOCUMENT_BYTES:
+                        raise LimitExceeded(f"the document is larger than {documents.MAX_DOCUMENT_BYTES >> 20} MB")
+                    data = handle.read()
             except OSError as exc:
                 fail(path, InvalidArgument(f"cannot read it: {exc.strerror}"))
                 continue

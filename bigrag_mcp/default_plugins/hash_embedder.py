@@ -11,6 +11,7 @@ none), never NaN.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import math
@@ -41,9 +42,13 @@ def _combining_marks() -> str:
     return "".join(re.escape(m) for m in marks)
 
 
-# A word is a run of word characters that may carry combining marks (Devanagari vowel signs, Arabic harakat);
-# CJK characters are one token each; any other non-space character is a one-character candidate token.
-_TOKEN = re.compile(rf"[{_CJK}]|(?:(?![{_CJK}])\w)(?:(?![{_CJK}])[\w{_combining_marks()}])*|[^\w\s]")
+@functools.cache
+def _token() -> re.Pattern[str]:
+    """The token pattern of non-ASCII text, built on first use (listing the marks takes tens of ms: not at start-up).
+
+    A word is a run of word characters that may carry combining marks (Devanagari vowel signs, Arabic harakat); CJK
+    characters are one token each; any other non-space character is a one-character candidate token."""
+    return re.compile(rf"[{_CJK}]|(?:(?![{_CJK}])\w)(?:(?![{_CJK}])[\w{_combining_marks()}])*|[^\w\s]")
 
 
 # On ASCII text `words` reduces to one pattern (no CJK, no combining marks; NFKC and casefold are lower()): a run of
@@ -55,7 +60,7 @@ def words(text: str) -> list[str]:
     """The case-folded word, CJK-character and symbol tokens of `text`, in order; punctuation is dropped."""
     if text.isascii():
         return _ASCII_WORDS.findall(text.lower())
-    tokens = _TOKEN.findall(unicodedata.normalize("NFKC", text).casefold())
+    tokens = _token().findall(unicodedata.normalize("NFKC", text).casefold())
     return [t for t in tokens if len(t) > 1 or t.isalnum() or unicodedata.category(t).startswith("S")]
 
 

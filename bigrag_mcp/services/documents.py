@@ -18,7 +18,7 @@ import anyio
 import anyio.lowlevel
 import numpy as np
 import numpy.typing as npt
-from anyio.streams.memory import MemoryObjectReceiveStream
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
@@ -322,8 +322,12 @@ async def _embedded(
     for one, share in zip(ready, shares):
         one.vectors, one.tokens = vectors[at : at + len(one.pieces)], share
         at += len(one.pieces)
-    if tokens is None:  # the provider reports none: estimate every document's tokens in one worker-thread pass
-        estimates = await anyio.to_thread.run_sync(estimate_tokens_each, [[p.text for p in r.pieces] for r in ready])
+    if tokens is None:  # the provider reports none: estimate every document's tokens in one pass (in the worker process if any)
+        texts_each = [[p.text for p in r.pieces] for r in ready]
+        if worker is not None:
+            estimates = await compute.in_worker(worker, estimate_tokens_each, texts_each)
+        else:
+            estimates = await anyio.to_thread.run_sync(estimate_tokens_each, texts_each)
         for one, estimate in zip(ready, estimates):
             one.estimate = estimate
 
@@ -518,6 +522,9 @@ def _groups(items: Iterable[Upload]) -> Iterator[list[tuple[int, Upload]]]:
         yield group
 
 
+_Batch = list[tuple[int, _Ready]]  # a group's documents ready to embed or write, each with its index in the batch
+
+
 def _own_hold(caller: Caller) -> Caller:
     """The caller with a hold of its own for one document of a batch, so each document reserves and settles alone."""
     hold = caller.hold
@@ -532,9 +539,10 @@ async def upload_many(
     caller: Caller = OPERATOR,
     on_outcome: Callable[[Outcome], Awaitable[None]] | None = None,
 ) -> list[Outcome]:
-    """Upload many documents: embedded in full provider batches across documents, written many per transaction,
-    the next group loading and embedding while the previous one is written. A bad item fails alone; the same
-    steps as `upload` (fences, write slots, chunk bounds, limits reserved and settled per document)."""
+    """Upload many documents: embedded in full provider batches across documents, written many per transaction.
+    Three stages run side by side, a group in each: the next group is loaded and chunked while the one before it
+    embeds and the one before that is written. A bad item fails alone; the same steps as `upload` (fences, write
+    slots, chunk bounds, limits reserved and settled per document)."""
     collection = await load(rt, collection_name)
     provider = rt.embedder(collection.embedding_provider, collection.embedding_model, collection.dimension)
     outcomes: list[Outcome] = []
@@ -547,7 +555,7 @@ async def upload_many(
         if on_outcome is not None:
             await on_outcome(outcome)
 
-    async def embedded(group: list[tuple[int, Upload]]) -> list[tuple[int, _Ready]]:
+    async def prepared(group: list[tuple[int, Upload]]) -> list[tuple[int, _Ready]]:
         admitted: list[tuple[int, _Admitted]] = []
         for index, checked in await anyio.to_thread.run_sync(_admit_all, collection, group):
             if isinstance(checked, BigRagError):
@@ -584,15 +592,20 @@ async def upload_many(
                 ready.append((index, await _prepare(rt, collection, one, own, await _load(rt, collection, one, here))))
             except BigRagError as exc:
                 await report(index, own, error=exc)
-        try:
-            await _embedded(provider, [r for _, r in ready], worker=worker)
-        except BigRagError as exc:
-            for index, failed in ready:
-                await report(index, failed.caller, error=exc)
-            return []
         return ready
 
-    async def write(batches: MemoryObjectReceiveStream[list[tuple[int, _Ready]]]) -> None:
+    async def embedded(groups: MemoryObjectReceiveStream[_Batch], written: MemoryObjectSendStream[_Batch]) -> None:
+        async with groups, written:
+            async for ready in groups:
+                try:
+                    await _embedded(provider, [r for _, r in ready], worker=worker)
+                except BigRagError as exc:
+                    for index, failed in ready:
+                        await report(index, failed.caller, error=exc)
+                    continue
+                await written.send(ready)
+
+    async def write(batches: MemoryObjectReceiveStream[_Batch]) -> None:
         async with batches:
             async for batch in batches:
                 for tenant in dict.fromkeys(one.tenant for _, one in batch):
@@ -607,14 +620,16 @@ async def upload_many(
                     for (index, one), result in zip(part, results):
                         await report(index, one.caller, result)
 
-    send, receive = anyio.create_memory_object_stream[list[tuple[int, _Ready]]](1)
+    to_embed, embedding = anyio.create_memory_object_stream[_Batch]()
+    to_write, writing = anyio.create_memory_object_stream[_Batch](1)
     async with compute.worker_process(process_embedder(provider) is not None) as worker, anyio.create_task_group() as tasks:
-        tasks.start_soon(write, receive)
-        async with send:
+        tasks.start_soon(write, writing)
+        tasks.start_soon(embedded, embedding, to_write)
+        async with to_embed:
             for group in _groups(items):
-                batch = await embedded(group)
+                batch = await prepared(group)
                 if batch:
-                    await send.send(batch)
+                    await to_embed.send(batch)
     return sorted(outcomes, key=lambda o: o.index)
 
 

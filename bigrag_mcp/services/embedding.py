@@ -20,6 +20,11 @@ def process_embedder(provider: EmbeddingProvider) -> ProcessEmbedder | None:
     return provider if isinstance(provider, ProcessEmbedder) and provider.process_safe else None
 
 
+def _float32_matrix(embedder: ProcessEmbedder, texts: list[str]) -> npt.NDArray[np.float32]:
+    """`embedder.matrix(texts)` as float32, run in a worker process: half the bytes to send back."""
+    return np.asarray(embedder.matrix(texts), dtype=np.float32)
+
+
 async def embed_matrix(
     provider: EmbeddingProvider,
     texts: Sequence[str],
@@ -39,7 +44,7 @@ async def embed_matrix(
         batch = texts[start : start + step]
         reply: Embeddings | None = None
         if worker is not None and offloaded is not None:
-            vectors: Sequence[Sequence[float]] | npt.NDArray[np.float64] = await compute.in_worker(worker, offloaded.matrix, list(batch))
+            vectors: Sequence[Sequence[float]] | npt.NDArray[np.floating] = await compute.in_worker(worker, _float32_matrix, offloaded, list(batch))
         else:
             reply = await provider.embed(batch, purpose=purpose)
             vectors = reply.vectors
