@@ -139,3 +139,16 @@ def test_batched_vectors_equal_the_feature_by_feature_definition() -> None:
     for dimension in (384, 7):
         got = HashEmbedder(dimension).embed_sync(texts)
         assert got == [_hash_v1(t, dimension) for t in texts]
+
+
+def test_the_ascii_pattern_gives_the_tokens_of_the_unicode_definition() -> None:
+    """ASCII text takes one shortened pattern; on every ASCII character, alone and in runs, it agrees with the
+    general definition (NFKC, case folding, the token pattern, punctuation dropped)."""
+    import random
+
+    rnd = random.Random(3)
+    alphabet = [chr(c) for c in range(128)]
+    texts = [*alphabet, "".join(alphabet), *("".join(rnd.choices(alphabet, k=rnd.randint(1, 40))) for _ in range(2000))]
+    texts += ["Snake_case and CamelCase, x_1 _ __ a_ 42nd $5 <=> ~x^2 `code` | pipe", "Mixed CASE 123abc"]
+    for text in texts:
+        assert words(text) == hash_embedder._unicode_words(text), repr(text)
