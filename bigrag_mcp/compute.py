@@ -29,10 +29,15 @@ _limiter: RunVar[CapacityLimiter] = RunVar("bigrag_compute_limiter")
 _threads = 0
 
 
+def cores() -> int:
+    """The cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def configure(threads: int = 0, blas_threads: int = 1) -> None:
     """Use `threads` worker threads for CPU-bound work (0: one per core) and `blas_threads` per BLAS call (0: leave it)."""
     global _threads
-    _threads = threads if threads > 0 else (os.cpu_count() or 1)
+    _threads = threads if threads > 0 else cores()
     if blas_threads > 0:
         threadpool_limits(limits=blas_threads, user_api="blas")  # applies to the process from now on
 
@@ -42,7 +47,7 @@ def limiter() -> CapacityLimiter:
     try:
         found = _limiter.get()
     except LookupError:
-        found = CapacityLimiter(_threads or os.cpu_count() or 1)
+        found = CapacityLimiter(_threads or cores())
         _limiter.set(found)
     return found
 
@@ -50,11 +55,6 @@ def limiter() -> CapacityLimiter:
 async def run(work: Callable[..., T], *args: Any) -> T:
     """`work(*args)` in a worker thread, at most `threads` at a time."""
     return await anyio.to_thread.run_sync(work, *args, limiter=limiter())
-
-
-def cores() -> int:
-    """The cores this process may run on."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 @asynccontextmanager
