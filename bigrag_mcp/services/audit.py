@@ -24,8 +24,9 @@ from sqlalchemy import false, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bigrag_mcp.errors import InvalidArgument
+from bigrag_mcp.services.bulk import insert_rows
 from bigrag_mcp.store.db import Database
-from bigrag_mcp.store.models import AuditEntry, bulk_insert
+from bigrag_mcp.store.models import AuditEntry
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +147,7 @@ async def append_audit_many(session: AsyncSession, entries: Sequence[AuditFields
         }
         prev_id, prev_hash = body["id"], _hash_of(body)
         rows.append({**body, "entry_hash": prev_hash})
-    await session.execute(bulk_insert(AuditEntry), rows)  # one statement, no ORM bookkeeping per row
+    await insert_rows(session, AuditEntry, rows)  # one statement, no ORM bookkeeping per row
 
 
 async def audit_safely(db: Database, **fields: Unpack[AuditFields]) -> bool:
