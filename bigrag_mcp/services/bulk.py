@@ -1,10 +1,11 @@
-"""Many rows into one table in the caller's transaction, in one round trip to the driver where it allows it.
+"""A write transaction's statements in one round trip each to the driver, where it allows it.
 
-Each statement through SQLAlchemy's aiosqlite adapter is several round trips to the driver's thread (open a cursor,
-run, close it) plus per-row parameter handling; a batch write runs a handful of these per transaction, and each round
-trip waits for the event loop, which a batch keeps busy. On a DIRECT_DRIVERS store an insert of whole rows is instead
-one executemany on the driver's own connection (the session's, so in its transaction), each value through its
-column's own bind processor, so the stored values are SQLAlchemy's; elsewhere it is one Core executemany.
+Each statement through SQLAlchemy's aiosqlite adapter is three or four round trips to the driver's thread (open a
+cursor, run, fetch, close it) plus per-row parameter handling; a write runs a dozen of them per transaction, and each
+round trip waits for the event loop, which a batch keeps busy. On a DIRECT_DRIVERS store these run on the driver's own
+connection instead (the session's, so in its transaction): an insert of whole rows as one executemany, each value
+through its column's own bind processor, so the stored values are SQLAlchemy's; a `Prepared` statement as one call.
+Elsewhere they run through the session. Statements run this way do not flush the session's pending objects first.
 """
 
 from __future__ import annotations
@@ -50,3 +51,21 @@ async def insert_rows(session: AsyncSession, model: type[Base], rows: Sequence[M
         await session.execute(bulk_insert(model), list(rows))
         return
     await driver.executemany(prepared.sql, [prepared.parameters(row) for row in rows])
+
+
+async def fetch(session: AsyncSession, prepared: Prepared, values: Mapping[str, Any]) -> Sequence[Any]:
+    """The rows of a prepared read in the session's transaction (plain values, as `Prepared` returns them)."""
+    driver = await driver_connection(await session.connection())
+    if driver is None:
+        return (await session.execute(prepared.statement, dict(values))).all()
+    rows: Sequence[Any] = await driver.execute_fetchall(prepared.sql, prepared.parameters(values))
+    return rows
+
+
+async def run(session: AsyncSession, prepared: Prepared, values: Mapping[str, Any]) -> int:
+    """Run a prepared write in the session's transaction; the number of rows it changed."""
+    driver = await driver_connection(await session.connection())
+    if driver is None:
+        return int((await session.execute(prepared.statement, dict(values))).rowcount)  # type: ignore[attr-defined]
+    cursor = await driver.execute(prepared.sql, prepared.parameters(values))
+    return int(cursor.rowcount)
