@@ -386,8 +386,8 @@ async def test_direct_row_inserts_store_what_sqlalchemy_stores(rt: Runtime, monk
 async def test_a_batch_write_runs_its_fixed_statements_on_the_driver(rt: Runtime) -> None:
     """On a SQLite store a batch write's fixed statements (fence checks, inserts, the audit chain, the partition's
     sequence and change log, the webhook check) go straight to the driver, one round trip each: through SQLAlchemy's
-    adapter (three or four round trips a statement) only the collection and the dedup reads remain, and every row is
-    still written."""
+    adapter (three or four round trips a statement) only the collection's read and the partition's first sequence row
+    remain, and every row is still written."""
     from sqlalchemy import event
 
     await collections.create(rt, name="lean")
@@ -402,8 +402,8 @@ async def test_a_batch_write_runs_its_fixed_statements_on_the_driver(rt: Runtime
     finally:
         event.remove(rt.db.engine.sync_engine, "before_cursor_execute", seen)
     assert all(o.error is None for o in outcomes)  # groups of 32 and 64
-    tables = Counter(next(w for w in s.split() if w in {"collections", "documents", "index_generations"}) for s in through_sqlalchemy)
-    assert tables == {"collections": 1, "documents": 4, "index_generations": 1}  # the partition's first write makes its row
+    tables = Counter(next(w for w in s.split() if w in {"collections", "index_generations"}) for s in through_sqlalchemy)
+    assert tables == {"collections": 1, "index_generations": 1}  # the partition's first write makes its row
     async with rt.db.session() as session:
         for model, rows in ((Document, 96), (UsageEvent, 96), (AuditEntry, 97), (IndexChange, 2)):  # + the creation's audit
             assert await session.scalar(select(func.count()).select_from(model)) == rows, model

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import bisect
+import functools
 import hashlib
 import json
 import uuid
@@ -19,7 +20,7 @@ import anyio.lowlevel
 import numpy as np
 import numpy.typing as npt
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from bigrag_mcp import compute
@@ -38,7 +39,7 @@ from bigrag_mcp.schemas import (
     PageInfo,
     UploadResult,
 )
-from bigrag_mcp.services.bulk import driver_connection, insert_rows
+from bigrag_mcp.services.bulk import driver_connection, fetch, insert_rows
 from bigrag_mcp.services.collections import find, load, tenant_of_row
 from bigrag_mcp.services.embedding import Progress, embed_matrix, process_embedder
 from bigrag_mcp.services.fences import check_admitted
@@ -333,15 +334,33 @@ async def _embedded(
             one.estimate = estimate
 
 
+@functools.lru_cache(maxsize=32)
+def _held(count: int) -> Prepared:
+    """Which of `count` content hashes the partition already holds (one plain column; compiled once per count)."""
+    hashes = [bindparam(f"h{n}", type_=Document.content_hash.type) for n in range(count)]
+    return Prepared(
+        select(Document.content_hash).where(
+            Document.collection_id == bindparam("collection_id"), Document.tenant == bindparam("tenant"),
+            Document.content_hash.in_(hashes),
+        )
+    )
+
+
 async def _existing(
     session: AsyncSession, collection: Collection, tenant: str | None, hashes: Iterable[str]
 ) -> dict[str, Document]:
-    """Documents of the partition already holding any of these contents, by content hash."""
+    """Documents of the partition already holding any of these contents, by content hash: one plain read of the
+    hashes (new content, the common case, stops there), then the documents found."""
+    wanted = sorted(set(hashes))
+    if not wanted:
+        return {}
+    values = {"collection_id": collection.id, "tenant": tenant or NO_TENANT, **{f"h{n}": h for n, h in enumerate(wanted)}}
+    held = [h for (h,) in await fetch(session, _held(len(wanted)), values)]
+    if not held:
+        return {}
     rows = await session.scalars(
         select(Document).where(
-            Document.collection_id == collection.id,
-            Document.tenant == (tenant or NO_TENANT),
-            Document.content_hash.in_(set(hashes)),
+            Document.collection_id == collection.id, Document.tenant == (tenant or NO_TENANT), Document.content_hash.in_(held)
         )
     )
     return {d.content_hash: d for d in rows}
