@@ -228,3 +228,19 @@ async def test_a_running_processs_spool_is_left_to_it(rt: Runtime, settings: Set
     assert usage_rows(rt) == before + 1
     await rt.ledger.close()  # a clean close leaves no spool behind
     assert spool_files(rt) == []
+
+
+async def test_a_usage_row_that_cannot_be_spooled_is_left_to_its_call_to_write(
+    rt: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await collections.create(rt, name="docs")
+    activity = Activity.of("query", await collections.load(rt, "docs"))
+
+    def disk_full(row: dict[str, object]) -> None:
+        raise OSError(28, "No space left on device")
+
+    assert rt.ledger.spool is not None
+    monkeypatch.setattr(rt.ledger.spool, "append", disk_full)
+    with write_lock_held(rt):
+        assert rt.ledger.record_now(ledger.OPERATOR, activity) is False  # never a row only in memory
+    assert not rt.ledger._waiting

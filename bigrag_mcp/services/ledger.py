@@ -130,7 +130,11 @@ class Ledger:
         if len(self._waiting) >= MAX_WAITING:
             return False
         if self.spool is not None:
-            self.spool.append(row)
+            try:
+                self.spool.append(row)
+            except OSError:
+                log.exception("could not spool a usage row; the call writes its own, waiting for the store")
+                return False
         self._waiting.append(row)
         if self._writer is None:
             self._writer = asyncio.get_running_loop().create_task(self._write_waiting())

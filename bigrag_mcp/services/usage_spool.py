@@ -92,6 +92,13 @@ class UsageSpool:
 
     async def recover(self, db: Database) -> int:
         """Insert the rows of dead processes' spools that the store does not hold yet; returns how many."""
+        try:
+            return await self._recover(db)
+        except OSError:  # the store still opens; the files stay for the next try
+            log.exception("could not recover the usage spool in %s", self.folder)
+            return 0
+
+    async def _recover(self, db: Database) -> int:
         if not self.folder.is_dir():
             return 0
         import fcntl  # POSIX only, as `beside` ensures
