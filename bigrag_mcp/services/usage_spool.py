@@ -64,8 +64,11 @@ class UsageSpool:
             import fcntl  # POSIX only, as `beside` ensures
 
             self.folder.mkdir(parents=True, exist_ok=True)
-            self._lock = os.open(self.folder / f"{self._name}.lock", os.O_CREAT | os.O_RDWR, 0o600)
+            # locked before it takes its name, so a process recovering spools never finds it unlocked
+            staged = self.folder / f"{self._name}.locking"
+            self._lock = os.open(staged, os.O_CREAT | os.O_RDWR, 0o600)
             fcntl.flock(self._lock, fcntl.LOCK_EX)
+            os.replace(staged, self.folder / f"{self._name}.lock")
             self._rows = _open_for_append(self._path)
         os.write(self._rows, _line(row))
 
