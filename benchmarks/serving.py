@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.abc
 import httpx2
 import numpy as np
 from mcp import Client, StdioServerParameters
@@ -111,27 +112,36 @@ async def http_server(
 ) -> AsyncIterator[Served]:
     """`bigrag-mcp serve --transport streamable-http [options]` in a subprocess (`python <program> serve ...`);
     yields its URL and pid."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = unused_port()
     proc = await anyio.open_process(
         [sys.executable, *program, "serve", "--transport", "streamable-http", "--port", str(port), *options],
         env=server_env(folder, **extra), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                await (await anyio.connect_tcp("127.0.0.1", port)).aclose()
-                break
-            except OSError:
-                if proc.returncode is not None or time.monotonic() > deadline:
-                    raise RuntimeError("the server did not start") from None
-                await anyio.sleep(0.05)  # waiting for the port, not timing anything
+        await listening(proc, port)
         yield Served(f"http://127.0.0.1:{port}", proc.pid)
     finally:
         proc.terminate()
         await proc.wait()
+
+
+async def listening(proc: anyio.abc.Process, port: int) -> None:
+    """Return once `proc` accepts connections on `port` of the loopback; raise if it exits or 120 s pass first."""
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            await (await anyio.connect_tcp("127.0.0.1", port)).aclose()
+            return
+        except OSError:
+            if proc.returncode is not None or time.monotonic() > deadline:
+                raise RuntimeError("the server did not start") from None
+            await anyio.sleep(0.05)  # waiting for the port, not timing anything
+
+
+def unused_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 @asynccontextmanager

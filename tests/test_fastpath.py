@@ -3,13 +3,16 @@ fallback; a query's usage row never makes it wait for another writer."""
 
 from __future__ import annotations
 
+import signal
 import sqlite3
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 
 import anyio
 import pytest
+from conftest import server_env
 from sqlalchemy import bindparam, func, select
 
 from bigrag_mcp.limits.fastpath import Prepared, read
@@ -146,3 +149,98 @@ async def test_usage_rows_wait_in_memory_up_to_a_bound_then_the_caller_writes_it
         assert [rt.ledger.record_now(ledger.OPERATOR, activity) for _ in range(3)] == [True, True, False]
     await rt.ledger.flush()
     assert usage_rows(rt) == 2
+
+
+DIES_WHILE_ROWS_WAIT = """
+import asyncio, os, signal, sqlite3
+from bigrag_mcp.services import search
+from bigrag_mcp.services.runtime import Runtime
+
+async def main():
+    rt = await Runtime.open()
+    holder = sqlite3.connect(rt.db.url.split("///", 1)[1], isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # another writer's transaction, as an upload's
+    for _ in range(3):
+        assert (await search.search(rt, "docs", "alpha", filters={"tenant_id": "acme"})).results
+    os.kill(os.getpid(), signal.SIGKILL)  # a crash: no close, no flush
+
+asyncio.run(main())
+"""
+
+
+def spool_files(rt: Runtime) -> list[str]:
+    assert rt.ledger.spool is not None
+    folder = rt.ledger.spool.folder
+    return sorted(path.suffix for path in folder.iterdir()) if folder.exists() else []
+
+
+async def test_usage_rows_waiting_when_the_process_dies_are_recovered_once_by_the_next_to_open_the_store(
+    rt: Runtime, settings: Settings
+) -> None:
+    await seeded(rt)
+    before = usage_rows(rt)
+    with anyio.fail_after(120):
+        died = await anyio.run_process([sys.executable, "-c", DIES_WHILE_ROWS_WAIT], env=server_env(settings), check=False)
+    assert died.returncode == -signal.SIGKILL
+    assert usage_rows(rt) == before and spool_files(rt) == [".jsonl", ".lock"]  # answered, their rows in the spool
+    for _ in range(2):  # the first to open the store recovers them; the next finds nothing left
+        again = await Runtime.open(settings)
+        await again.close()
+        assert usage_rows(rt) == before + 3 and spool_files(rt) == []
+    report = await admin.usage(rt, collection="docs")
+    assert report.queries_total == 3
+
+
+async def test_a_spool_whose_rows_were_committed_before_its_process_died_is_not_counted_twice(
+    rt: Runtime, settings: Settings, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    await seeded(rt)
+    before = usage_rows(rt)
+    spool = rt.ledger.spool
+    assert spool is not None
+    monkeypatch.setattr(spool, "keep", lambda rows: None)  # the process dies after the commit, before this
+    with write_lock_held(rt):
+        for _ in range(2):
+            await search.search(rt, "docs", "alpha", filters={"tenant_id": "acme"})
+    await rt.ledger.flush()
+    assert usage_rows(rt) == before + 2  # committed, and still in the spool
+    with write_lock_held(rt):
+        await search.search(rt, "docs", "alpha", filters={"tenant_id": "acme"})  # waits: in the spool only
+    with (spool.folder / f"{spool._name}.jsonl").open("ab") as torn:
+        torn.write(b'{"created_at": "2026-')  # the crash cut the last line short
+    rt.ledger._waiting.clear()
+    spool.close(clean=False)  # the process is gone: its lock is free, its files stay
+    again = await Runtime.open(settings)
+    await again.close()
+    assert usage_rows(rt) == before + 3 and spool_files(rt) == []
+    assert "skipped line 4" in caplog.text
+
+
+async def test_a_running_processs_spool_is_left_to_it(rt: Runtime, settings: Settings) -> None:
+    await seeded(rt)
+    before = usage_rows(rt)
+    with write_lock_held(rt):
+        await search.search(rt, "docs", "alpha", filters={"tenant_id": "acme"})
+        other = await Runtime.open(settings)  # another process opening the store while this one's row waits
+        assert usage_rows(rt) == before and spool_files(rt) == [".jsonl", ".lock"]
+    await rt.ledger.flush()
+    await other.close()
+    assert usage_rows(rt) == before + 1
+    await rt.ledger.close()  # a clean close leaves no spool behind
+    assert spool_files(rt) == []
+
+
+async def test_a_usage_row_that_cannot_be_spooled_is_left_to_its_call_to_write(
+    rt: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await collections.create(rt, name="docs")
+    activity = Activity.of("query", await collections.load(rt, "docs"))
+
+    def disk_full(row: dict[str, object]) -> None:
+        raise OSError(28, "No space left on device")
+
+    assert rt.ledger.spool is not None
+    monkeypatch.setattr(rt.ledger.spool, "append", disk_full)
+    with write_lock_held(rt):
+        assert rt.ledger.record_now(ledger.OPERATOR, activity) is False  # never a row only in memory
+    assert not rt.ledger._waiting

@@ -18,6 +18,7 @@ from bigrag_mcp.policy import Principal
 from bigrag_mcp.services.audit import AuditFields, append_audit_many
 from bigrag_mcp.services.outbox import enqueue_billing, new_event_id
 from bigrag_mcp.services.usage import record_usage_many, resolve_tokens, usage_row
+from bigrag_mcp.services.usage_spool import UsageSpool
 from bigrag_mcp.services.webhooks import EVENT_TYPES, enqueue_webhook_events
 from bigrag_mcp.store.models import Collection, UsageEvent, bulk_insert
 from bigrag_mcp.types import BillingEvent
@@ -97,9 +98,12 @@ class Activity:
 class Ledger:
     """Writes an activity's traces inside the caller's transaction, so they commit or roll back with the work."""
 
-    def __init__(self, billing_exporters: Sequence[str] = (), limits: Limits | None = None) -> None:
+    def __init__(
+        self, billing_exporters: Sequence[str] = (), limits: Limits | None = None, spool: UsageSpool | None = None
+    ) -> None:
         self.billing_exporters = tuple(billing_exporters)
         self.limits = limits
+        self.spool = spool  # where waiting rows are kept on disk too (SQLite file stores)
         self._waiting: list[dict[str, Any]] = []  # usage rows `record_now` could not write at once
         self._writer: asyncio.Task[None] | None = None  # the task writing them
 
@@ -110,8 +114,9 @@ class Ledger:
         """Write an activity whose only trace is its usage row (a query or chat with no limits to settle, no billing,
         no audit, no webhook) without waiting: at once on the SQLite fast path, or, while another transaction holds
         the store's write lock (an upload being indexed), by a task of this ledger as soon as the lock is free (see
-        `flush`), so the call never waits for someone else's write. False when it has more to write, or when
-        MAX_WAITING rows already wait: then `record` it in a session."""
+        `flush`), so the call never waits for someone else's write; meanwhile the row is in the spool too, should the
+        process die. False when it has more to write, or when MAX_WAITING rows already wait: then `record` it in a
+        session."""
         fast = self.limits.fast if self.limits is not None else None
         operation = USAGE_OPERATIONS.get(activity.action)
         if (
@@ -124,6 +129,12 @@ class Ledger:
             return True
         if len(self._waiting) >= MAX_WAITING:
             return False
+        if self.spool is not None:
+            try:
+                self.spool.append(row)
+            except OSError:
+                log.exception("could not spool a usage row; the call writes its own, waiting for the store")
+                return False
         self._waiting.append(row)
         if self._writer is None:
             self._writer = asyncio.get_running_loop().create_task(self._write_waiting())
@@ -151,6 +162,8 @@ class Ledger:
         except BaseException:
             self._waiting[:0] = rows
             raise
+        if self.spool is not None:
+            self.spool.keep(self._waiting)  # those that came while these were written
 
     async def flush(self) -> None:
         """Write the usage rows still waiting for the store (see `record_now`) now; raises if they cannot be."""
@@ -160,11 +173,15 @@ class Ledger:
             await self._write_once()
 
     async def close(self) -> None:
-        """`flush` before the store closes; rows that still cannot be written are logged as lost."""
+        """`flush` before the store closes; rows that still cannot be written stay in the spool (if any) for the next
+        process that opens the store, else they are logged as lost."""
         try:
             await self.flush()
         except Exception:
-            log.exception("%d usage rows could not be written before the store closed", len(self._waiting))
+            kept = "left in the spool" if self.spool is not None else "lost"
+            log.exception("%d usage rows could not be written before the store closed: %s", len(self._waiting), kept)
+        if self.spool is not None:
+            self.spool.close(clean=not self._waiting)
 
     async def record_many(self, session: AsyncSession, entries: Sequence[tuple[Caller, Activity]]) -> None:
         """Several activities of one transaction, each settled on its caller's hold: audit rows chained in one append,

@@ -20,6 +20,7 @@ from bigrag_mcp.services.lookups import Lookups
 from bigrag_mcp.services.prices import load_prices
 from bigrag_mcp.services.slots import WriteSlots
 from bigrag_mcp.services.snapshots import SnapshotStore
+from bigrag_mcp.services.usage_spool import UsageSpool
 from bigrag_mcp.settings import Settings
 from bigrag_mcp.store.db import Database
 from bigrag_mcp.types import ChatProvider, EmbeddingProvider, GraphIndexed, Reranker
@@ -42,7 +43,8 @@ class Runtime:
         self.index = IndexGate(db, self.backend, snapshots, self.fast)
         self.lookups = Lookups(db, self.fast)
         self.limits = Limits(db, self.policy.limits, lambda: load_prices(settings.price_file), fast=self.fast)
-        self.ledger = Ledger(list(settings.billing_exporters), self.limits)
+        spool = UsageSpool.beside(db.url) if self.fast is not None else None
+        self.ledger = Ledger(list(settings.billing_exporters), self.limits, spool)
         self.writes = WriteSlots(settings.write_concurrency)
         self.loader_bounds = Bounds(settings.loader_timeout_s, settings.loader_memory_mb, settings.loader_unzipped_mb)
         self._embedders: dict[tuple[str, str | None, int | None], EmbeddingProvider] = {}
@@ -59,7 +61,10 @@ class Runtime:
         pm = plugin_manager(settings.load_plugins, extra=plugins)
         db = Database(settings.resolved_database_url)
         await db.migrate()
-        return cls(settings, db, pm, build_registry(pm), policy)
+        runtime = cls(settings, db, pm, build_registry(pm), policy)
+        if runtime.ledger.spool is not None:
+            await runtime.ledger.spool.recover(db)  # usage rows of processes that died before writing them
+        return runtime
 
     def default_embedding_provider(self) -> str:
         """BIGRAG_EMBEDDING_PROVIDER, else the offline local model when it is installed, else the `hash` embedder."""
