@@ -50,9 +50,11 @@ def env(data_dir: Path, embedder: str, tree: Path | None = None) -> dict[str, st
 
 
 def cli(data_dir: Path, embedder: str, *args: str, tree: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """`python -m bigrag_mcp ARGS` run from the store's folder: `-m` puts the working directory first on the module
+    path, so a checkout there would shadow the package (and `tree`) being measured."""
     return subprocess.run(
         [sys.executable, "-m", "bigrag_mcp", *args], env=env(data_dir, embedder, tree), capture_output=True, text=True,
-        check=True,
+        check=True, cwd=data_dir.parent,
     )
 
 
