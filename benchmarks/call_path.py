@@ -41,6 +41,7 @@ from serving import (
     listening,
     ms,
     percentile,
+    scratch_folder,
     seed,
     settings_for,
     stdio_server_pid,
@@ -156,7 +157,7 @@ async def main() -> None:
     parser.add_argument("--queries", type=int, default=200)
     a = parser.parse_args()
     logging.disable(logging.INFO)  # the HTTP client logs every request at INFO
-    folder = Path(tempfile.mkdtemp(prefix="bigrag-bench-"))
+    folder = scratch_folder()
     rt = await Runtime.open(settings_for(folder))
     key = await seed(rt, a.size)
     collection = await load(rt, QUERY["collection"])

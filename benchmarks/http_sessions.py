@@ -27,7 +27,6 @@ import json
 import logging
 import os
 import statistics
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +36,7 @@ import anyio
 import httpx2
 from mcp import Client
 from server_timings import SESSION_HEADER, describe, read_timings
-from serving import QUERY, cpu_seconds, http_server, http_session, ms, percentile, seed, settings_for
+from serving import QUERY, cpu_seconds, http_server, http_session, ms, percentile, scratch_folder, seed, settings_for
 
 from bigrag_mcp.services.runtime import Runtime
 
@@ -184,7 +183,7 @@ async def main() -> None:
     parser.add_argument("--workers", type=int, default=1)
     a = parser.parse_args()
     logging.disable(logging.INFO)
-    folder = Path(tempfile.mkdtemp(prefix="bigrag-bench-"))
+    folder = scratch_folder()
     rt = await Runtime.open(settings_for(folder))
     key = await seed(rt, a.size)
     await rt.close()

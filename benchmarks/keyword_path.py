@@ -11,13 +11,11 @@ import asyncio
 import json
 import random
 import statistics
-import tempfile
-from pathlib import Path
 
 import numpy as np
 from call_path import interleaved, summary
 from ingest import WORDS
-from serving import COLLECTION, DIM, ms, settings_for
+from serving import COLLECTION, DIM, ms, scratch_folder, settings_for
 
 from bigrag_mcp.services import collections, search, vectors
 from bigrag_mcp.services.runtime import Runtime
@@ -31,7 +29,7 @@ async def main() -> None:
     parser.add_argument("--chunks", type=int, default=20_000)
     parser.add_argument("--queries", type=int, default=200)
     a = parser.parse_args()
-    rt = await Runtime.open(settings_for(Path(tempfile.mkdtemp(prefix="bigrag-bench-"))))
+    rt = await Runtime.open(settings_for(scratch_folder()))
     rng, words = np.random.default_rng(7), random.Random(7)
     await collections.create(rt, name=COLLECTION, dimension=DIM)
     for start in range(0, a.chunks, 1000):

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -29,6 +32,13 @@ from bigrag_mcp.settings import Settings
 COLLECTION = "bench"
 DIM = 384
 QUERY = {"collection": COLLECTION, "query": "alpha beta gamma", "top_k": 10}
+
+
+def scratch_folder() -> Path:
+    """A temporary folder for a benchmark's store, removed when the script exits."""
+    folder = Path(tempfile.mkdtemp(prefix="bigrag-bench-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder
 
 
 def settings_for(folder: Path) -> Settings:

@@ -21,15 +21,13 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import anyio.lowlevel
 import anyio.to_thread
-from serving import QUERY, http_server, http_session, ms, seed, settings_for
+from serving import QUERY, http_server, http_session, ms, scratch_folder, seed, settings_for
 
 from bigrag_mcp.services.runtime import Runtime
 
@@ -84,7 +82,7 @@ def queue_round_trip(rounds: int, pinned: bool) -> dict[str, float]:
 
 async def http_parsers(queries: int) -> dict[str, Any]:
     """p50 of a streamable-HTTP `query` with each parser, calls alternating between two servers on one store."""
-    folder = Path(tempfile.mkdtemp(prefix="bigrag-bench-"))
+    folder = scratch_folder()
     rt = await Runtime.open(settings_for(folder))
     key = await seed(rt, 10_000)
     await rt.close()

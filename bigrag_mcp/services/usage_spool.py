@@ -110,7 +110,10 @@ class UsageSpool:
         for lock_path in sorted(self.folder.glob("*.lock")):
             if lock_path.stem == self._name:
                 continue
-            lock = os.open(lock_path, os.O_RDWR)
+            try:
+                lock = os.open(lock_path, os.O_RDWR)
+            except FileNotFoundError:
+                continue  # another process recovered it meanwhile
             try:
                 try:
                     fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
