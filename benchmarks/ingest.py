@@ -1,11 +1,15 @@
 """Ingest throughput: `bigrag-mcp ingest` end to end against the embedder alone on the same chunk texts.
 
 Usage: python benchmarks/ingest.py [--docs 2000] [--doc-bytes 2048] [--embedder hash|local] [--single 300] [--repeats 3]
+                                  [--against CHECKOUT]
 Prints JSON: chunks/s of the embedder alone (the floor, measured right before and right after the ingests and
 averaged, so a machine whose load drifts does not favour either side), of `bigrag-mcp ingest` (the batch path, run
 `--repeats` times into fresh stores: each run's and the median, measured inside the command and on the wall clock
 including process start, with the package's bytecode compiled as an installed package has it), of the
 one-document-at-a-time upload path, and their ratios to the floor, all from the same run.
+With `--against`, another checkout of the project (e.g. `git worktree add ../base main`) ingests the same folder
+right after each of this tree's runs, alternating which goes first, with this interpreter and its packages: each
+pair's wall-clock ratio (this tree over the other) and their median, so a change is judged on a noisy machine.
 """
 
 from __future__ import annotations
@@ -39,15 +43,29 @@ def corpus(count: int, size: int, seed: int = 7) -> list[str]:
     return docs
 
 
-def env(data_dir: Path, embedder: str) -> dict[str, str]:
+def env(data_dir: Path, embedder: str, tree: Path | None = None) -> dict[str, str]:
     base = {k: v for k, v in os.environ.items() if not k.startswith("BIGRAG_")}
-    return base | {"BIGRAG_DATA_DIR": str(data_dir), "BIGRAG_EMBEDDING_PROVIDER": embedder, "BIGRAG_LOAD_PLUGINS": ""}
+    found = {"PYTHONPATH": str(tree)} if tree is not None else {}  # ahead of the installed package
+    return base | found | {"BIGRAG_DATA_DIR": str(data_dir), "BIGRAG_EMBEDDING_PROVIDER": embedder, "BIGRAG_LOAD_PLUGINS": ""}
 
 
-def cli(data_dir: Path, embedder: str, *args: str) -> subprocess.CompletedProcess[str]:
+def cli(data_dir: Path, embedder: str, *args: str, tree: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """`python -m bigrag_mcp ARGS` run from the store's folder: `-m` puts the working directory first on the module
+    path, so a checkout there would shadow the package (and `tree`) being measured."""
     return subprocess.run(
-        [sys.executable, "-m", "bigrag_mcp", *args], env=env(data_dir, embedder), capture_output=True, text=True, check=True
+        [sys.executable, "-m", "bigrag_mcp", *args], env=env(data_dir, embedder, tree), capture_output=True, text=True,
+        check=True, cwd=data_dir.parent,
     )
+
+
+def ingest_once(data_dir: Path, embedder: str, folder: Path, tree: Path | None = None) -> tuple[float, float, int]:
+    """One `bigrag-mcp ingest` of `folder` into a fresh store: chunks/s inside the command and on the wall clock."""
+    cli(data_dir, embedder, "collections", "create", "bench", tree=tree)
+    started = time.perf_counter()
+    done = cli(data_dir, embedder, "ingest", "bench", str(folder), tree=tree)
+    wall = time.perf_counter() - started
+    counts = json.loads(done.stdout)["counts"]
+    return counts["chunks_per_second"], round(counts["chunks"] / wall, 1), counts["chunks"]
 
 
 async def measure(texts: list[str], embedder: str, data_dir: Path, single: int) -> dict[str, Any]:
@@ -83,35 +101,38 @@ def main() -> None:
     parser.add_argument("--embedder", default="hash")
     parser.add_argument("--single", type=int, default=300, help="documents for the one-at-a-time path")
     parser.add_argument("--repeats", type=int, default=3, help="ingest runs, each into a fresh store")
+    parser.add_argument("--against", type=Path, help="another checkout whose ingest runs alternate with this tree's")
     args = parser.parse_args()
     texts = corpus(args.docs, args.doc_bytes)
     import bigrag_mcp
 
     # bytecode for the package, as an installed (not editable) package has it: process start then reads .pyc files
-    subprocess.run([sys.executable, "-m", "compileall", "-q", str(Path(bigrag_mcp.__file__).parent)], check=True)
+    for package in [Path(bigrag_mcp.__file__).parent, *([args.against / "bigrag_mcp"] if args.against else [])]:
+        subprocess.run([sys.executable, "-m", "compileall", "-q", str(package)], check=True)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "docs"
         folder.mkdir()
         for n, text in enumerate(texts):
             (folder / f"{n:05}.txt").write_text(text, encoding="utf-8")
         before = asyncio.run(measure(texts, args.embedder, Path(tmp) / "before", 0))
-        inside, walls = [], []
+        inside, walls, other_inside, other_walls = [], [], [], []
         for n in range(args.repeats):
-            data_dir = Path(tmp) / f"ingest{n}"
-            cli(data_dir, args.embedder, "collections", "create", "bench")
-            started = time.perf_counter()
-            done = cli(data_dir, args.embedder, "ingest", "bench", str(folder))
-            wall = time.perf_counter() - started
-            counts = json.loads(done.stdout)["counts"]
-            inside.append(counts["chunks_per_second"])
-            walls.append(round(counts["chunks"] / wall, 1))
+            for tree in (None, args.against) if n % 2 == 0 else (args.against, None):
+                if tree is None:
+                    speed, wall, chunks = ingest_once(Path(tmp) / f"ingest{n}", args.embedder, folder)
+                    inside.append(speed)
+                    walls.append(wall)
+                elif args.against is not None:
+                    speed, wall, _ = ingest_once(Path(tmp) / f"against{n}", args.embedder, folder, args.against)
+                    other_inside.append(speed)
+                    other_walls.append(wall)
         measured = asyncio.run(measure(texts, args.embedder, Path(tmp) / "after", args.single))
     floor = (before["floor"] + measured["floor"]) / 2
     result = {
         "embedder": args.embedder,
         "documents": args.docs,
         "doc_bytes": args.doc_bytes,
-        "chunks": counts["chunks"],
+        "chunks": chunks,
         "embedder_alone_chunks_per_s": round(floor, 1),
         "embedder_alone_before_after": [round(before["floor"], 1), round(measured["floor"], 1)],
         "ingest_chunks_per_s": statistics.median(inside),
@@ -124,7 +145,17 @@ def main() -> None:
         "ratio_per_document_to_floor": round((measured["per_document"] or 0) / floor, 3),
         "load_average": os.getloadavg()[0],
     }
-    assert counts["chunks"] == measured["chunks"], "ingest made other chunks than the floor embedded"
+    if args.against is not None:
+        ratios = [round(mine / theirs, 3) for mine, theirs in zip(walls, other_walls)]
+        result["against"] = {
+            "checkout": str(args.against),
+            "ingest_runs_chunks_per_s": other_inside,
+            "ingest_runs_wall_chunks_per_s": other_walls,
+            "ingest_wall_chunks_per_s": statistics.median(other_walls),
+            "pair_ratios_wall": ratios,
+            "median_pair_ratio_wall": statistics.median(ratios),
+        }
+    assert chunks == measured["chunks"], "ingest made other chunks than the floor embedded"
     print(json.dumps(result, indent=2))
 
 

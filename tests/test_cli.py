@@ -139,6 +139,30 @@ def test_policy_check_names_the_bad_line(settings: Settings, tmp_path: Path) -> 
     assert run(settings, "policy", "check", str(REPO / "policies" / "saas-example.toml")).returncode == 0
 
 
+def test_the_collector_is_off_while_a_command_loads_and_its_modules_are_frozen_after(tmp_path: Path) -> None:
+    """`run` keeps the garbage collector off while start-up loads the command's modules (the command line itself loads
+    none of the heavy ones, so they all load then) and freezes them out of later collections; the command runs with
+    the collector on. Fails if `bigrag_mcp.cli` imports the store or pydantic again, or if `run` stops doing this."""
+    probe = (
+        "import gc, sys; import bigrag_mcp.cli as cli\n"
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('sqlalchemy', 'pydantic', 'numpy', 'anyio') "
+        "or m.startswith(('bigrag_mcp.services', 'bigrag_mcp.store', 'bigrag_mcp.policy', 'bigrag_mcp.settings')))\n"
+        "build = cli.build_parser\n"
+        "def build_parser(argv): print('loading with the collector', gc.isenabled()); return build(argv)\n"
+        "def execute(parser, args): print('running with the collector', gc.isenabled(), 'frozen', gc.get_freeze_count() > 100_000, "
+        "'store loaded', 'sqlalchemy' in sys.modules); return 0\n"
+        "cli.build_parser, cli.execute = build_parser, execute\n"
+        "print('the command line alone loads', heavy)\n"
+        "sys.argv = ['bigrag-mcp', 'ingest', 'docs', '.']; cli.run()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=tmp_path)
+    assert done.stdout.splitlines() == [
+        "the command line alone loads []",
+        "loading with the collector False",
+        "running with the collector True frozen True store loaded True",
+    ]
+
+
 def test_serve_loads_no_other_command() -> None:
     probe = (
         "import sys; from bigrag_mcp.cli import build_parser; build_parser(['serve']).parse_args(['serve']); "

@@ -9,6 +9,7 @@ import sys
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +25,12 @@ from bigrag_mcp.errors import Unavailable
 from bigrag_mcp.hookspecs import hookimpl
 from bigrag_mcp.limits.engine import Hold, Scope
 from bigrag_mcp.policy import Principal
-from bigrag_mcp.services import collections, documents, search
+from bigrag_mcp.services import bulk, collections, documents, search
 from bigrag_mcp.services.fences import fence
 from bigrag_mcp.services.index import IndexWrite
 from bigrag_mcp.services.ledger import OPERATOR, Caller
 from bigrag_mcp.services.runtime import Runtime
-from bigrag_mcp.services.usage import estimate_tokens
+from bigrag_mcp.services.usage import estimate_tokens, usage_row
 from bigrag_mcp.settings import Settings
 from bigrag_mcp.store.models import AuditEntry, Chunk, Document, IndexChange, PageText, UsageEvent
 from bigrag_mcp.types import EmbeddingProviderFactory, Embeddings, Purpose
@@ -309,9 +310,9 @@ async def test_direct_chunk_inserts_store_what_sqlalchemy_stores(rt: Runtime, mo
     body = "Pommes et poires, récoltées en octobre. " * 20
     meta = {"lang": "fr", "n": 3, "nested": {"é": [1.5, None, True]}}
     async with rt.db.session() as session:
-        assert documents._ChunkInsert(await session.connection()).direct  # this store takes the driver path
+        assert (await documents._ChunkInsert.of(await session.connection())).direct  # this store takes the driver path
     await documents.upload_many(rt, "direct", [documents.Upload(text=body, metadata=meta)])
-    monkeypatch.setattr(documents, "DIRECT_DRIVERS", frozenset())
+    monkeypatch.setattr(bulk, "DIRECT_DRIVERS", frozenset())
     await documents.upload_many(rt, "core", [documents.Upload(text=body, metadata=meta)])
     columns = "chunk_index, text, metadata, char_start, char_end, page, vector, typeof(vector), typeof(created_at), length(created_at)"
     async with rt.db.session() as session:
@@ -323,6 +324,89 @@ async def test_direct_chunk_inserts_store_what_sqlalchemy_stores(rt: Runtime, mo
         assert stored["direct"] == stored["core"] and len(stored["core"]) > 3
         for doc in await session.scalars(select(Document)):  # times read back as the document's
             assert {c.created_at for c in await session.scalars(select(Chunk).where(Chunk.document_id == doc.id))} == {doc.created_at}
+
+
+async def test_direct_row_inserts_store_what_sqlalchemy_stores(rt: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`bulk.insert_rows` on a SQLite store (one driver executemany) writes the very values a Core insert writes, for
+    each table a batch write fills that way: documents, pages, usage events and audit entries."""
+    from sqlalchemy import text as sql
+
+    await collections.create(rt, name="rows")
+    async with rt.db.session() as session:
+        info = await collections.find(session, "rows")
+    when = datetime(2026, 11, 28, 4, 5, 6, 789, tzinfo=UTC)
+    meta = {"lang": "fr", "n": 3, "nested": {"é": [1.5, None, True]}}
+
+    # row i (0 or 1) of a batch; `n` makes only its unique columns differ between the two batches
+    def document(n: int, i: int) -> dict[str, Any]:
+        return documents.NewDocument(
+            id=f"doc{n}", collection_id=info.id, tenant="t" * i, filename="é.txt" if i else None, mime_type="text/plain",
+            content_hash=f"{n:064}", metadata_=meta if i else {}, size_bytes=10, char_count=9, chunk_count=1,
+            embedding_tokens=i, created_at=when,
+        ).row()
+
+    def page(n: int, i: int) -> dict[str, Any]:
+        return {"document_id": f"doc{n}", "page": i + 1, "char_start": 0, "char_end": 5, "text": "Pâges" * i}
+
+    def usage(n: int, i: int) -> dict[str, Any]:
+        return usage_row(
+            operation="upload", collection="rows", collection_uid=info.uid, tenant="t" if i else None, documents=1,
+            chunks=i, embedding_tokens=i, tokens_estimated=bool(i), latency_ms=1.5 * i, provider="hash", created_at=when,
+        )
+
+    def audit(n: int, i: int) -> dict[str, Any]:
+        return {
+            "id": n, "created_at": when, "actor_key_id": None, "action": "document.uploaded", "resource_type": "document",
+            "resource_id": "doc" if i else None, "tenant": None, "outcome": "allowed", "reason": "é" * i, "request_id": "r",
+            "metadata": meta if i else {}, "prev_hash": f"{n:064}", "entry_hash": f"{n + 1:064}",
+        }
+
+    unique = {"id", "document_id", "content_hash", "prev_hash", "entry_hash"}
+    cases: list[tuple[type[Any], Callable[[int, int], dict[str, Any]]]] = [
+        (Document, document), (PageText, page), (UsageEvent, usage), (AuditEntry, audit),
+    ]
+    for model, make in cases:
+        table = model.__table__
+        columns = ", ".join(f"{c.name}, typeof({c.name})" for c in table.columns if c.name not in unique)
+        stored = {}
+        for path, first in (("direct", 101), ("core", 103)):  # audit ids past the collection's own entry
+            if path == "core":
+                monkeypatch.setattr(bulk, "DIRECT_DRIVERS", frozenset())
+            async with rt.db.session() as session:
+                assert (await bulk.driver_connection(await session.connection()) is not None) == (path == "direct")
+                await bulk.insert_rows(session, model, [make(first + i, i) for i in (0, 1)])
+            monkeypatch.undo()
+            async with rt.db.session() as session:
+                stored[path] = (await session.execute(sql(f"SELECT {columns} FROM {table.name} ORDER BY rowid DESC LIMIT 2"))).all()
+        assert stored["direct"] == stored["core"] and len(stored["core"]) == 2, table.name
+    # rows leaving out columns that SQLAlchemy fills with their defaults take its own insert
+    assert bulk._whole_row_insert(UsageEvent, frozenset({"operation", "collection"})) is None
+
+
+async def test_a_batch_write_runs_its_fixed_statements_on_the_driver(rt: Runtime) -> None:
+    """On a SQLite store a batch write's fixed statements (fence checks, inserts, the audit chain, the partition's
+    sequence and change log, the webhook check) go straight to the driver, one round trip each: through SQLAlchemy's
+    adapter (three or four round trips a statement) only the collection's read and the partition's first sequence row
+    remain, and every row is still written."""
+    from sqlalchemy import event
+
+    await collections.create(rt, name="lean")
+    through_sqlalchemy: list[str] = []
+
+    def seen(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        through_sqlalchemy.append(statement)
+
+    event.listen(rt.db.engine.sync_engine, "before_cursor_execute", seen)
+    try:
+        outcomes = await documents.upload_many(rt, "lean", [documents.Upload(text=f"doc {n} " * 50) for n in range(96)])
+    finally:
+        event.remove(rt.db.engine.sync_engine, "before_cursor_execute", seen)
+    assert all(o.error is None for o in outcomes)  # groups of 32 and 64
+    tables = Counter(next(w for w in s.split() if w in {"collections", "index_generations"}) for s in through_sqlalchemy)
+    assert tables == {"collections": 1, "index_generations": 1}  # the partition's first write makes its row
+    async with rt.db.session() as session:
+        for model, rows in ((Document, 96), (UsageEvent, 96), (AuditEntry, 97), (IndexChange, 2)):  # + the creation's audit
+            assert await session.scalar(select(func.count()).select_from(model)) == rows, model
 
 
 async def test_the_next_group_embeds_while_the_previous_one_is_written(rt: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:

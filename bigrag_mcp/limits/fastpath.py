@@ -21,7 +21,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import StaticPool
 from sqlalchemy.sql.dml import ReturningInsert
-from sqlalchemy.sql.expression import Insert, Select
+from sqlalchemy.sql.expression import Insert, Select, Update
 
 from bigrag_mcp.store.db import Database, sqlite_pragmas
 
@@ -35,12 +35,12 @@ class Prepared:
     connection, skipping SQLAlchemy's per-call statement building and coercion (most of a point read's cost).
 
     Parameters go through their columns' own bind processors (JSON, datetimes, booleans), so they are stored as
-    SQLAlchemy would store them; an INSERT names the columns it sets (`keys`). Selected columns must be of plain
+    SQLAlchemy would store them; an INSERT names the columns it sets (`keys`); an UPDATE is run as compiled. Selected columns must be of plain
     types (integers, strings, floats, bytes), which SQLite returns unprocessed, so the raw rows equal what
     SQLAlchemy would return. Other stores run `statement` itself with the same named parameters.
     """
 
-    def __init__(self, statement: Select[*tuple[Any, ...]] | Insert, keys: Sequence[str] | None = None) -> None:
+    def __init__(self, statement: Select[*tuple[Any, ...]] | Insert | Update, keys: Sequence[str] | None = None) -> None:
         self.statement = statement
         dialect = sqlite.dialect()
         compiled = statement.compile(dialect=dialect, column_keys=list(keys) if keys is not None else None)

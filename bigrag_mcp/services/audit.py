@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import json
 import logging
@@ -24,8 +25,10 @@ from sqlalchemy import false, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bigrag_mcp.errors import InvalidArgument
+from bigrag_mcp.limits.fastpath import Prepared
+from bigrag_mcp.services.bulk import fetch, insert_rows, run
 from bigrag_mcp.store.db import Database
-from bigrag_mcp.store.models import AuditEntry, bulk_insert
+from bigrag_mcp.store.models import AuditEntry
 
 log = logging.getLogger(__name__)
 
@@ -93,14 +96,25 @@ def _hash_of(body: dict[str, Any]) -> str:
     return hashlib.sha256((body["prev_hash"] + canonical).encode("utf-8")).hexdigest()
 
 
-async def _lock_chain(session: AsyncSession) -> None:
-    """Serialise appenders for the rest of the transaction, so two appends never read the same chain head."""
+@functools.cache
+def _chain_statements() -> tuple[Prepared, Prepared]:
+    """SQLite's chain lock (a write statement matching no row takes the database write lock until commit) and the
+    read of the chain head; compiled on first use."""
+    lock = update(AuditEntry).where(false()).values(id=AuditEntry.id).execution_options(synchronize_session=False)
+    head = select(AuditEntry.id, AuditEntry.entry_hash).order_by(AuditEntry.id.desc()).limit(1)
+    return Prepared(lock), Prepared(head)
+
+
+async def _chain_head(session: AsyncSession) -> tuple[int, str]:
+    """Take the chain lock for the rest of the transaction, so two appends never read the same head; then the head's
+    id and hash."""
+    lock, head = _chain_statements()
     if session.get_bind().dialect.name == "postgresql":
         await session.execute(select(func.pg_advisory_xact_lock(_POSTGRES_CHAIN_LOCK)))
-    else:  # SQLite: a write statement (matching no row) takes the database write lock until commit
-        await session.execute(
-            update(AuditEntry).where(false()).values(id=AuditEntry.id).execution_options(synchronize_session=False)
-        )
+    else:
+        await run(session, lock, {})
+    last = await fetch(session, head, {})
+    return (last[0][0], last[0][1]) if last else (0, GENESIS_HASH)
 
 
 class AuditFields(TypedDict):
@@ -127,11 +141,7 @@ async def append_audit_many(session: AsyncSession, entries: Sequence[AuditFields
             raise ValueError(f"audit outcome must be one of {sorted(OUTCOMES)}, not {fields.get('outcome')!r}")
     if not entries:
         return
-    await _lock_chain(session)
-    last = (await session.execute(
-        select(AuditEntry.id, AuditEntry.entry_hash).order_by(AuditEntry.id.desc()).limit(1)
-    )).first()
-    prev_id, prev_hash = (last.id, last.entry_hash) if last else (0, GENESIS_HASH)
+    prev_id, prev_hash = await _chain_head(session)
     rows = []
     for fields in entries:
         reason = fields.get("reason")
@@ -146,7 +156,7 @@ async def append_audit_many(session: AsyncSession, entries: Sequence[AuditFields
         }
         prev_id, prev_hash = body["id"], _hash_of(body)
         rows.append({**body, "entry_hash": prev_hash})
-    await session.execute(bulk_insert(AuditEntry), rows)  # one statement, no ORM bookkeeping per row
+    await insert_rows(session, AuditEntry, rows)  # one statement, no ORM bookkeeping per row
 
 
 async def audit_safely(db: Database, **fields: Unpack[AuditFields]) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import bisect
+import functools
 import hashlib
 import json
 import uuid
@@ -19,7 +20,7 @@ import anyio.lowlevel
 import numpy as np
 import numpy.typing as npt
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from bigrag_mcp import compute
@@ -38,10 +39,11 @@ from bigrag_mcp.schemas import (
     PageInfo,
     UploadResult,
 )
+from bigrag_mcp.services.bulk import driver_connection, fetch, insert_rows
 from bigrag_mcp.services.collections import find, load, tenant_of_row
 from bigrag_mcp.services.embedding import Progress, embed_matrix, process_embedder
 from bigrag_mcp.services.fences import check_admitted
-from bigrag_mcp.services.index import DIRECT_DRIVERS, IndexWrite
+from bigrag_mcp.services.index import IndexWrite
 from bigrag_mcp.services.ledger import OPERATOR, Activity, Caller
 from bigrag_mcp.services.runtime import Runtime
 from bigrag_mcp.services.usage import estimate_tokens_each
@@ -332,15 +334,33 @@ async def _embedded(
             one.estimate = estimate
 
 
+@functools.lru_cache(maxsize=32)
+def _held(count: int) -> Prepared:
+    """Which of `count` content hashes the partition already holds (one plain column; compiled once per count)."""
+    hashes = [bindparam(f"h{n}", type_=Document.content_hash.type) for n in range(count)]
+    return Prepared(
+        select(Document.content_hash).where(
+            Document.collection_id == bindparam("collection_id"), Document.tenant == bindparam("tenant"),
+            Document.content_hash.in_(hashes),
+        )
+    )
+
+
 async def _existing(
     session: AsyncSession, collection: Collection, tenant: str | None, hashes: Iterable[str]
 ) -> dict[str, Document]:
-    """Documents of the partition already holding any of these contents, by content hash."""
+    """Documents of the partition already holding any of these contents, by content hash: one plain read of the
+    hashes (new content, the common case, stops there), then the documents found."""
+    wanted = sorted(set(hashes))
+    if not wanted:
+        return {}
+    values = {"collection_id": collection.id, "tenant": tenant or NO_TENANT, **{f"h{n}": h for n, h in enumerate(wanted)}}
+    held = [h for (h,) in await fetch(session, _held(len(wanted)), values)]
+    if not held:
+        return {}
     rows = await session.scalars(
         select(Document).where(
-            Document.collection_id == collection.id,
-            Document.tenant == (tenant or NO_TENANT),
-            Document.content_hash.in_(set(hashes)),
+            Document.collection_id == collection.id, Document.tenant == (tenant or NO_TENANT), Document.content_hash.in_(held)
         )
     )
     return {d.content_hash: d for d in rows}
@@ -366,11 +386,9 @@ async def _write(rt: Runtime, collection: Collection, tenant: str | None, ready:
                 fresh.append(one)
                 results[n] = UploadResult(document=document_info(collection, one.doc), deduplicated=False, embedding_tokens=one.tokens)
         if fresh:  # Core inserts, one statement per table: no ORM bookkeeping for rows nothing reads back
-            await write.session.execute(bulk_insert(Document), [one.doc.row() for one in fresh])
+            await insert_rows(write.session, Document, [one.doc.row() for one in fresh])
             await _store_chunks(write, fresh)  # documents first: chunks and pages refer to them
-            pages = [row for one in fresh for row in one.page_rows]
-            if pages:
-                await write.session.execute(bulk_insert(PageText), pages)
+            await insert_rows(write.session, PageText, [row for one in fresh for row in one.page_rows])
         await rt.ledger.record_many(
             write.session,
             [
@@ -398,17 +416,23 @@ _CHUNK_INSERT = Prepared(bulk_insert(Chunk), _CHUNK_COLUMNS)
 
 
 class _ChunkInsert:
-    """Chunk rows into the store in the write's transaction. On a DIRECT_DRIVERS store the prepared insert through the
-    driver's own executemany, the rows passed as they are: their columns in the statement's order, and the only ones
-    needing conversion (each document's metadata and time) converted once per document (SQLAlchemy would convert them
-    again for every chunk row); elsewhere one Core executemany."""
+    """Chunk rows into the store in the write's transaction. On a store with a direct driver connection
+    (`bulk.driver_connection`) the prepared insert through the driver's own executemany, the rows passed as they are:
+    their columns in the statement's order, and the only ones needing conversion (each document's metadata and time)
+    converted once per document (SQLAlchemy would convert them again for every chunk row); elsewhere one Core
+    executemany."""
 
     PER_DOCUMENT = frozenset({"metadata", "created_at"})
     AS_GIVEN = _CHUNK_INSERT.names == _CHUNK_COLUMNS and _CHUNK_INSERT.processors.keys() <= PER_DOCUMENT
 
-    def __init__(self, conn: AsyncConnection) -> None:
+    def __init__(self, conn: AsyncConnection, driver: Any | None) -> None:
         self.conn = conn
-        self.direct = conn.dialect.driver in DIRECT_DRIVERS and self.AS_GIVEN
+        self.driver = driver if self.AS_GIVEN else None
+        self.direct = self.driver is not None
+
+    @classmethod
+    async def of(cls, conn: AsyncConnection) -> _ChunkInsert:
+        return cls(conn, await driver_connection(conn))
 
     def document(self, doc: NewDocument) -> tuple[Any, Any]:
         """The document's metadata and time as the rows of its chunks carry them."""
@@ -418,12 +442,10 @@ class _ChunkInsert:
 
     async def insert(self, rows: list[tuple[Any, ...]]) -> None:
         """Insert rows given as tuples in `_CHUNK_COLUMNS` order."""
-        if not self.direct:
+        if self.driver is None:
             await self.conn.execute(_CHUNK_INSERT.statement, [dict(zip(_CHUNK_COLUMNS, row)) for row in rows])
             return
-        driver = (await self.conn.get_raw_connection()).driver_connection
-        assert driver is not None
-        await driver.executemany(_CHUNK_INSERT.sql, rows)
+        await self.driver.executemany(_CHUNK_INSERT.sql, rows)
 
 
 async def _store_chunks(write: IndexWrite, fresh: Sequence[_Ready]) -> None:
@@ -431,7 +453,7 @@ async def _store_chunks(write: IndexWrite, fresh: Sequence[_Ready]) -> None:
     vectors = np.concatenate([one.vectors for one in fresh if one.vectors is not None])
     rows = [(one, i) for one in fresh for i in range(len(one.pieces))]
     assert len(vectors) == len(rows), "every document is embedded before it is written"
-    inserter = _ChunkInsert(await write.session.connection())
+    inserter = await _ChunkInsert.of(await write.session.connection())
     stored = {id(one): inserter.document(one.doc) for one in fresh}
     for start in range(0, len(rows), WRITE_SLICE):
         part = rows[start : start + WRITE_SLICE]

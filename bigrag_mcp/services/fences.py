@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
-from sqlalchemy import delete, or_, select
+from sqlalchemy import ColumnElement, and_, bindparam, delete, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bigrag_mcp.errors import NotFound, PermissionDenied
+from bigrag_mcp.limits.fastpath import Prepared
+from bigrag_mcp.services.bulk import fetch
 from bigrag_mcp.services.ledger import OPERATOR, Activity, Caller
 from bigrag_mcp.store.models import NO_TENANT, TenantFence
 
@@ -31,13 +34,22 @@ class ReadmitResult(BaseModel):
     readmitted: int
 
 
+def _fencing(collection: Any, tenant: Any) -> ColumnElement[bool]:
+    """The fences that refuse writes of `tenant` to `collection`: its own, or the whole collection's."""
+    return and_(TenantFence.collection == collection, or_(TenantFence.tenant == tenant, TenantFence.tenant == NO_TENANT))
+
+
+@functools.cache
+def _fenced() -> Prepared:
+    """Whether a fence refuses the write (one plain column; compiled on first use)."""
+    return Prepared(select(TenantFence.offboarded_tenant).where(_fencing(bindparam("collection"), bindparam("tenant"))).limit(1))
+
+
 async def check_admitted(session: AsyncSession, collection: str, tenant: str | None) -> None:
     """Refuse a write to a fenced tenant (or a fenced collection); call it inside the write's transaction."""
-    found = await session.scalar(
-        select(TenantFence).where(
-            TenantFence.collection == collection, or_(TenantFence.tenant == (tenant or NO_TENANT), TenantFence.tenant == NO_TENANT)
-        )
-    )
+    if not await fetch(session, _fenced(), {"collection": collection, "tenant": tenant or NO_TENANT}):
+        return  # the common case, in one statement; a fence found is read whole for the refusal's text
+    found = await session.scalar(select(TenantFence).where(_fencing(collection, tenant or NO_TENANT)))
     if found is not None:
         raise PermissionDenied(
             f"tenant {found.offboarded_tenant!r} of collection {collection!r} was offboarded at "

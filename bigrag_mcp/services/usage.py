@@ -14,9 +14,10 @@ from sqlalchemy import BigInteger, ColumnElement, Float, case, cast, false, func
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bigrag_mcp.errors import InvalidArgument
+from bigrag_mcp.services.bulk import insert_rows
 from bigrag_mcp.services.prices import PriceTable
 from bigrag_mcp.store.db import Database
-from bigrag_mcp.store.models import ROLLUP_SPANS, Collection, UsageEvent, UsageRollup, bulk_insert
+from bigrag_mcp.store.models import ROLLUP_SPANS, Collection, UsageEvent, UsageRollup
 
 OPERATIONS = frozenset({"query", "chat", "upload", "upsert", "delete"})
 MAX_WINDOW_DAYS = 365
@@ -106,8 +107,7 @@ def record_usage(session: AsyncSession, **fields: Any) -> None:
 
 async def record_usage_many(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
     """Insert `usage_row`s in one statement in the caller's transaction (no ORM bookkeeping, no ids read back)."""
-    if rows:
-        await session.execute(bulk_insert(UsageEvent), list(rows))
+    await insert_rows(session, UsageEvent, rows)
 
 
 class UsageFigures(BaseModel):

@@ -8,6 +8,7 @@ Receivers call `verify_signature` (or recompute it) and reject stale timestamps 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import ipaddress
@@ -26,6 +27,8 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bigrag_mcp.errors import InvalidArgument, NotFound
+from bigrag_mcp.limits.fastpath import Prepared
+from bigrag_mcp.services.bulk import fetch
 from bigrag_mcp.services.outbox import Clock, aware, post_delivery
 from bigrag_mcp.store.db import Database
 from bigrag_mcp.store.models import OutboxEvent, Webhook, utcnow
@@ -180,12 +183,18 @@ async def enqueue_webhook_event(session: AsyncSession, event_type: str, data: Ma
     return await enqueue_webhook_events(session, [(event_type, data)])
 
 
+@functools.cache
+def _any_webhook() -> Prepared:
+    """Whether any webhook is subscribed (compiled on first use)."""
+    return Prepared(select(Webhook.id).limit(1))
+
+
 async def enqueue_webhook_events(session: AsyncSession, events: Sequence[tuple[str, Mapping[str, Any]]]) -> list[str]:
     """Queue deliveries for several events, reading the subscriptions once; returns the delivery ids."""
     for event_type, _ in events:
         if event_type not in EVENT_TYPES:
             raise InvalidArgument(f"unknown webhook event {event_type!r}; known: {', '.join(sorted(EVENT_TYPES))}")
-    if not events:
+    if not events or not await fetch(session, _any_webhook(), {}):  # most stores have none: one plain read
         return []
     hooks = (await session.scalars(select(Webhook).order_by(Webhook.id))).all()
     now = utcnow()
