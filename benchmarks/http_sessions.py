@@ -38,6 +38,7 @@ from mcp import Client
 from server_timings import SESSION_HEADER, describe, read_timings
 from serving import QUERY, cpu_seconds, http_server, http_session, ms, percentile, scratch_folder, seed, settings_for
 
+from bigrag_mcp.compute import cores
 from bigrag_mcp.services.runtime import Runtime
 
 
@@ -207,7 +208,7 @@ async def main() -> None:
     timings = read_timings(timed)
     # with every core busy, queries a second cannot pass cores / (CPU a query costs, server and client together)
     cpu_per_query = (single.get("server_cpu_ms_per_query", 0.0) + single["client_cpu_ms_per_query"]) / 1000
-    ceiling = (os.cpu_count() or 1) / cpu_per_query if cpu_per_query else float("inf")
+    ceiling = cores() / cpu_per_query if cpu_per_query else float("inf")
     idle_p50 = statistics.median(alone)
     under_load = split(traces, timings)
     out.update({

@@ -16,6 +16,7 @@ from typing import Any
 
 import anyio
 
+from bigrag_mcp.compute import cores
 from bigrag_mcp.errors import BigRagError, InvalidArgument, LimitExceeded, Unavailable
 from bigrag_mcp.loading.host import read_frame, write_message
 from bigrag_mcp.loading.sniff import DOCX, PPTX, XLSX, ZIP, is_text_type
@@ -23,7 +24,7 @@ from bigrag_mcp.types import DocumentLoader, Extracted
 
 ZIPPED = frozenset({DOCX, XLSX, PPTX, ZIP})
 MAX_ZIP_ENTRIES = 10_000
-_SLOTS = threading.BoundedSemaphore(max(1, os.cpu_count() or 1))  # documents loading at once, for all tenants
+_SLOTS = threading.BoundedSemaphore(cores())  # documents loading at once, for all tenants
 
 
 @dataclass(frozen=True)
