@@ -6,7 +6,7 @@ import pytest
 from sqlalchemy import select
 
 from bigrag_mcp.errors import InvalidArgument
-from bigrag_mcp.services import admin, collections, documents, index, offboarding, search, vectors
+from bigrag_mcp.services import admin, bulk, collections, documents, index, offboarding, search, vectors
 from bigrag_mcp.services.index import partition_of
 from bigrag_mcp.services.runtime import Runtime
 from bigrag_mcp.settings import Settings
@@ -141,7 +141,7 @@ async def test_a_restart_refills_the_same_answers_either_way_rows_are_read(
 ) -> None:
     monkeypatch.setattr(index, "FILL_BLOCK", 7)  # several blocks
     if not direct:
-        monkeypatch.setattr(index, "DIRECT_DRIVERS", frozenset())
+        monkeypatch.setattr(bulk, "DIRECT_DRIVERS", frozenset())  # every statement through the session
     first = await Runtime.open(settings)
     await collections.create(first, name="notes", tenant_field="tenant_id", dimension=4)
     await seed(first, "notes", "acme", 20)

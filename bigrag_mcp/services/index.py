@@ -24,7 +24,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bigrag_mcp.errors import InvalidArgument
 from bigrag_mcp.limits.fastpath import Prepared, SqliteFastPath, read
 from bigrag_mcp.services import bulk
-from bigrag_mcp.services.bulk import DIRECT_DRIVERS
 from bigrag_mcp.services.fences import check_admitted
 from bigrag_mcp.services.snapshots import SnapshotStore
 from bigrag_mcp.store.db import Database
@@ -104,14 +103,13 @@ def _decode_into(data: PartitionRows, rows: Sequence[Row[str, bytes, str, str | 
 async def _blocks(
     session: AsyncSession, statement: Select[str, bytes, str, str | None]
 ) -> AsyncIterator[Sequence[Any]]:
-    """The statement's rows, FILL_BLOCK at a time; on a DIRECT_DRIVERS store straight from the driver's cursor (2-3x
+    """The statement's rows, FILL_BLOCK at a time; on a `bulk.DIRECT_DRIVERS` store straight from the driver's cursor (2-3x
     faster than result rows)."""
     conn = await session.connection()
-    if conn.dialect.driver in DIRECT_DRIVERS:
+    driver = await bulk.driver_connection(conn)
+    if driver is not None:
         compiled = statement.compile(dialect=conn.dialect)
         params = tuple(compiled.params[name] for name in compiled.positiontup or ())
-        driver = (await conn.get_raw_connection()).driver_connection
-        assert driver is not None
         cursor = await driver.execute(str(compiled), params)
         try:
             while rows := await cursor.fetchmany(FILL_BLOCK):
