@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import Float, Integer, LargeBinary, String, create_engine, event
@@ -80,6 +81,7 @@ class SqliteFastPath:
         event.listen(self.engine, "connect", pragmas)
         # the engine's one connection as the driver's own, for prepared reads (the engine hands out the same one)
         self.connection: sqlite3.Connection = self.engine.raw_connection().driver_connection  # type: ignore[assignment]
+        self.path = Path(str(self.engine.url.database))  # the store's file
 
     @staticmethod
     def for_url(url: str) -> SqliteFastPath | None:

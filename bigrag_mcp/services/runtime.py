@@ -43,7 +43,7 @@ class Runtime:
         self.index = IndexGate(db, self.backend, snapshots, self.fast)
         self.lookups = Lookups(db, self.fast)
         self.limits = Limits(db, self.policy.limits, lambda: load_prices(settings.price_file), fast=self.fast)
-        spool = UsageSpool.beside(db.url) if self.fast is not None else None
+        spool = UsageSpool.beside(self.fast.path) if self.fast is not None else None
         self.ledger = Ledger(list(settings.billing_exporters), self.limits, spool)
         self.writes = WriteSlots(settings.write_concurrency)
         self.loader_bounds = Bounds(settings.loader_timeout_s, settings.loader_memory_mb, settings.loader_unzipped_mb)

@@ -44,14 +44,10 @@ class UsageSpool:
         self._rows: int | None = None  # the spool file's descriptor, opened for appending
 
     @staticmethod
-    def beside(database_url: str) -> UsageSpool | None:
-        """The spool of a SQLite file store (the folder beside its file), None for any other store or on Windows
-        (no `flock`)."""
+    def beside(store: Path) -> UsageSpool | None:
+        """The spool of the SQLite store in file `store` (the folder beside it); None on Windows (no `flock`)."""
         if sys.platform == "win32":
             return None
-        if not database_url.startswith("sqlite+aiosqlite:///") or ":memory:" in database_url:
-            return None
-        store = Path(database_url.split("///", 1)[1].split("?", 1)[0])
         return UsageSpool(store.with_name(store.name + ".usage-spool"))
 
     @property
