@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
@@ -90,6 +90,18 @@ def _collect(hook: Callable[..., Any]) -> dict[str, Any]:
 
     hook(register=register)
     return found
+
+
+def exports_on_demand(package: str, names: Mapping[str, str]) -> Callable[[str], Any]:
+    """A package's module `__getattr__` (PEP 562) importing each public name from its submodule (`names`: name ->
+    submodule) on first use, so loading a plugin's entry point imports no client library before a factory runs."""
+
+    def __getattr__(name: str) -> Any:
+        if name not in names:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        return getattr(importlib.import_module(f"{package}.{names[name]}"), name)
+
+    return __getattr__
 
 
 def build_registry(pm: pluggy.PluginManager) -> Registry:

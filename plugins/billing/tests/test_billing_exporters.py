@@ -10,7 +10,7 @@ from typing import Any
 
 import pluggy
 import pytest
-from bigrag_billing.plugin import register_billing_exporters
+from bigrag_billing.plugin import exporter_class, register_billing_exporters
 from billing_fakes import API_KEY, FakeLago, FakeOpenMeter, FakeStripe, LoopbackService
 from sqlalchemy import select
 
@@ -280,3 +280,4 @@ def test_the_plugin_is_found_through_its_entry_point() -> None:
     found: dict[str, BillingExporterFactory] = {}
     manager.hook.register_billing_exporters(register=found.__setitem__)
     assert set(found) == {"stripe", "openmeter", "lago"}
+    assert all(exporter_class(name).name == name for name in found)  # each registered under its exporter's name

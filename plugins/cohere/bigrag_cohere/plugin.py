@@ -1,23 +1,38 @@
-"""Registers the "cohere" embedding provider, chat provider and reranker through the bigrag hooks."""
+"""Registers the "cohere" embedding provider, chat provider and reranker through the bigrag hooks (the cohere SDK
+loads when one is made, not with the plugin)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from bigrag_cohere.chat import CohereChat
-from bigrag_cohere.client import CohereService
-from bigrag_cohere.embeddings import CohereEmbeddings
-from bigrag_cohere.rerank import CohereReranker
-from bigrag_cohere.settings import CohereSettings
 from bigrag_mcp.hookspecs import hookimpl
 from bigrag_mcp.types import ChatProviderFactory, EmbeddingProviderFactory, RerankerFactory
+
+if TYPE_CHECKING:
+    from bigrag_cohere.chat import CohereChat
+    from bigrag_cohere.client import CohereService
+    from bigrag_cohere.embeddings import CohereEmbeddings
+    from bigrag_cohere.rerank import CohereReranker
+    from bigrag_cohere.settings import CohereSettings
+
+
+def _service() -> tuple[CohereService, CohereSettings]:
+    """The SDK client and the settings, from COHERE_* variables."""
+    from bigrag_cohere.client import CohereService
+    from bigrag_cohere.settings import CohereSettings
+
+    settings = CohereSettings()
+    return CohereService(settings), settings
 
 
 def make_embeddings(*, model: str | None, dimension: int | None) -> CohereEmbeddings:
     """Factory for the "cohere" embedding provider, configured from COHERE_* variables."""
-    settings = CohereSettings()
+    from bigrag_cohere.embeddings import CohereEmbeddings
+
+    service, settings = _service()
     return CohereEmbeddings(
-        CohereService(settings),
+        service,
         model=model or settings.embedding_model,
         dimension=dimension if dimension is not None else settings.embedding_dimension,
         max_batch=settings.max_batch,
@@ -26,14 +41,18 @@ def make_embeddings(*, model: str | None, dimension: int | None) -> CohereEmbedd
 
 def make_chat(*, model: str | None) -> CohereChat:
     """Factory for the "cohere" chat provider, configured from COHERE_* variables."""
-    settings = CohereSettings()
-    return CohereChat(CohereService(settings), model=model or settings.chat_model)
+    from bigrag_cohere.chat import CohereChat
+
+    service, settings = _service()
+    return CohereChat(service, model=model or settings.chat_model)
 
 
 def make_reranker(*, model: str | None = None) -> CohereReranker:
     """Factory for the "cohere" reranker (COHERE_RERANK_MODEL, default rerank-v3.5), from COHERE_* variables."""
-    settings = CohereSettings()
-    return CohereReranker(CohereService(settings), model=model or settings.rerank_model)
+    from bigrag_cohere.rerank import CohereReranker
+
+    service, settings = _service()
+    return CohereReranker(service, model=model or settings.rerank_model)
 
 
 @hookimpl
