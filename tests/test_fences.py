@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import sys
 from collections.abc import AsyncIterator
@@ -130,10 +131,12 @@ async def test_the_fence_is_checked_again_inside_the_write_transaction(
     real, calls = documents._existing, []
 
     async def held(*args: Any) -> Any:
-        """The upload's second look for the same content runs inside its write, after the fence check at its start."""
-        calls.append(args)
+        """The upload's look for the same content inside its write runs after the write's fence check (the look
+        before the work is on the fast path, or in a session of its own on Postgres)."""
+        caller = inspect.currentframe().f_back  # type: ignore[union-attr]
+        calls.append(caller.f_code.co_name if caller else None)
         found = await real(*args)
-        if len(calls) == 2:
+        if calls[-1] == "_write":
             inside.set()
             await release.wait()
         return found

@@ -21,7 +21,7 @@ from sqlalchemy import func, select
 from bigrag_mcp import compute
 from bigrag_mcp.cli import Outcome, build_parser
 from bigrag_mcp.commands.ingest import find_files, ingest_cmd
-from bigrag_mcp.errors import Unavailable
+from bigrag_mcp.errors import PermissionDenied, Unavailable
 from bigrag_mcp.hookspecs import hookimpl
 from bigrag_mcp.limits.engine import Hold, Scope
 from bigrag_mcp.policy import Principal
@@ -285,6 +285,45 @@ async def test_statements_per_upload_do_not_grow_with_chunks_or_documents(rt: Ru
     (small_chunks, small), (big_chunks, big) = counts
     assert small_chunks == 1 and big_chunks > 20 and small == big
     assert batches[1] - batches[0] <= 30  # at most the usage row of each document (usage.py inserts it singly)
+
+
+async def test_a_small_text_upload_stays_on_the_event_loop_and_checks_first_on_the_fast_path(
+    rt: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A text upload of up to INLINE_CHARS characters is checked, chunked and its tokens estimated on the event loop
+    (no worker-thread hand-off, each of which costs more than that work), and its fence and duplicate checks before
+    the work read the store's fast path: one session, the write's. A larger text goes to worker threads; a duplicate
+    and a fenced tenant are answered as before."""
+    import anyio.to_thread
+
+    await collections.create(rt, name="inline", tenant_field="tenant_id")
+    await documents.upload(rt, "inline", text="warm up: the collection and its partition", metadata={"tenant_id": "a"})
+    handoffs: list[str] = []
+    sessions: list[int] = []
+    real_run_sync, real_session = anyio.to_thread.run_sync, rt.db.session
+
+    async def run_sync(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        handoffs.append(fn.__name__)
+        return await real_run_sync(fn, *args, **kwargs)
+
+    def session(*args: Any, **kwargs: Any) -> Any:
+        sessions.append(1)
+        return real_session(*args, **kwargs)
+
+    monkeypatch.setattr(anyio.to_thread, "run_sync", run_sync)
+    monkeypatch.setattr(rt.db, "session", session)
+    note = "a short note about loquats " * 20
+    first = await documents.upload(rt, "inline", text=note, metadata={"tenant_id": "a"})
+    assert not first.deduplicated and first.document.chunk_count >= 1
+    assert handoffs == [] and len(sessions) == 1
+    again = await documents.upload(rt, "inline", text=note, metadata={"tenant_id": "a"})
+    assert again.deduplicated and again.document.id == first.document.id
+    await documents.upload(rt, "inline", text="loquat " * (documents.INLINE_CHARS // 7 + 1), metadata={"tenant_id": "a"})
+    assert {"_admit", "_load_here"} <= set(handoffs)
+    async with rt.db.session() as s:
+        await fence(s, "inline", "a", whole_collection=False, caller=OPERATOR)
+    with pytest.raises(PermissionDenied):
+        await documents.upload(rt, "inline", text="after the fence", metadata={"tenant_id": "a"})
 
 
 def test_ingest_loads_only_what_it_uses(settings: Settings, tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ from sqlalchemy import ColumnElement, and_, bindparam, delete, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bigrag_mcp.errors import NotFound, PermissionDenied
-from bigrag_mcp.limits.fastpath import Prepared
+from bigrag_mcp.limits.fastpath import Prepared, SqliteFastPath
 from bigrag_mcp.services.bulk import fetch
 from bigrag_mcp.services.ledger import OPERATOR, Activity, Caller
 from bigrag_mcp.store.models import NO_TENANT, TenantFence
@@ -56,6 +56,13 @@ async def check_admitted(session: AsyncSession, collection: str, tenant: str | N
             f"{found.offboarded_at.isoformat(timespec='seconds')}; its writes are refused until an operator runs "
             f"`bigrag-mcp tenants readmit {collection} {found.offboarded_tenant}`"
         )
+
+
+def unfenced_at_once(fast: SqliteFastPath | None, collection: str, tenant: str | None) -> bool:
+    """True when the store's fast path answers at once that no fence refuses a write; False when a fence does, the
+    store is busy or has no fast path (then `check_admitted` in a session). A check before the work, not the write's."""
+    found = fast.fetch(_fenced(), {"collection": collection, "tenant": tenant or NO_TENANT}) if fast is not None else None
+    return found == []
 
 
 async def fence(session: AsyncSession, collection: str, tenant: str, *, whole_collection: bool, caller: Caller) -> None:
