@@ -117,13 +117,14 @@ def main() -> None:
         before = asyncio.run(measure(texts, args.embedder, Path(tmp) / "before", 0))
         inside, walls, other_inside, other_walls = [], [], [], []
         for n in range(args.repeats):
-            for tree in (None, args.against) if n % 2 == 0 else (args.against, None):
+            trees = [None] if args.against is None else [None, args.against][:: 1 if n % 2 == 0 else -1]
+            for tree in trees:
                 if tree is None:
                     speed, wall, chunks = ingest_once(Path(tmp) / f"ingest{n}", args.embedder, folder)
                     inside.append(speed)
                     walls.append(wall)
-                elif args.against is not None:
-                    speed, wall, _ = ingest_once(Path(tmp) / f"against{n}", args.embedder, folder, args.against)
+                else:
+                    speed, wall, _ = ingest_once(Path(tmp) / f"against{n}", args.embedder, folder, tree)
                     other_inside.append(speed)
                     other_walls.append(wall)
         measured = asyncio.run(measure(texts, args.embedder, Path(tmp) / "after", args.single))
