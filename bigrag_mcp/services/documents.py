@@ -501,10 +501,11 @@ async def upload(
     progress: Progress | None = None,
     caller: Caller = OPERATOR,
 ) -> UploadResult:
-    """Load, chunk and embed in worker threads, then store and index in one transaction.
+    """Load, chunk and embed in worker threads (a text of up to INLINE_CHARS on the event loop), then store and index
+    in one transaction.
 
-    At most `write_concurrency` writes run at a time per key and per tenant; the CPU-bound steps never run on the
-    event loop, and the vectors are kept as one float32 matrix, so other tenants' calls keep flowing.
+    At most `write_concurrency` writes run at a time per key and per tenant; the CPU-bound steps of anything larger
+    never run on the event loop, and the vectors are kept as one float32 matrix, so other tenants' calls keep flowing.
     """
     collection = await load(rt, collection_name)
     item = Upload(text, content_base64, None, filename, mime_type, metadata)
