@@ -352,6 +352,11 @@ def _held(count: int) -> Prepared:
     )
 
 
+def _held_values(collection: Collection, tenant: str | None, hashes: Sequence[str]) -> dict[str, Any]:
+    """The parameters of `_held(len(hashes))`."""
+    return {"collection_id": collection.id, "tenant": tenant or NO_TENANT, **{f"h{n}": h for n, h in enumerate(hashes)}}
+
+
 async def _existing(
     session: AsyncSession, collection: Collection, tenant: str | None, hashes: Iterable[str]
 ) -> dict[str, Document]:
@@ -360,8 +365,7 @@ async def _existing(
     wanted = sorted(set(hashes))
     if not wanted:
         return {}
-    values = {"collection_id": collection.id, "tenant": tenant or NO_TENANT, **{f"h{n}": h for n, h in enumerate(wanted)}}
-    held = [h for (h,) in await fetch(session, _held(len(wanted)), values)]
+    held = [h for (h,) in await fetch(session, _held(len(wanted)), _held_values(collection, tenant, wanted))]
     if not held:
         return {}
     rows = await session.scalars(
@@ -378,8 +382,7 @@ def _new_at_once(rt: Runtime, collection: Collection, admitted: _Admitted) -> bo
     both again in its own transaction."""
     if rt.fast is None or not unfenced_at_once(rt.fast, collection.name, admitted.tenant):
         return False
-    values = {"collection_id": collection.id, "tenant": admitted.tenant or NO_TENANT, "h0": admitted.content_hash}
-    return rt.fast.fetch(_held(1), values) == []
+    return rt.fast.fetch(_held(1), _held_values(collection, admitted.tenant, [admitted.content_hash])) == []
 
 
 async def _write(rt: Runtime, collection: Collection, tenant: str | None, ready: Sequence[_Ready]) -> list[UploadResult]:

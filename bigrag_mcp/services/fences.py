@@ -45,9 +45,14 @@ def _fenced() -> Prepared:
     return Prepared(select(TenantFence.offboarded_tenant).where(_fencing(bindparam("collection"), bindparam("tenant"))).limit(1))
 
 
+def _fenced_values(collection: str, tenant: str | None) -> dict[str, str]:
+    """The parameters of `_fenced`."""
+    return {"collection": collection, "tenant": tenant or NO_TENANT}
+
+
 async def check_admitted(session: AsyncSession, collection: str, tenant: str | None) -> None:
     """Refuse a write to a fenced tenant (or a fenced collection); call it inside the write's transaction."""
-    if not await fetch(session, _fenced(), {"collection": collection, "tenant": tenant or NO_TENANT}):
+    if not await fetch(session, _fenced(), _fenced_values(collection, tenant)):
         return  # the common case, in one statement; a fence found is read whole for the refusal's text
     found = await session.scalar(select(TenantFence).where(_fencing(collection, tenant or NO_TENANT)))
     if found is not None:
@@ -58,11 +63,10 @@ async def check_admitted(session: AsyncSession, collection: str, tenant: str | N
         )
 
 
-def unfenced_at_once(fast: SqliteFastPath | None, collection: str, tenant: str | None) -> bool:
-    """True when the store's fast path answers at once that no fence refuses a write; False when a fence does, the
-    store is busy or has no fast path (then `check_admitted` in a session). A check before the work, not the write's."""
-    found = fast.fetch(_fenced(), {"collection": collection, "tenant": tenant or NO_TENANT}) if fast is not None else None
-    return found == []
+def unfenced_at_once(fast: SqliteFastPath, collection: str, tenant: str | None) -> bool:
+    """True when the store's fast path answers at once that no fence refuses a write; False when a fence does or the
+    store is busy (then `check_admitted` in a session). A check before the work, not the write's."""
+    return fast.fetch(_fenced(), _fenced_values(collection, tenant)) == []
 
 
 async def fence(session: AsyncSession, collection: str, tenant: str, *, whole_collection: bool, caller: Caller) -> None:
